@@ -1,0 +1,1 @@
+"""Policy backends: one PolicyBackend interface, local / remote / scripted implementations."""

@@ -1,0 +1,83 @@
+"""The PolicyBackend interface and the data it exchanges with the inference node.
+
+A backend turns an observation (stitched frames, per-camera views, joint state, instruction)
+into an action chunk in ABSOLUTE joint targets, SI units, with joint names. Un-normalisation,
+relative-to-absolute conversion and effector mapping happen inside the backend (local) or on
+the server + client (remote), exactly once.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a chunk (connection lost, server error, bad reply)."""
+
+
+@dataclass(slots=True)
+class Observation:
+    """What the policy sees at one request.
+
+    stamp: observation time in seconds (ROS time of the newest frame).
+    frames: [T, H, W, 3] uint8 stitched frames observed since the previous request, oldest first
+        (T >= 1; the newest frame is frames[-1]). These are REAL observations: the model writes
+        them into its KV cache in place of its own predictions.
+    state: [S] float64 joint positions in the embodiment's state_joints order, SI units.
+    views: optional per-camera frames {camera name: [T, h, w, 3] uint8 at the camera's source_size},
+        needed by the remote protocol (the server stitches them itself).
+    """
+
+    stamp: float
+    frames: np.ndarray
+    state: np.ndarray
+    views: dict[str, np.ndarray] | None = None
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """An action chunk ready to publish.
+
+    positions: [horizon, J] float64 absolute joint targets (rad, m) in `joint_names` order;
+        row k is the target for time stamp + (k + 1) * dt.
+    extras: {group name: [horizon, C] float64}, e.g. AgiBot's base velocity.
+    latency: seconds spent inside infer().
+    predicted_frames: optional [T, H, W, 3] uint8 decoded future video (the model's visual plan).
+    """
+
+    joint_names: tuple[str, ...]
+    positions: np.ndarray
+    dt: float
+    latency: float
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted_frames: np.ndarray | None = None
+
+
+class PolicyBackend(abc.ABC):
+    """One interface for the local model, a remote server and the scripted test generator."""
+
+    #: short name reported in PolicyStatus.backend
+    name: str = "base"
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Start a new episode: clear the model's context (KV cache, frame buffers)."""
+
+    @abc.abstractmethod
+    def set_instruction(self, instruction: str) -> None:
+        """Set the language instruction (raw, untemplated); a change resets the episode."""
+
+    @abc.abstractmethod
+    def infer(self, observation: Observation) -> ChunkResult:
+        """Produce the next chunk for `observation`; raises BackendError on failure."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend can serve a request now (a remote one may be reconnecting)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (sockets, threads, GPU memory)."""

@@ -1,0 +1,121 @@
+"""The `dreamzero` command: demo, bringup, serve and the operator commands.
+
+Subcommands import what they need lazily, so `dreamzero status` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dreamzero_ros.bringup import BACKENDS
+
+
+def _add_bringup_options(p: argparse.ArgumentParser, *, sim_default: bool) -> None:
+    p.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
+    p.add_argument("--backend", default="local", choices=BACKENDS, help="policy backend (default: %(default)s)")
+    p.add_argument("--server", default="", help="policy server URL for --backend remote, e.g. ws://gpu-box:8000")
+    p.add_argument("--checkpoint", default="", help="checkpoint dir for --backend local (default: tiny random weights)")
+    p.add_argument("--instruction", default="", help="initial instruction")
+    if sim_default:
+        p.add_argument("--no-sim", dest="sim", action="store_false", help="do not start the simulator")
+    else:
+        p.add_argument("--sim", action="store_true", help="start the MuJoCo simulated robot")
+    p.add_argument("--dry-run", action="store_true", help="executor publishes to the preview topic only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamzero", description="DreamZero World Action Model on ROS 2 robots.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="closed-loop demo on the built-in MuJoCo simulator")
+    _add_bringup_options(demo, sim_default=True)
+    demo.set_defaults(instruction="pick up the red cube and put it in the bowl")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of closed loop (default: %(default)s)")
+    demo.add_argument("--output", default="out/demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--no-record", dest="record", action="store_false", help="skip the MCAP recording")
+
+    bringup = sub.add_parser("bringup", help="start the node plan as processes (where ros2 launch is missing)")
+    _add_bringup_options(bringup, sim_default=False)
+    bringup.add_argument("--record", default="", help="record to this MCAP path")
+    bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    bringup.add_argument("--network", action="store_true",
+                         help="allow DDS discovery beyond localhost (nodes on several machines)")
+
+    serve = sub.add_parser("serve", help="websocket policy server (runs on the GPU box)")
+    from dreamzero_ros import server
+
+    server.add_arguments(serve)
+
+    instruct = sub.add_parser("instruct", help="send a language instruction")
+    instruct.add_argument("text")
+    status = sub.add_parser("status", help="show live PolicyStatus")
+    status.add_argument("--once", action="store_true", help="print one status per node and exit")
+    status.add_argument("--duration", type=float, default=2.0, help="listen this long with --once")
+    sub.add_parser("arm", help="arm the executor (it commands the robot from now on)")
+    sub.add_parser("disarm", help="disarm the executor (it holds and stops commanding)")
+    sub.add_parser("estop", help="latching e-stop: hold now; only `dreamzero reset` then `arm` resumes")
+    sub.add_parser("reset", help="clear the e-stop latch (stays disarmed) and reset the episode")
+    return parser
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from dreamzero_ros.operator import Operator, OperatorError, format_status
+
+    try:
+        with Operator() as op:
+            if args.command == "instruct":
+                print(op.instruct(args.text))
+            elif args.command in ("arm", "disarm"):
+                print(op.arm(args.command == "arm"))
+            elif args.command == "estop":
+                print(op.estop())
+            elif args.command == "reset":
+                print("\n".join(op.reset()))
+            elif args.command == "status":
+                if args.once:
+                    latest = op.statuses(args.duration)
+                    if not latest:
+                        print("no status received (is the bringup running in this ROS domain?)", file=sys.stderr)
+                        return 1
+                    for msg in latest.values():
+                        print(format_status(msg))
+                else:
+                    op.statuses(float("inf"), on_status=lambda m: print(format_status(m), flush=True))
+    except OperatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from dreamzero_ros.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "bringup":
+        from dreamzero_ros.bringup import BringupOptions, node_plan, run_plan
+
+        try:
+            options = BringupOptions(
+                embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
+                sim=args.sim, dry_run=args.dry_run, record=args.record, instruction=args.instruction,
+            )
+            plan = node_plan(options)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return run_plan(plan, localhost_only=not args.network, duration=args.duration)
+    if args.command == "serve":
+        from dreamzero_ros import server
+
+        return server.run(args)
+    return _operator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

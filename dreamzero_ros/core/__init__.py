@@ -1,0 +1,1 @@
+"""Pure logic (no rclpy): embodiment config, stitching, time sync, chunk handling, safety."""

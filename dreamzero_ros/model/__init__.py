@@ -1,0 +1,1 @@
+"""The DreamZero World Action Model in torch + diffusers (no rclpy)."""

@@ -1,0 +1,1 @@
+"""Thin rclpy node shells: parameters -> core objects, callbacks -> core calls."""

@@ -1,0 +1,114 @@
+"""Shared node plumbing: parameters declared once from a table, the node entry point, stamps.
+
+Each node declares its parameters from a tuple of `Param` (name, default, description, range),
+reads them once into a dict and builds its frozen settings from it; a bad value stops the node
+at start with the parameter named. `run_node` is every node's `main()`: init, build, spin a
+MultiThreadedExecutor, shut down cleanly on Ctrl-C, exit non-zero on a config error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+from dreamzero_ros.core.embodiment import ConfigError
+
+
+class ParameterError(ValueError):
+    """A node parameter has a bad value; the message names the node and the parameter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True
+
+
+def declare_parameters(node: Node, table: Sequence[Param]) -> dict[str, Any]:
+    """Declare every parameter of `table` on `node` and return their validated values."""
+    values: dict[str, Any] = {}
+    for p in table:
+        descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
+        if isinstance(p.default, float) and (p.minimum is not None or p.maximum is not None):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(p.minimum if p.minimum is not None else -1e300),
+                                   to_value=float(p.maximum if p.maximum is not None else 1e300), step=0.0)
+            ]
+        elif isinstance(p.default, int) and not isinstance(p.default, bool) and (
+            p.minimum is not None or p.maximum is not None
+        ):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(p.minimum if p.minimum is not None else -(2**62)),
+                             to_value=int(p.maximum if p.maximum is not None else 2**62), step=1)
+            ]
+        try:
+            value = node.declare_parameter(p.name, p.default, descriptor).value
+        except Exception as exc:
+            raise ParameterError(f"node {node.get_name()}: parameter '{p.name}': {exc}") from exc
+        values[p.name] = _validate(node.get_name(), p, value)
+    return values
+
+
+def _validate(node_name: str, p: Param, value: Any) -> Any:
+    where = f"node {node_name}: parameter '{p.name}'"
+    if isinstance(p.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(p.default):
+        raise ParameterError(f"{where}: expected {type(p.default).__name__}, got {value!r}")
+    if p.minimum is not None and value < p.minimum:
+        raise ParameterError(f"{where}: expected >= {p.minimum}, got {value!r}")
+    if p.maximum is not None and value > p.maximum:
+        raise ParameterError(f"{where}: expected <= {p.maximum}, got {value!r}")
+    if p.choices is not None and value not in p.choices:
+        raise ParameterError(f"{where}: expected one of {list(p.choices)}, got {value!r}")
+    return value
+
+
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, *, threads: int = 2) -> None:
+    """Entry point shared by every node: exits 2 with the file/parameter named on a bad config."""
+    rclpy.init(args=args)
+    node: Node | None = None
+    code = 0
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (ConfigError, ParameterError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if code:
+        sys.exit(code)
+
+
+def stamp_to_seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_stamp(seconds: float, stamp: Any) -> Any:
+    """Fill a builtin_interfaces/Time in place from float seconds (floor, so nanosec >= 0)."""
+    sec = int(seconds // 1)
+    stamp.sec = sec
+    stamp.nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
+    return stamp

@@ -1,0 +1,136 @@
+"""Operator commands over DDS (there is no `ros2` CLI on pip installs).
+
+`dreamzero instruct|status|arm|disarm|estop|reset` use these functions; they talk to whatever
+bringup runs in the same ROS domain: the simulator demo or a robot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.node import Node
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+
+from dreamzero_msgs.msg import PolicyStatus
+from dreamzero_msgs.srv import SetInstruction
+from dreamzero_ros.bringup import (
+    ARM_SERVICE,
+    ESTOP_TOPIC,
+    INSTRUCTION_TOPIC,
+    RESET_EPISODE_SERVICE,
+    RESET_ESTOP_SERVICE,
+    SET_INSTRUCTION_SERVICE,
+    STATUS_TOPIC,
+)
+from dreamzero_ros.nodes import qos
+
+
+class OperatorError(RuntimeError):
+    """An operator command could not be completed (service missing, refused, timed out)."""
+
+
+class Operator:
+    """A short-lived rclpy node that sends one operator command."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node("dreamzero_operator", context=self.context)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def __enter__(self) -> Operator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return done()
+
+    def _call(self, srv_type: Any, name: str, request: Any) -> Any:
+        client = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=self.timeout):
+            raise OperatorError(f"service {name} is not available (is the bringup running in this ROS domain?)")
+        future = client.call_async(request)
+        if not self._spin_until(future.done, self.timeout):
+            raise OperatorError(f"service {name} did not answer within {self.timeout:g} s")
+        return future.result()
+
+    def instruct(self, text: str) -> str:
+        resp = self._call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction=text))
+        if not resp.success:
+            raise OperatorError(f"instruction refused: {resp.message}")
+        # Also latch it on the topic so a restarted inference node picks it up.
+        pub = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
+        pub.publish(String(data=text))
+        self._spin_until(lambda: False, 0.2)
+        return resp.message
+
+    def arm(self, armed: bool) -> str:
+        resp = self._call(SetBool, ARM_SERVICE, SetBool.Request(data=armed))
+        if not resp.success:
+            raise OperatorError(resp.message)
+        return resp.message
+
+    def estop(self) -> str:
+        pub = self.node.create_publisher(Bool, ESTOP_TOPIC, qos.LATCHED)
+        self._spin_until(lambda: pub.get_subscription_count() > 0, min(self.timeout, 3.0))
+        pub.publish(Bool(data=True))
+        # Transient local keeps the e-stop for late joiners while this process lives; give the
+        # executor time to receive it before exiting.
+        self._spin_until(lambda: False, 0.5)
+        return "e-stop sent" if pub.get_subscription_count() else "e-stop sent (no executor subscribed yet)"
+
+    def reset(self) -> list[str]:
+        """Clear the executor's e-stop latch (it stays disarmed) and reset the model's episode."""
+        out = []
+        for srv in (RESET_ESTOP_SERVICE, RESET_EPISODE_SERVICE):
+            resp = self._call(Trigger, srv, Trigger.Request())
+            out.append(f"{srv}: {resp.message}")
+        return out
+
+    def statuses(self, duration: float, on_status: Callable[[PolicyStatus], None] | None = None) -> dict[str, PolicyStatus]:
+        """Latest PolicyStatus per node seen within `duration` seconds."""
+        latest: dict[str, PolicyStatus] = {}
+
+        def callback(msg: PolicyStatus) -> None:
+            latest[msg.node] = msg
+            if on_status:
+                on_status(msg)
+
+        self.node.create_subscription(PolicyStatus, STATUS_TOPIC, callback, qos.STATUS)
+        self._spin_until(lambda: False, duration)
+        return latest
+
+
+def format_status(msg: PolicyStatus) -> str:
+    parts = [
+        f"{msg.node:<16}",
+        f"state={msg.state}",
+        f"backend={msg.backend}" if msg.backend else "",
+        f"armed={str(msg.armed).lower()}",
+        f"estop={str(msg.estopped).lower()}",
+        f"rate={msg.control_rate:.1f}Hz",
+        f"chunks={msg.chunks_produced}",
+        f"lat={msg.latency_last * 1000:.0f}/{msg.latency_p95 * 1000:.0f}ms(last/p95)" if msg.latency_last else "",
+        f"holds={msg.holds}",
+        f"rejected={msg.chunks_rejected}",
+        f"dropped={msg.chunks_dropped}",
+        f"reason='{msg.reason}'" if msg.reason else "",
+        f"error='{msg.last_error}'" if msg.last_error else "",
+    ]
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,1 @@
+"""MuJoCo simulated robots built from urdf/ (the default when no robot is attached)."""

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Create or refresh the repo's Python 3.11 venv (.venv) with everything dreamzero_ros needs:
+# ROS 2 wheels, torch (CPU pin), the other dependencies, dreamzero_msgs built into the venv and
+# dreamzero_ros installed in editable mode. Idempotent: a stamp of the inputs makes a second run
+# with nothing changed return in well under a second.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${DZ_VENV:-$ROOT/.venv}"
+PYTHON="${DZ_PYTHON:-python3.11}"
+STAMP="$VENV/.dreamzero-stamp"
+
+inputs_hash() {
+  (cd "$ROOT" && cat requirements.txt setup.py setup.cfg package.xml scripts/bootstrap.sh \
+     dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/* \
+     | sha256sum | cut -d' ' -f1)
+}
+
+want="$(inputs_hash)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
+  exit 0
+fi
+
+log() { echo "[bootstrap] $*" >&2; }
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "[bootstrap] error: $PYTHON not found; dreamzero_ros needs CPython 3.11 (the ROS 2 wheels are cp311 only)." >&2
+  echo "[bootstrap] set DZ_PYTHON=/path/to/python3.11 to choose another interpreter." >&2
+  exit 2
+fi
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating venv at $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "[bootstrap] error: $VENV is not a Python 3.11 venv; delete it and rerun." >&2
+  exit 2
+fi
+
+log "installing Python dependencies (requirements.txt)"
+"$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+
+# The message wheels' exported CMake files carry include paths of the machine that built them;
+# point them at this interpreter's headers and numpy (see ../shared/design/PIP_ROS.md).
+log "fixing exported CMake include paths of the ROS message wheels"
+"$PY" "$ROOT/scripts/fix_rosidl_cmake_paths.py" "$VENV"
+
+log "building dreamzero_msgs into the venv"
+BUILD="$ROOT/build/dreamzero_msgs"
+export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
+cmake -S "$ROOT/dreamzero_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
+  -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$ROOT/build/msgs-configure.log" 2>&1 \
+  || { cat "$ROOT/build/msgs-configure.log" >&2; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" >"$ROOT/build/msgs-build.log" 2>&1 \
+  || { tail -50 "$ROOT/build/msgs-build.log" >&2; exit 1; }
+cmake --install "$BUILD" >/dev/null
+
+log "installing dreamzero_ros (editable)"
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+
+"$PY" -c 'import rclpy, dreamzero_msgs.msg, dreamzero_ros' \
+  || { echo "[bootstrap] error: the venv does not import rclpy/dreamzero_msgs/dreamzero_ros" >&2; exit 1; }
+echo "$want" >"$STAMP"
+log "venv ready: $VENV"
