@@ -11,7 +11,7 @@ PYTHON="${DZ_PYTHON:-python3.11}"
 STAMP="$VENV/.dreamzero-stamp"
 
 inputs_hash() {
-  (cd "$ROOT" && cat requirements.txt setup.py setup.cfg package.xml scripts/bootstrap.sh \
+  (cd "$ROOT" && cat requirements.txt requirements-robot.txt setup.py setup.cfg package.xml scripts/bootstrap.sh \
      dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/* \
      | sha256sum | cut -d' ' -f1)
 }

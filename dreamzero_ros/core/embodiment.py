@@ -407,13 +407,6 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
 
     # Cross-field checks.
     state_joints = [j for g in state for j in g.joints]
-    for i, group in enumerate(action):
-        for k, joint in enumerate(group.joints):
-            if group.relative and joint not in state_joints:
-                raise r.fail(
-                    f"action[{i}].joints[{k}]",
-                    f"relative action joint {joint!r} must also be in the state vector (its offset comes from it)",
-                )
     all_joints = list(dict.fromkeys(state_joints + [j for g in action for j in g.joints]))
     for field, joints in (("state", state), ("action", action)):
         seen: dict[str, str] = {}
@@ -427,6 +420,13 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
                         f"{field}[{i}].joints[{k}]",
                         f"joint {joint!r} is not a movable joint of {urdf_path.name}",
                     )
+    for i, group in enumerate(action):
+        for k, joint in enumerate(group.joints):
+            if group.relative and joint not in state_joints:
+                raise r.fail(
+                    f"action[{i}].joints[{k}]",
+                    f"relative action joint {joint!r} must also be in the state vector (its offset comes from it)",
+                )
     for joint in all_joints:
         if joint not in limits:
             raise r.fail("joint_limits", f"missing limits for joint {joint!r}")

@@ -1,0 +1,195 @@
+"""The inference node's bookkeeping, pure and clock-injected (no rclpy, no threads).
+
+Owns what decides whether and when to ask the policy for the next chunk: the real frames
+observed since the last request (the model writes them into its KV cache in place of its own
+predictions), the latest joint state assembled by name, the instruction, input staleness, the
+request schedule (early enough that the next chunk lands before the current one runs out,
+from measured latency plus a margin) and latency statistics.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dreamzero_ros.core.embodiment import EmbodimentConfig
+
+MAX_INSTRUCTION_CHARS = 2000
+
+
+class InstructionError(ValueError):
+    """An instruction was refused (empty, too long, not text)."""
+
+
+def validate_instruction(text: object) -> str:
+    """A clean instruction or InstructionError saying why it was refused."""
+    if not isinstance(text, str):
+        raise InstructionError(f"instruction must be text, got {type(text).__name__}")
+    clean = " ".join(text.split())
+    if not clean:
+        raise InstructionError("instruction is empty")
+    if len(clean) > MAX_INSTRUCTION_CHARS:
+        raise InstructionError(f"instruction is {len(clean)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
+    if any(ord(c) < 32 for c in clean):
+        raise InstructionError("instruction contains control characters")
+    return clean
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceSettings:
+    max_frame_age: float = 1.0  # s: newest stitched frame older than this -> stale, no request
+    max_state_age: float = 0.5  # s: newest joint state older than this -> stale, no request
+    latency_margin: float = 0.25  # s: request this much before (chunk end - expected latency)
+    latency_window: int = 50  # chunks kept for latency statistics
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_age", "max_state_age"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a positive number of seconds, got {getattr(self, name)!r}")
+        if self.latency_margin < 0:
+            raise ValueError(f"latency_margin: expected >= 0 s, got {self.latency_margin!r}")
+        if self.latency_window < 1:
+            raise ValueError(f"latency_window: expected >= 1, got {self.latency_window!r}")
+
+
+@dataclass(slots=True)
+class Request:
+    stamp: float  # observation time (newest frame)
+    frames: np.ndarray  # [T, H, W, 3] uint8, oldest first
+    state: np.ndarray  # [S] float64, state_joints order
+
+
+class InferenceLoop:
+    """What the inference node's worker asks before each request, and what it records after."""
+
+    def __init__(self, embodiment: EmbodimentConfig, settings: InferenceSettings | None = None) -> None:
+        self.embodiment = embodiment
+        self.settings = settings or InferenceSettings()
+        self.state_joints = embodiment.state_joints
+        self._index = {name: i for i, name in enumerate(self.state_joints)}
+        self._frames: collections.deque[tuple[float, np.ndarray]] = collections.deque(
+            maxlen=embodiment.video.frames_per_chunk
+        )
+        self._newest_frame: tuple[float, np.ndarray] | None = None
+        self._state: np.ndarray | None = None
+        self._state_time = -math.inf
+        self.state_problem = "no joint state received"
+        self.instruction = ""
+        self._chunk_end = -math.inf  # time the last published chunk runs out
+        self.latencies: collections.deque[float] = collections.deque(maxlen=self.settings.latency_window)
+        self.chunks_produced = 0
+        self.late_chunks = 0
+        self.stale_inputs = 0
+        self.episode = 0
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def on_frame(self, stamp: float, frame: np.ndarray) -> None:
+        """A stitched frame [H, W, 3] uint8 observed at `stamp` (s)."""
+        if self._newest_frame is not None and stamp <= self._newest_frame[0]:
+            return  # duplicate or out of order: the history must stay in time order
+        self._frames.append((stamp, frame))
+        self._newest_frame = (stamp, frame)
+
+    def on_joint_state(self, names: list[str], positions: list[float] | np.ndarray, now: float) -> None:
+        """Assemble the state vector by name; a missing joint or NaN marks the state invalid."""
+        if len(names) != len(positions):
+            self.state_problem = f"joint_states has {len(names)} names but {len(positions)} positions"
+            self._state = None
+            return
+        by_name = dict(zip(names, positions, strict=True))
+        missing = [j for j in self.state_joints if j not in by_name]
+        if missing:
+            self.state_problem = f"joint_states is missing {missing}"
+            self._state = None
+            return
+        state = np.array([by_name[j] for j in self.state_joints], dtype=np.float64)
+        bad = [j for j, v in zip(self.state_joints, state, strict=True) if not math.isfinite(v)]
+        if bad:
+            self.state_problem = f"joint_states has non-finite values for {bad}"
+            self._state = None
+            return
+        self._state = state
+        self._state_time = now
+        self.state_problem = ""
+
+    def set_instruction(self, text: str) -> bool:
+        """Validate and set; returns True when it changed (the caller resets the episode)."""
+        clean = validate_instruction(text)
+        changed = clean != self.instruction
+        self.instruction = clean
+        if changed:
+            self.reset()
+        return changed
+
+    def reset(self) -> None:
+        """New episode: forget the frame history and the schedule."""
+        self._frames.clear()
+        if self._newest_frame is not None:
+            self._frames.append(self._newest_frame)
+        self._chunk_end = -math.inf
+        self.episode += 1
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def blocker(self, now: float) -> str:
+        """Why no request can be made now ('' when inputs are fresh and complete)."""
+        if not self.instruction:
+            return "no instruction"
+        if self._newest_frame is None:
+            return "no stitched frame received"
+        age = now - self._newest_frame[0]
+        if age > self.settings.max_frame_age:
+            return f"stitched frame is stale ({age:.2f} s old)"
+        if self._state is None:
+            return self.state_problem
+        age = now - self._state_time
+        if age > self.settings.max_state_age:
+            return f"joint state is stale ({age:.2f} s old)"
+        return ""
+
+    @property
+    def expected_latency(self) -> float:
+        """A pessimistic latency estimate: the p95 of recent chunks (0 before the first)."""
+        if not self.latencies:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.latencies, dtype=float), 95))
+
+    def next_request_time(self) -> float:
+        """When to request so the chunk lands `latency_margin` before the current one runs out."""
+        return self._chunk_end - self.expected_latency - self.settings.latency_margin
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_request_time()
+
+    def take_request(self, now: float) -> Request | None:
+        """The observation to send now, or None (and a stale input counted) if inputs are not ready."""
+        if self.blocker(now):
+            self.stale_inputs += 1
+            return None
+        assert self._newest_frame is not None and self._state is not None
+        frames = np.stack([f for _, f in self._frames]) if self._frames else self._newest_frame[1][None]
+        request = Request(stamp=self._newest_frame[0], frames=frames, state=self._state.copy())
+        # Frames handed over now are the model's context; the next request brings only newer ones.
+        self._frames.clear()
+        return request
+
+    def record_chunk(self, stamp: float, ready_time: float) -> float:
+        """A chunk conditioned on `stamp` was ready at `ready_time`; returns its latency (s)."""
+        latency = ready_time - stamp
+        if ready_time > self._chunk_end and math.isfinite(self._chunk_end):
+            self.late_chunks += 1  # the previous chunk ran out before this one arrived
+        self.latencies.append(latency)
+        self.chunks_produced += 1
+        self._chunk_end = stamp + self.embodiment.control.chunk_duration
+        return latency
+
+    def latency_stats(self) -> tuple[float, float, float]:
+        """(last, mean, p95) latency in s, zeros before the first chunk."""
+        if not self.latencies:
+            return 0.0, 0.0, 0.0
+        arr = np.fromiter(self.latencies, dtype=float)
+        return float(arr[-1]), float(arr.mean()), float(np.percentile(arr, 95))

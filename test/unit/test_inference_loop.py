@@ -1,0 +1,122 @@
+"""The inference node's bookkeeping: staleness, the request schedule, frame hand-over, latency."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.inference_loop import (
+    MAX_INSTRUCTION_CHARS,
+    InferenceLoop,
+    InferenceSettings,
+    InstructionError,
+    validate_instruction,
+)
+
+DROID = load_embodiment("franka_droid")
+
+
+def frame(value: int) -> np.ndarray:
+    return np.full((352, 640, 3), value, dtype=np.uint8)
+
+
+def ready_loop(now: float = 10.0) -> InferenceLoop:
+    loop = InferenceLoop(DROID, InferenceSettings(latency_margin=0.2))
+    loop.set_instruction("pick up the cup")
+    loop.on_frame(now, frame(1))
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), now)
+    return loop
+
+
+def test_no_request_without_instruction_frame_or_state():
+    loop = InferenceLoop(DROID)
+    assert loop.blocker(1.0) == "no instruction"
+    loop.set_instruction("wave")
+    assert loop.blocker(1.0) == "no stitched frame received"
+    loop.on_frame(1.0, frame(0))
+    assert loop.blocker(1.0) == "no joint state received"
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 1.0)
+    assert loop.blocker(1.0) == ""
+
+
+def test_a_stale_frame_or_state_blocks_the_request_and_is_counted():
+    loop = ready_loop(now=10.0)
+    assert "stitched frame is stale" in loop.blocker(11.5)
+    assert loop.take_request(11.5) is None and loop.stale_inputs == 1
+    loop.on_frame(11.5, frame(2))
+    assert "joint state is stale" in loop.blocker(11.5)
+
+
+def test_joint_states_missing_a_joint_or_with_nan_invalidate_the_state():
+    loop = ready_loop()
+    names = list(DROID.state_joints)
+    loop.on_joint_state(names[:-1], np.zeros(7), 10.0)
+    assert "missing ['panda_finger_joint1']" in loop.blocker(10.0)
+    values = np.zeros(8)
+    values[2] = math.nan
+    loop.on_joint_state(names, values, 10.0)
+    assert "non-finite values for ['panda_joint3']" in loop.blocker(10.0)
+    loop.on_joint_state(list(reversed(names)), np.arange(8.0), 10.0)
+    request = loop.take_request(10.0)
+    np.testing.assert_array_equal(request.state, np.arange(8.0)[::-1])  # assembled by name, not order
+
+
+def test_frames_observed_since_the_last_request_are_handed_over_once_oldest_first():
+    loop = ready_loop(now=10.0)
+    first = loop.take_request(10.0)
+    assert first.frames.shape == (1, 352, 640, 3) and first.stamp == 10.0
+    for k in range(1, 4):
+        loop.on_frame(10.0 + 0.2 * k, frame(10 + k))
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.6)
+    second = loop.take_request(10.6)
+    assert [int(f[0, 0, 0]) for f in second.frames] == [11, 12, 13]
+    assert second.stamp == pytest.approx(10.6)
+
+
+def test_out_of_order_frames_are_ignored():
+    loop = ready_loop(now=10.0)
+    loop.on_frame(9.0, frame(99))
+    assert int(loop.take_request(10.0).frames[-1, 0, 0, 0]) == 1
+
+
+def test_the_next_request_lands_before_the_current_chunk_runs_out():
+    loop = ready_loop(now=10.0)
+    assert loop.due(10.0)
+    request = loop.take_request(10.0)
+    loop.record_chunk(request.stamp, ready_time=10.3)  # 0.3 s latency
+    # chunk runs out at 10 + 1.6; request at 11.6 - p95 latency (0.3) - margin (0.2) = 11.1
+    assert loop.next_request_time() == pytest.approx(11.1)
+    assert not loop.due(11.0) and loop.due(11.1)
+
+
+def test_a_chunk_ready_after_the_previous_ran_out_counts_as_late():
+    loop = ready_loop(now=10.0)
+    loop.record_chunk(10.0, 10.3)
+    loop.record_chunk(11.0, 11.7)  # previous chunk ended at 11.6
+    assert loop.late_chunks == 1
+    last, mean, p95 = loop.latency_stats()
+    assert last == pytest.approx(0.7) and mean == pytest.approx(0.5)
+
+
+def test_an_instruction_change_resets_the_episode_but_the_same_text_does_not():
+    loop = ready_loop()
+    episode = loop.episode
+    assert loop.set_instruction("  pick up   the cup ") is False and loop.episode == episode
+    assert loop.set_instruction("open the drawer") is True and loop.episode == episode + 1
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("", "empty"), ("   ", "empty"), ("x" * (MAX_INSTRUCTION_CHARS + 1), "limit"), ("a\x00b", "control"), (b"hi", "text")],
+)
+def test_malformed_instructions_are_refused_with_the_reason(text, reason):
+    with pytest.raises(InstructionError, match=reason):
+        validate_instruction(text)
+
+
+def test_settings_name_the_bad_field():
+    with pytest.raises(ValueError, match="max_frame_age"):
+        InferenceSettings(max_frame_age=0)
