@@ -38,6 +38,20 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 2
 fi
 
+# Headless MuJoCo rendering goes through EGL on Mesa's software rasteriser (llvmpipe).
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || ! ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing EGL/Mesa for headless rendering (libegl1 libegl-mesa0 libgl1-mesa-dri)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  else
+    log "warning: libEGL/Mesa not found; the simulator cannot render (install libegl1 libegl-mesa0 libgl1-mesa-dri)"
+  fi
+fi
+for tool in cmake c++; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "[bootstrap] error: $tool is required to build dreamzero_msgs" >&2; exit 2; }
+done
+
 log "installing Python dependencies (requirements.txt)"
 "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
 
