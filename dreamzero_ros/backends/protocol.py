@@ -1,0 +1,276 @@
+"""The DreamZero / openpi-style remote serving protocol: msgpack codec, request and handshake maps.
+
+Wire format (matches the reference release byte for byte where it matters):
+  * WebSocket binary frames carrying msgpack; packed with use_bin_type=True, unpacked with
+    raw=False (so str stays str and bytes stay bytes; invalid UTF-8 in a str is an error).
+  * numpy arrays -> a map with BIN keys {b"__ndarray__": True, b"data": C-order bytes,
+    b"dtype": dtype.str (e.g. "|u1", "<f4"), b"shape": [..]}; numpy scalars ->
+    {b"__npgeneric__": True, b"data": bytes, b"dtype": dtype.str}. Top-level keys are str.
+    No pickle: object arrays are refused on both sides.
+  * The server sends its config (the handshake) first, as one binary frame.
+  * Request: {"observation/<wire_key>": uint8 [H, W, 3] or [T, H, W, 3] per camera,
+    "observation/<state group>": float [D] in MODEL units (DROID: joint_position [7] rad,
+    gripper_position [1] in [0, 1]), "prompt": str (the RAW instruction: the server applies the
+    embodiment's template itself), "session_id": str, "endpoint": "infer" | "reset"}.
+  * Infer reply: one float32 array [H, A], absolute, MODEL units, action groups then extras
+    (DROID [24, 8]). Reset reply: the TEXT frame "reset successful". Errors: a text frame
+    (the reference sends the traceback then closes with 1011).
+
+The handshake keeps the reference DROID keys and adds keys that describe any embodiment
+(see server_config); a client validates it with validate_server_config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from dreamzero_ros.core.embodiment import EmbodimentConfig
+
+PROTOCOL_VERSION = 1
+RESET_REPLY = "reset successful"
+ENDPOINTS = ("infer", "reset")
+#: frames the server feeds the model per request: 1 on the first call of an episode, then the last 4
+FIRST_CALL_FRAMES = 1
+LATER_CALL_FRAMES = 4
+#: default websocket message limit on both sides: a 4-frame AgiBot/YAM request (3 x 4 x 480x640x3)
+#: is ~11 MB and the websockets default of 1 MiB would close a 4-frame DROID request with 1009.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_ND = b"__ndarray__"
+_NG = b"__npgeneric__"
+
+
+class ProtocolError(ValueError):
+    """A frame or map does not follow the protocol; the message says what was expected and got."""
+
+
+# --------------------------------------------------------------------------------------------
+# msgpack codec
+# --------------------------------------------------------------------------------------------
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "OV":  # object / void arrays would need pickle: never on this wire
+            raise ProtocolError(f"cannot encode an ndarray of dtype {obj.dtype} (object arrays are not allowed)")
+        data = np.ascontiguousarray(obj).tobytes()  # C order, whatever the array's strides
+        return {_ND: True, b"data": data, b"dtype": obj.dtype.str, b"shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        if obj.dtype.kind in "OV":
+            raise ProtocolError(f"cannot encode a numpy scalar of dtype {obj.dtype}")
+        return {_NG: True, b"data": obj.tobytes(), b"dtype": obj.dtype.str}
+    return obj
+
+
+def _decode(obj: dict) -> Any:
+    if _ND in obj:
+        try:
+            dtype = np.dtype(obj[b"dtype"])
+            shape = tuple(int(s) for s in obj[b"shape"])
+            data = obj[b"data"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed ndarray map: {exc}") from exc
+        if dtype.kind in "OV":
+            raise ProtocolError(f"refusing ndarray of dtype {dtype} (object arrays are not allowed)")
+        if not isinstance(data, bytes):
+            raise ProtocolError(f"ndarray data: expected bytes, got {type(data).__name__}")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if any(s < 0 for s in shape) or expected != len(data):
+            raise ProtocolError(f"ndarray: shape {list(shape)} x {dtype.str} needs {expected} bytes, got {len(data)}")
+        # frombuffer gives a read-only view of the message bytes; copy so callers may write.
+        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    if _NG in obj:
+        try:
+            dtype = np.dtype(obj[b"dtype"])
+            if dtype.kind in "OV":
+                raise ProtocolError(f"refusing numpy scalar of dtype {dtype}")
+            return np.frombuffer(obj[b"data"], dtype=dtype)[0]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ProtocolError(f"malformed numpy scalar map: {exc}") from exc
+    return obj
+
+
+def packb(obj: Any) -> bytes:
+    """msgpack-encode `obj` (dicts, lists, str, numbers, bytes, numpy arrays and scalars)."""
+    return msgpack.packb(obj, default=_encode, use_bin_type=True)
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode one msgpack frame; raises ProtocolError on anything that is not valid protocol msgpack."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"expected a binary frame, got {type(data).__name__}")
+    try:
+        return msgpack.unpackb(data, object_hook=_decode, raw=False)
+    except ProtocolError:
+        raise
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
+        # ValueError covers invalid UTF-8 in a str and truncated data (msgpack raises ValueError subclasses)
+        raise ProtocolError(f"not a valid msgpack frame: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------------------------
+
+
+def image_key(wire_key: str) -> str:
+    return f"observation/{wire_key}"
+
+
+def state_key(group: str) -> str:
+    return f"observation/{group}"
+
+
+# --------------------------------------------------------------------------------------------
+# Handshake
+# --------------------------------------------------------------------------------------------
+
+
+def server_config(embodiment: EmbodimentConfig) -> dict[str, Any]:
+    """The config map the server sends first.
+
+    Reference DROID keys (kept so released clients work): image_resolution [H, W] (of the first
+    camera; all cameras share it in the shipped configs), needs_wrist_camera, n_external_cameras
+    (cameras - 1), needs_stereo_camera, needs_session_id, action_space.
+    Generalised keys: protocol_version, embodiment, cameras [{name, wire_key, image_resolution}],
+    state_keys {request key: dim}, action_groups {group: dim} (joint groups then extras),
+    action_horizon, action_dim, control_rate_hz, frames_per_request [first call, later calls].
+    """
+    e = embodiment
+    groups = {g.name: len(g.joints) for g in e.action}
+    groups.update({g.name: len(g.components) for g in e.extra_actions})
+    return {
+        "image_resolution": list(e.cameras[0].source_size),
+        "needs_wrist_camera": True,
+        "n_external_cameras": len(e.cameras) - 1,
+        "needs_stereo_camera": False,
+        "needs_session_id": True,
+        "action_space": "joint_position",
+        "protocol_version": PROTOCOL_VERSION,
+        "embodiment": e.name,
+        "cameras": [
+            {"name": c.name, "wire_key": c.wire_key, "image_resolution": list(c.source_size)} for c in e.cameras
+        ],
+        "state_keys": {state_key(g.name): len(g.joints) for g in e.state},
+        "action_groups": groups,
+        "action_horizon": e.control.horizon,
+        "action_dim": sum(groups.values()),
+        "control_rate_hz": e.control.rate_hz,
+        "frames_per_request": [FIRST_CALL_FRAMES, LATER_CALL_FRAMES],
+    }
+
+
+_REFERENCE_KEYS = {
+    "image_resolution": (list, tuple),
+    "needs_wrist_camera": (bool,),
+    "n_external_cameras": (int,),
+    "needs_stereo_camera": (bool,),
+    "needs_session_id": (bool,),
+    "action_space": (str,),
+}
+
+
+def validate_server_config(config: Any, embodiment: EmbodimentConfig, *, where: str = "server") -> dict[str, Any]:
+    """Check a handshake against the embodiment we drive; raises ProtocolError naming the mismatch.
+
+    Works with the released DROID server (reference keys only) and with ours (generalised keys,
+    each checked when present).
+    """
+    e = embodiment
+    if not isinstance(config, Mapping):
+        raise ProtocolError(f"{where}: handshake: expected a config map, got {type(config).__name__}")
+    for key, types in _REFERENCE_KEYS.items():
+        if key not in config:
+            raise ProtocolError(f"{where}: handshake: missing key {key!r}; got keys {sorted(map(str, config))}")
+        if not isinstance(config[key], types):
+            raise ProtocolError(f"{where}: handshake: {key}: expected {types[0].__name__}, got {config[key]!r}")
+    if config["action_space"] != "joint_position":
+        got = config["action_space"]
+        raise ProtocolError(f"{where}: handshake: action_space: expected 'joint_position', got {got!r}")
+    if config["needs_stereo_camera"]:
+        raise ProtocolError(f"{where}: handshake: the server needs stereo cameras; {e.name} has none")
+    n_cams = int(config["needs_wrist_camera"]) + config["n_external_cameras"]
+    if n_cams != len(e.cameras):
+        raise ProtocolError(
+            f"{where}: handshake: server wants {n_cams} cameras, {e.name} has {len(e.cameras)} {list(e.camera_names)}"
+        )
+    if "embodiment" in config and config["embodiment"] != e.name:
+        raise ProtocolError(f"{where}: handshake: embodiment: expected {e.name!r}, got {config['embodiment']!r}")
+    if "cameras" in config:
+        got = [(c.get("wire_key"), list(c.get("image_resolution", []))) for c in config["cameras"]
+               if isinstance(c, Mapping)]
+        want = [(c.wire_key, list(c.source_size)) for c in e.cameras]
+        if got != want:
+            raise ProtocolError(f"{where}: handshake: cameras: expected (wire_key, [H, W]) {want}, got {got}")
+    else:
+        res = list(config["image_resolution"])
+        for cam in e.cameras:
+            if list(cam.source_size) != res:
+                raise ProtocolError(
+                    f"{where}: handshake: image_resolution: server wants {res}, camera {cam.name!r} is "
+                    f"{list(cam.source_size)}"
+                )
+    if "state_keys" in config:
+        want_state = {state_key(g.name): len(g.joints) for g in e.state}
+        if dict(config["state_keys"]) != want_state:
+            raise ProtocolError(f"{where}: handshake: state_keys: expected {want_state}, got {config['state_keys']}")
+    for key, want in (("action_horizon", e.control.horizon), ("action_dim", _action_dim(e))):
+        if key in config and config[key] != want:
+            raise ProtocolError(f"{where}: handshake: {key}: expected {want}, got {config[key]!r}")
+    return dict(config)
+
+
+def _action_dim(e: EmbodimentConfig) -> int:
+    return len(e.action_joints) + sum(len(g.components) for g in e.extra_actions)
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+def infer_request(
+    embodiment: EmbodimentConfig,
+    images: Mapping[str, np.ndarray],
+    state_model: np.ndarray,
+    prompt: str,
+    session_id: str,
+) -> dict[str, Any]:
+    """The infer request map.
+
+    images: {camera name: uint8 [H, W, 3] or [T, H, W, 3] at the camera's source_size}.
+    state_model: [S] state in MODEL units (effectors mapped), state_joints order; split per group
+        into float64 arrays "observation/<group>" (DROID: joint_position [7], gripper_position [1]).
+    prompt: the raw instruction.
+    """
+    e = embodiment
+    msg: dict[str, Any] = {}
+    for cam in e.cameras:
+        if cam.name not in images:
+            raise ProtocolError(f"request: missing image for camera {cam.name!r}; cameras are {list(e.camera_names)}")
+        img = np.asarray(images[cam.name])
+        if img.dtype != np.uint8 or img.ndim not in (3, 4) or img.shape[-3:] != (*cam.source_size, 3):
+            raise ProtocolError(
+                f"request: camera {cam.name!r}: expected uint8 [H, W, 3] or [T, H, W, 3] with (H, W) = "
+                f"{tuple(cam.source_size)}, got {img.dtype} {list(img.shape)}"
+            )
+        msg[image_key(cam.wire_key)] = np.ascontiguousarray(img)
+    state = np.asarray(state_model, dtype=np.float64)
+    if state.shape != (len(e.state_joints),):
+        raise ProtocolError(f"request: state: expected shape [{len(e.state_joints)}], got {list(state.shape)}")
+    start = 0
+    for g in e.state:
+        msg[state_key(g.name)] = state[start : start + len(g.joints)].copy()
+        start += len(g.joints)
+    msg["prompt"] = prompt
+    msg["session_id"] = session_id
+    msg["endpoint"] = "infer"
+    return msg
+
+
+def reset_request(session_id: str) -> dict[str, Any]:
+    return {"endpoint": "reset", "session_id": session_id}
