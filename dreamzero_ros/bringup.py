@@ -75,7 +75,7 @@ class NodeSpec:
 
 def node_plan(options: BringupOptions) -> list[NodeSpec]:
     """The nodes to start for `options`, in start order (validates the embodiment first)."""
-    cfg = load_embodiment(options.embodiment)
+    load_embodiment(options.embodiment)  # fail early, naming the file and field
     common = {"embodiment": options.embodiment}
     plan: list[NodeSpec] = []
     if options.sim:
@@ -101,11 +101,10 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
                  {**common, "dry_run": options.dry_run})
     )
     if options.record:
-        topics = sorted({cfg.command.topic, cfg.command.joint_states_topic, PREVIEW_TOPIC}
-                        | {c.topic for c in cfg.cameras} | {e.topic for e in cfg.extra_actions})
+        # The recorder adds the embodiment's camera, joint-state, command and extra topics itself.
         plan.append(
             NodeSpec("recorder", "recorder", "dreamzero_ros.nodes.recorder_node",
-                     {"output": options.record, "extra_topics": topics}, required=False)
+                     {"output": options.record, "embodiment": options.embodiment}, required=False)
         )
     return plan
 

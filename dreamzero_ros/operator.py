@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
+from dreamzero_msgs.msg import PolicyStatus
+from dreamzero_msgs.srv import SetInstruction
 from rclpy.context import Context
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
-from dreamzero_msgs.msg import PolicyStatus
-from dreamzero_msgs.srv import SetInstruction
 from dreamzero_ros.bringup import (
     ARM_SERVICE,
     ESTOP_TOPIC,

@@ -1,0 +1,143 @@
+"""`dreamzero demo`: the closed loop on the built-in simulator, end to end.
+
+Starts the bringup plan (sim_robot, camera_stitcher, inference, action_executor, recorder) as
+processes in a private ROS domain, sends the instruction and arms the executor through the same
+services an operator uses, shows progress, then stops everything and writes the report
+(summary, report.png, the stitched-vs-predicted video) next to the MCAP recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from dreamzero_ros.bringup import BringupOptions, node_plan, start_plan
+from dreamzero_ros.ros_env import pick_domain_id, ros_environment
+
+STARTUP_TIMEOUT = 90.0  # s: importing torch and building the model on a 2-core machine
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    mcap_path = out / "recording.mcap"
+    if mcap_path.exists():
+        mcap_path.unlink()
+    try:
+        options = BringupOptions(
+            embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
+            sim=args.sim, dry_run=args.dry_run, record=str(mcap_path) if args.record else "",
+            instruction="", predicted_video=args.backend == "local",
+        )
+        plan = node_plan(options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    env = ros_environment(pick_domain_id())
+    os.environ.update(env)  # the monitor below joins the same private domain
+    log_path = out / "nodes.log"
+    log_file = log_path.open("w")
+
+    def sink(line: str) -> None:
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    print(f"dreamzero demo: embodiment={args.embodiment} backend={args.backend} duration={args.duration:g}s "
+          f"domain={env['ROS_DOMAIN_ID']} output={out}", flush=True)
+    print(f"  node logs: {log_path}", flush=True)
+    group = start_plan(plan, env=env, sink=sink, workdir=out)
+    code = 0
+    try:
+        code = _drive(args, group)
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        code = 130
+    finally:
+        group.stop_all(timeout=10.0)
+        log_file.close()
+
+    summary: dict = {}
+    if args.record and mcap_path.exists():
+        from dreamzero_ros.core.embodiment import load_embodiment
+        from dreamzero_ros.report import write_report
+
+        summary = write_report(mcap_path, load_embodiment(args.embodiment), out)
+        _print_summary(summary, out)
+    if code == 0 and args.record and not summary.get("chunks"):
+        print("error: no action chunk was produced; see the node logs", file=sys.stderr)
+        code = 1
+    return code
+
+
+def _drive(args: argparse.Namespace, group) -> int:
+    from dreamzero_ros.operator import Operator, OperatorError
+
+    with Operator(timeout=STARTUP_TIMEOUT) as op:
+        try:
+            op.instruct(args.instruction)
+            op.timeout = 10.0
+            op.arm(not args.dry_run)
+        except OperatorError as exc:
+            dead = group.first_required_exit()
+            why = f" ({dead.name} exited with {dead.returncode})" if dead else ""
+            print(f"error: could not start the loop{why}: {exc}", file=sys.stderr)
+            if dead:
+                print(dead.output()[-3000:], file=sys.stderr)
+            return 1
+        print(f"  instruction: {args.instruction!r}; executor armed", flush=True)
+        latest: dict = {}
+        op.node.create_subscription(
+            __import__("dreamzero_msgs.msg", fromlist=["PolicyStatus"]).PolicyStatus,
+            "/dreamzero/status", lambda m: latest.__setitem__(m.node, m), 10,
+        )
+        started = time.monotonic()
+        next_print = started
+        while (elapsed := time.monotonic() - started) < args.duration:
+            dead = group.first_required_exit()
+            if dead is not None:
+                print(f"\nerror: required node {dead.name} exited with code {dead.returncode}", file=sys.stderr)
+                print(dead.output()[-3000:], file=sys.stderr)
+                return 1
+            op._spin_until(lambda: False, 0.1)
+            if time.monotonic() >= next_print:
+                next_print += 1.0
+                print("  " + _progress(elapsed, latest), flush=True)
+    return 0
+
+
+def _progress(elapsed: float, latest: dict) -> str:
+    inf, ex = latest.get("inference"), latest.get("action_executor")
+    parts = [f"t={elapsed:5.1f}s"]
+    if inf is not None:
+        parts += [f"chunks={inf.chunks_produced}", f"latency={inf.latency_last * 1000:.0f}ms (p95 {inf.latency_p95 * 1000:.0f})"]
+        if inf.reason:
+            parts.append(f"inference: {inf.reason}")
+    if ex is not None:
+        parts += [f"rate={ex.control_rate:.1f}Hz", f"state={ex.state}", f"holds={ex.holds}"]
+    return "  ".join(parts)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    def fmt(value, scale: float = 1.0, unit: str = "") -> str:
+        return "n/a" if value is None else f"{value * scale:.3g}{unit}"
+
+    tracking = summary.get("tracking_error") or {}
+    rms = [v["rms"] for v in tracking.values() if v.get("rms") is not None]
+    worst = [v["max"] for v in tracking.values() if v.get("max") is not None]
+    print("\nsummary", flush=True)
+    print(f"  duration            {fmt(summary.get('duration_s'), unit=' s')}")
+    print(f"  chunks produced     {summary.get('chunks')}")
+    print(f"  latency p50 / p95   {fmt(summary.get('latency_p50_s'), 1000, ' ms')} / "
+          f"{fmt(summary.get('latency_p95_s'), 1000, ' ms')}")
+    print(f"  control rate        {fmt(summary.get('control_rate_hz'), unit=' Hz')} "
+          f"(target {fmt(summary.get('control_rate_target_hz'), unit=' Hz')}, "
+          f"period p99 {fmt(summary.get('period_p99_s'), 1000, ' ms')})")
+    print(f"  holds               {summary.get('holds')}")
+    print(f"  rejected chunks     {summary.get('chunks_rejected')}")
+    print(f"  tracking error      rms {fmt(max(rms) if rms else None)} / max {fmt(max(worst) if worst else None)} "
+          "(worst joint, rad or m)")
+    print(f"  files in {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
