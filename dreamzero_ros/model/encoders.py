@@ -1,0 +1,185 @@
+"""Frozen encoders of the WAM: umT5 text encoder and CLIP image encoder (transformers), Wan VAE (diffusers).
+
+This module owns turning raw inputs into model tensors and back: prompt -> padded text embeddings [1, text_len,
+text_dim], a stitched uint8 frame -> CLIP tokens, uint8 frames -> normalised VAE latents (streamed: the causal VAE
+keeps its temporal feature cache between chunks, so a whole episode encoded chunk by chunk gives the latents of
+one pass over the episode's video), and latents -> uint8 frames. Nothing here touches the network: tokenizers are
+either the local byte tokenizer or a `tokenizer/` folder loaded with local_files_only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, patchify
+from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+from dreamzero_ros.model.config import WamConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes -> ids with umT5's special ids (pad 0, eos 1, unk 2; byte b -> b + 3). For tiny configs:
+    deterministic, offline, and it needs no vocabulary file."""
+
+    pad_id, eos_id, offset = 0, 1, 3
+    vocab_size = 256 + 3
+
+    def __call__(self, text: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (ids [1, max_length] long, attention mask [1, max_length] long), truncated then eos then padding."""
+        ids = [b + self.offset for b in text.encode("utf-8")][: max_length - 1] + [self.eos_id]
+        mask = [1] * len(ids) + [0] * (max_length - len(ids))
+        ids = ids + [self.pad_id] * (max_length - len(ids))
+        return torch.tensor([ids]), torch.tensor([mask])
+
+
+class PretrainedTokenizer:
+    """A transformers tokenizer loaded offline from a local folder (e.g. `<checkpoint>/tokenizer`)."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: tokenizer folder not found; the config asks for tokenizer='pretrained' "
+                "(put the umT5 tokenizer files there, or use tokenizer='byte' for tiny configs)"
+            )
+        self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+    def __call__(self, text: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self._tokenizer(text, max_length=max_length, padding="max_length", truncation=True,
+                              add_special_tokens=True, return_tensors="pt")  # fmt: skip
+        return out.input_ids, out.attention_mask
+
+
+class TextEncoder(nn.Module):
+    """umT5 encoder: prompt -> [1, text_len, d_model], zero beyond the prompt's tokens (as Wan pads)."""
+
+    def __init__(self, config: WamConfig, tokenizer: ByteTokenizer | PretrainedTokenizer | None = None) -> None:
+        super().__init__()
+        self.model = UMT5EncoderModel(UMT5Config(**config.text_encoder))
+        self.text_len = config.text_len
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+
+    @torch.no_grad()
+    def encode(self, prompt: str) -> torch.Tensor:
+        ids, mask = self.tokenizer(prompt, self.text_len)
+        device = next(self.model.parameters()).device
+        hidden = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return hidden * mask.to(device).unsqueeze(-1).to(hidden.dtype)
+
+
+class ImageEncoder(nn.Module):
+    """CLIP vision tower: stitched uint8 frame [H, W, 3] -> penultimate hidden states [1, tokens, hidden]
+    (Wan's image-to-video conditioning uses the penultimate layer)."""
+
+    def __init__(self, config: WamConfig) -> None:
+        super().__init__()
+        assert config.image_encoder is not None
+        self.model = CLIPVisionModel(CLIPVisionConfig(**config.image_encoder))
+        self.image_size = int(config.image_encoder["image_size"])
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def encode(self, frame: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(self.mean.device).permute(2, 0, 1)[None].float()
+        pixels = F.interpolate(pixels / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
+                               align_corners=False, antialias=True)  # fmt: skip
+        pixels = ((pixels - self.mean) / self.std).to(next(self.model.parameters()).dtype)
+        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+
+
+class VideoVae(nn.Module):
+    """Wan VAE (diffusers' AutoencoderKLWan) with a streaming encoder and latent normalisation.
+
+    Latents are normalised per channel as (z - mean) / std, the space the DiT works in.
+    """
+
+    def __init__(self, config: WamConfig) -> None:
+        super().__init__()
+        self.model = AutoencoderKLWan(**config.vae)
+        self.frame_size = config.frame_size
+        self.pixel_downsample = config.pixel_downsample
+        self.z_dim = self.model.config.z_dim
+        self.register_buffer("latents_mean", torch.tensor(self.model.config.latents_mean).view(1, -1, 1, 1, 1),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("latents_std", torch.tensor(self.model.config.latents_std).view(1, -1, 1, 1, 1),
+                             persistent=False)  # fmt: skip
+        self._conv_count = sum(isinstance(m, WanCausalConv3d) for m in self.model.encoder.modules())
+        self._stream: list | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def frames_to_input(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [T, H, W, 3] at frame_size -> [1, 3, T, H/d, W/d] in [-1, 1] (d = pixel_downsample)."""
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (*self.frame_size, 3) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames: expected uint8 [T, {self.frame_size[0]}, {self.frame_size[1]}, 3], "
+                f"got {frames.dtype} {list(frames.shape)}"
+            )
+        device = self.latents_mean.device
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+        if self.pixel_downsample > 1:
+            size = (self.frame_size[0] // self.pixel_downsample, self.frame_size[1] // self.pixel_downsample)
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        pixels = (pixels - 0.5) / 0.5
+        return pixels.permute(1, 0, 2, 3).unsqueeze(0).to(self.dtype)
+
+    def _encode_pixels(self, pixels: torch.Tensor, feat_cache: list) -> torch.Tensor:
+        if self.model.config.patch_size is not None:
+            pixels = patchify(pixels, patch_size=self.model.config.patch_size)
+        out = self.model.encoder(pixels, feat_cache=feat_cache, feat_idx=[0])
+        mean = self.model.quant_conv(out)[:, : self.z_dim]  # posterior mode: deterministic latents
+        return (mean.float() - self.latents_mean) / self.latents_std
+
+    @torch.no_grad()
+    def start_stream(self, first_frame: np.ndarray) -> torch.Tensor:
+        """Begin an episode's stream with its first frame [H, W, 3]: -> latent [1, z, 1, h, w]."""
+        self._stream = [None] * self._conv_count
+        return self._encode_pixels(self.frames_to_input(first_frame[None]), self._stream)
+
+    @torch.no_grad()
+    def continue_stream(self, frames: np.ndarray) -> torch.Tensor:
+        """Encode the next 4k frames [4k, H, W, 3] of the stream: -> latents [1, z, k, h, w].
+
+        Like diffusers' encode, groups of 4 frames go through the encoder one at a time with the causal cache.
+        """
+        if self._stream is None:
+            raise RuntimeError("continue_stream before start_stream")
+        if frames.shape[0] % 4:
+            raise ValueError(f"frames: expected a multiple of 4 frames after the first, got {frames.shape[0]}")
+        pixels = self.frames_to_input(frames)
+        latents = [self._encode_pixels(pixels[:, :, i : i + 4], self._stream) for i in range(0, pixels.shape[2], 4)]
+        return torch.cat(latents, dim=2)
+
+    @torch.no_grad()
+    def zero_frames_latents(self, num_latent_frames: int) -> torch.Tensor:
+        """Latents of 4k black-level-zero frames following the stream's current frame, without advancing the
+        stream: the y conditioning of frames after the first ([first frame + zero frames] in Wan I2V)."""
+        if self._stream is None:
+            raise RuntimeError("zero_frames_latents before start_stream")
+        fork = [c.clone() if isinstance(c, torch.Tensor) else c for c in self._stream]
+        h, w = self.frame_size[0] // self.pixel_downsample, self.frame_size[1] // self.pixel_downsample
+        zeros = torch.zeros(1, 3, 4, h, w, device=self.latents_mean.device, dtype=self.dtype)
+        return torch.cat([self._encode_pixels(zeros, fork) for _ in range(num_latent_frames)], dim=2)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Normalised latents [1, z, F, h, w] -> uint8 frames [T, H, W, 3] at frame_size (T = 1 + 4 (F - 1))."""
+        z = latents.float() * self.latents_std + self.latents_mean
+        video = self.model.decode(z.to(self.dtype)).sample[0].float()  # [3, T, h, w] in [-1, 1]
+        frames = video.permute(1, 0, 2, 3)
+        if tuple(frames.shape[-2:]) != tuple(self.frame_size):
+            frames = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False)
+        frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(0, 2, 3, 1).cpu().numpy()
