@@ -1,0 +1,449 @@
+"""The action executor's state machine: chunks in, one safe joint command per control tick out.
+
+Owns, for the action_executor node, everything between a received ActionChunk and the command
+it publishes: validation (core.chunk), latest-chunk-wins with time alignment, smoothing,
+cross-fade, limits (core.safety), the watchdog, arming and a latching e-stop. Pure and
+clock-injected: every method takes `now` in seconds (ROS time) and nothing reads a clock, so the
+node decides which clock drives it and tests can script time.
+
+Node wiring (the node owns only conversion and publishing):
+    core = ExecutorCore(embodiment, ExecutorSettings(...))
+    joint_states callback  -> core.on_joint_state(msg.name, msg.position, now)
+    ActionChunk callback   -> core.on_chunk(RawChunk(stamp, joint_names, dt, horizon, positions, extras, id), now)
+    timer at control.rate_hz -> cmd = core.tick(now); if cmd is not None: publish cmd.positions (+ cmd.extras)
+    arm / disarm / e-stop / reset services -> core.arm(now) ... (each returns Verdict(ok, message))
+    status timer           -> core.status()
+
+Tick semantics: at `now` the executor sends the first row of the active chunk whose target time
+(stamp + (k + 1) * dt) has not passed, limited relative to the previously commanded position. It
+HOLDS (re-sends the last commanded position, or the measured joint state when nothing has been
+commanded since arming) when: no chunk has arrived, the chunk is used up, the chunk is older than
+chunk_timeout, the chunk starts in the future, or the clock jumped backwards. Holding never
+commands zeros, except for extra outputs such as base velocity, where zero (a stopped base) is
+the hold.
+
+States: "idle" (disarmed), "running" (last tick sent a chunk row), "holding" (last tick held),
+"stopped" (e-stop latched; ticks hold, arming is refused until reset()), "error" (armed but there
+is nothing to command: no joint state yet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
+
+import numpy as np
+
+from dreamzero_ros.core.chunk import (
+    TIME_EPS,
+    Chunk,
+    ChunkError,
+    RawChunk,
+    crossfade,
+    rows_passed,
+    smooth_positions,
+    validate_chunk,
+)
+from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.safety import JointLimiter, clamp_extras
+
+STATES = ("idle", "running", "holding", "stopped", "error")
+CROSSFADE_SOURCES = ("trajectory", "commanded")
+
+
+class Verdict(NamedTuple):
+    """Outcome of an event: ok, and a message (the reason when not ok). Maps onto std_srvs responses."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    """Executor tuning that is not robot data (the embodiment supplies rate and limits).
+
+    Args:
+        crossfade_steps: control steps over which a new chunk fades in from the source (0 = off).
+        crossfade_source: "trajectory" fades from the previous chunk's own targets at the same
+            times (keeps the motion's velocity through the switch); "commanded" fades from the last
+            commanded position held still.
+        smoothing: apply 2x upsample -> Savitzky-Golay -> downsample to each accepted chunk.
+        savgol_window: Savitzky-Golay window in upsampled samples (odd, >= 3, > savgol_order).
+        savgol_order: Savitzky-Golay polynomial order (>= 0).
+        chunk_timeout: s; hold once the newest chunk's observation stamp is older than this.
+        max_chunk_age: s; a chunk whose stamp is older than this when it arrives is dropped.
+        max_future: s; a chunk stamped further than this ahead of `now` is rejected (clock mismatch).
+    """
+
+    crossfade_steps: int = 3
+    crossfade_source: str = "trajectory"
+    smoothing: bool = True
+    savgol_window: int = 11
+    savgol_order: int = 3
+    chunk_timeout: float = 2.0
+    max_chunk_age: float = 1.0
+    max_future: float = 0.5
+
+    def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> ValueError:
+            return ValueError(f"ExecutorSettings.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.crossfade_steps) or self.crossfade_steps < 0:
+            raise fail("crossfade_steps", "an integer >= 0")
+        if self.crossfade_source not in CROSSFADE_SOURCES:
+            raise fail("crossfade_source", f"one of {list(CROSSFADE_SOURCES)}")
+        if not isinstance(self.smoothing, bool):
+            raise fail("smoothing", "true or false")
+        if not is_int(self.savgol_window) or self.savgol_window < 3 or self.savgol_window % 2 == 0:
+            raise fail("savgol_window", "an odd integer >= 3")
+        if not is_int(self.savgol_order) or not 0 <= self.savgol_order < self.savgol_window:
+            raise fail("savgol_order", f"an integer in [0, savgol_window={self.savgol_window})")
+        for name in ("chunk_timeout", "max_chunk_age", "max_future"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise fail(name, "a positive finite number of seconds")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One tick's output.
+
+    positions: [J] float64 targets in `joint_names` order (the embodiment's action joints), rad / m.
+    extras: {group name: [C] float64}, e.g. base velocity (m/s, rad/s); zeros while holding.
+    holding: True when this is a hold; reason says why ("" while running).
+    chunk_id, row: the chunk and row index sent (None while holding).
+    """
+
+    positions: np.ndarray
+    joint_names: tuple[str, ...]
+    extras: dict[str, np.ndarray]
+    holding: bool
+    reason: str
+    chunk_id: int | None = None
+    row: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatus:
+    """Counters and state for /dreamzero/status (PolicyStatus) and diagnostics."""
+
+    state: str  # one of STATES
+    reason: str  # why not running ("" when running)
+    armed: bool
+    estopped: bool
+    ticks: int
+    holds: int  # ticks that returned a hold command (including while e-stopped)
+    chunks_accepted: int
+    chunks_rejected: int  # invalid: NaN/inf, wrong joints, wrong sizes, stamp in the future
+    chunks_dropped: int  # valid but not used: late, too old, or older than the active chunk
+    chunks_late: int  # of chunks_dropped: every row already in the past on arrival
+    clock_jumps: int  # ticks at which the clock had gone backwards
+    last_rejection: str
+    last_drop: str
+    chunk_id: int | None  # the active chunk
+
+
+@dataclass(slots=True)
+class _Plan:
+    """An accepted chunk being executed (internal, mutable)."""
+
+    chunk: Chunk  # validated, positions smoothed
+    epoch: int  # clock epoch at acceptance (bumped by every backward clock jump)
+    positions: np.ndarray = field(init=False)  # [H, J] what is sent: smoothed + cross-faded
+    times: np.ndarray = field(init=False)  # [H] s
+    started: bool = False
+    last_row: int = 0
+
+    def __post_init__(self) -> None:
+        self.positions = np.array(self.chunk.positions, dtype=np.float64, copy=True)
+        self.times = self.chunk.times
+
+    def rows_at(self, times: np.ndarray) -> np.ndarray:
+        """[n, J] this plan's targets for the given times (the row due at each; last row after the end)."""
+        idx = np.searchsorted(self.times, times - TIME_EPS, side="left")
+        return self.positions[np.minimum(idx, len(self.times) - 1)]
+
+
+class ExecutorCore:
+    """The executor state machine for one embodiment; see the module docstring."""
+
+    def __init__(self, embodiment: EmbodimentConfig, settings: ExecutorSettings | None = None) -> None:
+        self.settings = settings or ExecutorSettings()
+        self.joint_names = embodiment.action_joints
+        self.dt = embodiment.control.dt
+        self.limiter = JointLimiter.from_embodiment(embodiment)
+        self.extra_groups = {g.name: g.components for g in embodiment.extra_actions}
+        self._extra_limits = {g.name: g.limits for g in embodiment.extra_actions}
+        self._armed = False
+        self._estopped = False
+        self._measured: np.ndarray | None = None  # [J] latest joint state, action-joint order
+        self._measured_time: float | None = None
+        self._commanded: np.ndarray | None = None  # [J] last command since arming (the hold target)
+        self._plan: _Plan | None = None  # latest accepted chunk
+        self._executing: _Plan | None = None  # the plan the last running tick came from
+        self._epoch = 0
+        self._last_tick: float | None = None
+        self._resume_at = -math.inf  # after a backward jump, old-epoch chunks resume at this time
+        self._state = "idle"
+        self._reason = "disarmed"
+        self.ticks = 0
+        self.holds = 0
+        self.chunks_accepted = 0
+        self.chunks_rejected = 0
+        self.chunks_dropped = 0
+        self.chunks_late = 0
+        self.clock_jumps = 0
+        self.last_rejection = ""
+        self.last_drop = ""
+
+    # ---------------------------------------------------------------- inputs
+
+    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], now: float) -> Verdict:
+        """A joint state (names [N], positions [N], rad / m); must cover every action joint, finite."""
+        if len(names) != len(positions):
+            return Verdict(False, f"joint state has {len(names)} names but {len(positions)} positions")
+        index = {n: i for i, n in enumerate(names)}
+        missing = [j for j in self.joint_names if j not in index]
+        if missing:
+            return Verdict(False, f"joint state lacks action joints {missing}")
+        values = np.array([positions[index[j]] for j in self.joint_names], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            bad = [j for j, v in zip(self.joint_names, values, strict=True) if not math.isfinite(v)]
+            return Verdict(False, f"joint state has non-finite positions for {bad}")
+        self._measured = values
+        self._measured_time = now
+        return Verdict(True, "")
+
+    def on_chunk(self, raw: RawChunk, now: float) -> Verdict:
+        """Validate and (if usable) adopt a chunk; the latest observation stamp wins.
+
+        Rejected (chunks_rejected, last_rejection): invalid fields, or stamp > now + max_future.
+        Dropped (chunks_dropped, last_drop): every row already past (also chunks_late), stamp older
+        than max_chunk_age, or stamp not newer than the active chunk's.
+        """
+        try:
+            chunk = validate_chunk(raw, self.joint_names, self.extra_groups)
+        except ChunkError as exc:
+            return self._reject(exc.reason)
+        s = self.settings
+        if chunk.stamp > now + s.max_future:
+            return self._reject(
+                f"stamp {chunk.stamp:.3f} s is {chunk.stamp - now:.3f} s ahead of now (> max_future {s.max_future} s)"
+            )
+        if rows_passed(chunk.stamp, chunk.dt, chunk.horizon, now) >= chunk.horizon:
+            self.chunks_late += 1
+            return self._drop(f"late: chunk {chunk.chunk_id} ended at {chunk.end_time:.3f} s, now {now:.3f} s")
+        if now - chunk.stamp > s.max_chunk_age:
+            return self._drop(
+                f"too old: chunk {chunk.chunk_id} stamp is {now - chunk.stamp:.3f} s old (> max_chunk_age {s.max_chunk_age} s)"
+            )
+        current = self._plan
+        if current is not None and current.epoch == self._epoch and chunk.stamp <= current.chunk.stamp:
+            return self._drop(
+                f"out of order: chunk {chunk.chunk_id} stamp {chunk.stamp:.3f} s is not newer than the active chunk's"
+            )
+        if s.smoothing:
+            smoothed = smooth_positions(chunk.positions, s.savgol_window, s.savgol_order)
+            smoothed.flags.writeable = False
+            chunk = Chunk(chunk.stamp, chunk.dt, chunk.joint_names, smoothed, chunk.extras, chunk.chunk_id)
+        self._plan = _Plan(chunk, self._epoch)
+        self.chunks_accepted += 1
+        return Verdict(True, "accepted")
+
+    # ---------------------------------------------------------------- operator events
+
+    def arm(self, now: float) -> Verdict:
+        """Start commanding. Refused while e-stopped or before the first joint state."""
+        if self._estopped:
+            return Verdict(False, "e-stop is latched; call reset() before arming")
+        if self._measured is None:
+            return Verdict(False, "no joint state received yet; cannot arm")
+        if self._armed:
+            return Verdict(True, "already armed")
+        self._armed = True
+        # The robot may have moved while disarmed: limit and fade from where it is now.
+        self._commanded = None
+        self._executing = None
+        if self._plan is not None:
+            self._plan.started = False
+        self._state, self._reason = "holding", "armed, no command yet"
+        return Verdict(True, "armed")
+
+    def disarm(self, now: float) -> Verdict:
+        """Stop commanding (tick returns None). Chunks keep being accepted."""
+        self._armed = False
+        self._commanded = None
+        self._executing = None
+        if not self._estopped:
+            self._state, self._reason = "idle", "disarmed"
+        return Verdict(True, "disarmed")
+
+    def estop(self, now: float, reason: str = "e-stop") -> Verdict:
+        """Latch the e-stop: disarm and hold the current command (or measured state) until reset()."""
+        if self._commanded is None and self._measured is not None:
+            self._commanded = self._measured.copy()  # freeze where the robot was, not where it sags to
+        self._estopped = True
+        self._armed = False
+        self._executing = None
+        self._state, self._reason = "stopped", reason or "e-stop"
+        return Verdict(True, "e-stop latched")
+
+    def reset(self, now: float) -> Verdict:
+        """Clear a latched e-stop; the executor stays disarmed until arm()."""
+        if not self._estopped:
+            return Verdict(True, "no e-stop to reset")
+        self._estopped = False
+        self._commanded = None
+        self._state, self._reason = "idle", "e-stop cleared; arm to resume"
+        return Verdict(True, "e-stop cleared; arm to resume")
+
+    # ---------------------------------------------------------------- the control tick
+
+    def tick(self, now: float) -> Command | None:
+        """The command for this control tick, or None while disarmed (or stopped/armed with nothing to hold)."""
+        self.ticks += 1
+        if self._last_tick is not None and now < self._last_tick - TIME_EPS:
+            # Backward jump (sim reset, NTP step): chunks stamped on the old timeline must neither
+            # replay nor skip; they are held until the clock passes where it was.
+            self.clock_jumps += 1
+            self._epoch += 1
+            self._resume_at = max(self._resume_at, self._last_tick)
+        self._last_tick = now
+        if self._estopped:
+            if self._commanded is None:
+                self._state, self._reason = "stopped", self._reason
+                return None
+            return self._hold(self._reason, state="stopped")
+        if not self._armed:
+            self._state, self._reason = "idle", "disarmed"
+            return None
+        reference = self._commanded if self._commanded is not None else self._measured
+        if reference is None:
+            self._state, self._reason = "error", "no joint state to hold"
+            return None
+        plan, row, why = self._select(now)
+        if plan is None:
+            return self._hold(why)
+        if not plan.started:
+            self._start(plan, row, reference)
+        plan.last_row = row
+        self._executing = plan
+        positions = self.limiter.limit(plan.positions[row], reference)
+        extras = {
+            name: clamp_extras(values[row], self._extra_limits[name]) for name, values in plan.chunk.extras.items()
+        }
+        self._commanded = positions
+        self._state, self._reason = "running", ""
+        return Command(positions, self.joint_names, extras, False, "", plan.chunk.chunk_id, row)
+
+    def _select(self, now: float) -> tuple[_Plan | None, int, str]:
+        """(plan, row) to send at `now`, or (None, 0, why) to hold."""
+        plan = self._plan
+        if plan is None:
+            return None, 0, "no chunk received"
+        if plan.epoch != self._epoch and now < self._resume_at:
+            return None, 0, f"clock jumped backwards; holding until t={self._resume_at:.3f} s or a new chunk"
+        age = now - plan.chunk.stamp
+        if age > self.settings.chunk_timeout:
+            return (
+                None,
+                0,
+                f"chunk {plan.chunk.chunk_id} timed out ({age:.3f} s > chunk_timeout {self.settings.chunk_timeout} s)",
+            )
+        if now < plan.chunk.stamp - TIME_EPS:
+            return None, 0, f"chunk {plan.chunk.chunk_id} starts in the future"
+        row = max(rows_passed(plan.chunk.stamp, plan.chunk.dt, plan.chunk.horizon, now), plan.last_row)
+        if row >= plan.chunk.horizon:
+            return None, 0, f"chunk {plan.chunk.chunk_id} used up, no newer chunk"
+        return plan, row, ""
+
+    def _start(self, plan: _Plan, row: int, reference: np.ndarray) -> None:
+        """First use of a plan: cross-fade rows [row, row + crossfade_steps) from the source."""
+        plan.started = True
+        plan.positions = np.array(plan.chunk.positions, dtype=np.float64, copy=True)
+        steps = self.settings.crossfade_steps
+        if steps == 0:
+            return
+        previous = self._executing
+        if (
+            self.settings.crossfade_source == "trajectory"
+            and previous is not None
+            and previous is not plan
+            and previous.epoch == plan.epoch
+        ):
+            source = previous.rows_at(plan.times[row : row + steps])
+        else:
+            source = reference
+        plan.positions[row:] = crossfade(plan.positions[row:], source, steps)
+
+    def _hold(self, reason: str, state: str = "holding") -> Command:
+        reference = self._commanded if self._commanded is not None else self._measured
+        assert reference is not None  # callers check
+        positions = self.limiter.limit(reference, reference)  # == reference, clamped into the limits
+        self._commanded = positions
+        self.holds += 1
+        self._state, self._reason = state, reason
+        # Extras are velocities: zero is the hold (a stopped base), unlike joint positions.
+        extras = {name: np.zeros(len(comps)) for name, comps in self.extra_groups.items()}
+        return Command(positions, self.joint_names, extras, True, reason)
+
+    def _reject(self, reason: str) -> Verdict:
+        self.chunks_rejected += 1
+        self.last_rejection = reason
+        return Verdict(False, f"rejected: {reason}")
+
+    def _drop(self, reason: str) -> Verdict:
+        self.chunks_dropped += 1
+        self.last_drop = reason
+        return Verdict(False, f"dropped: {reason}")
+
+    # ---------------------------------------------------------------- status
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @property
+    def estopped(self) -> bool:
+        return self._estopped
+
+    @property
+    def measured(self) -> np.ndarray | None:
+        """[J] latest joint state in action-joint order, or None."""
+        return None if self._measured is None else self._measured.copy()
+
+    @property
+    def commanded(self) -> np.ndarray | None:
+        """[J] last command since arming, or None."""
+        return None if self._commanded is None else self._commanded.copy()
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(
+            state=self._state,
+            reason=self._reason,
+            armed=self._armed,
+            estopped=self._estopped,
+            ticks=self.ticks,
+            holds=self.holds,
+            chunks_accepted=self.chunks_accepted,
+            chunks_rejected=self.chunks_rejected,
+            chunks_dropped=self.chunks_dropped,
+            chunks_late=self.chunks_late,
+            clock_jumps=self.clock_jumps,
+            last_rejection=self.last_rejection,
+            last_drop=self.last_drop,
+            chunk_id=None if self._plan is None else self._plan.chunk.chunk_id,
+        )
