@@ -153,6 +153,8 @@ def run_plan(plan: list[NodeSpec], *, localhost_only: bool = True, domain_id: in
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     group = start_plan(plan, env=env)
+    for proc in group.processes:
+        print(f"[bringup] started {proc.name} pid={proc.pid}", file=sys.stderr, flush=True)
     code = 0
     started = time.monotonic()
     try:

@@ -23,6 +23,7 @@ ARGUMENTS = {
     "dry_run": ("false", "executor publishes to the preview topic only"),
     "record": ("", "path of an MCAP file to record to (empty: no recording)"),
     "instruction": ("", "initial instruction (empty: wait for /dreamzero/instruction)"),
+    "predicted_video": ("false", "decode and publish the model's predicted frames on /dreamzero/predicted_video"),
 }
 
 
@@ -41,6 +42,7 @@ def _nodes(context, *args, **kwargs):
         dry_run=_truthy(value["dry_run"]),
         record=value["record"],
         instruction=value["instruction"],
+        predicted_video=_truthy(value["predicted_video"]),
     )
     return [
         Node(

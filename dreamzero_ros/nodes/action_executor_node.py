@@ -1,0 +1,242 @@
+"""action_executor node: ActionChunks -> joint commands at the robot's control rate.
+
+A thin shell over core.executor.ExecutorCore (latest chunk wins, time alignment, cross-fade,
+smoothing, limits, watchdog hold, arming, latching e-stop). The control timer runs in its own
+callback group so chunk and joint-state callbacks never delay a tick. Output adapters write the
+configured command interface; dry_run sends to the preview topic only.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
+from dreamzero_msgs.msg import ActionChunk, PolicyStatus
+from geometry_msgs.msg import Twist
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dreamzero_ros.bringup import (
+    ARM_SERVICE,
+    CHUNK_TOPIC,
+    ESTOP_TOPIC,
+    PREVIEW_TOPIC,
+    RESET_ESTOP_SERVICE,
+    STATUS_TOPIC,
+)
+from dreamzero_ros.core.chunk import RawChunk
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.executor import Command, ExecutorCore, ExecutorSettings
+from dreamzero_ros.nodes import qos
+from dreamzero_ros.nodes.common import Param, ParameterError, declare_parameters, run_node, stamp_to_seconds
+from dreamzero_ros.nodes.convert import diagnostic_status
+
+_DEFAULTS = ExecutorSettings()
+PARAMS = (
+    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    Param("dry_run", False, "publish commands to the preview topic only, never to the robot"),
+    Param("arm_on_start", False, "arm as soon as the first joint state arrives (simulation only!)"),
+    Param("crossfade_steps", _DEFAULTS.crossfade_steps, "steps over which a new chunk fades in", minimum=0),
+    Param("crossfade_source", _DEFAULTS.crossfade_source, "fade from the previous 'trajectory' or the 'commanded' point",
+          choices=("trajectory", "commanded")),
+    Param("smoothing", _DEFAULTS.smoothing, "2x upsample -> Savitzky-Golay -> downsample each chunk"),
+    Param("savgol_window", _DEFAULTS.savgol_window, "Savitzky-Golay window (upsampled samples, odd)", minimum=3),
+    Param("savgol_order", _DEFAULTS.savgol_order, "Savitzky-Golay polynomial order", minimum=0),
+    Param("chunk_timeout", _DEFAULTS.chunk_timeout, "s: hold when the newest chunk's observation is older",
+          minimum=0.01),
+    Param("max_chunk_age", _DEFAULTS.max_chunk_age, "s: drop a chunk whose observation is older on arrival",
+          minimum=0.01),
+    Param("max_future", _DEFAULTS.max_future, "s: reject a chunk stamped further ahead (clock mismatch)",
+          minimum=0.01),
+    Param("status_rate", 2.0, "Hz of PolicyStatus and diagnostics", minimum=0.1, maximum=100.0),
+)
+
+
+class ActionExecutorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("action_executor")
+        p = declare_parameters(self, PARAMS)
+        self.embodiment = load_embodiment(p["embodiment"])
+        try:
+            settings = ExecutorSettings(**{k: p[k] for k in ExecutorSettings.field_names()})
+        except ValueError as exc:
+            raise ParameterError(f"node action_executor: {exc}") from exc
+        self.core = ExecutorCore(self.embodiment, settings)
+        self.dry_run = p["dry_run"]
+        self.arm_on_start = p["arm_on_start"]
+        self._lock = threading.Lock()
+        self.dt = self.embodiment.control.dt
+        self._tick_times: collections.deque[float] = collections.deque(maxlen=max(10, int(2 * self.embodiment.control.rate_hz)))
+        self.published = 0
+
+        cmd = self.embodiment.command
+        self._publish_command = self._make_adapter(cmd.interface, PREVIEW_TOPIC if self.dry_run else cmd.topic)
+        self._extra_pubs = {} if self.dry_run else {
+            g.name: self.create_publisher(Twist, g.topic, qos.COMMANDS) for g in self.embodiment.extra_actions
+        }
+        self.status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, qos.STATUS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS, callback_group=inputs)
+        self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES,
+                                 callback_group=inputs)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED, callback_group=inputs)
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetBool, ARM_SERVICE, self._on_arm, callback_group=services)
+        self.create_service(Trigger, RESET_ESTOP_SERVICE, self._on_reset, callback_group=services)
+        self.create_timer(1.0 / p["status_rate"], self._publish_status, callback_group=services)
+        # The control loop alone in its group: nothing else can delay a tick.
+        self.create_timer(self.dt, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f"executor ready embodiment={self.embodiment.name} rate={self.embodiment.control.rate_hz:g}Hz "
+            f"interface={cmd.interface} topic={PREVIEW_TOPIC if self.dry_run else cmd.topic} dry_run={self.dry_run} "
+            "armed=false"
+        )
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- output adapters ------------------------------------------------------------------------
+
+    def _make_adapter(self, interface: str, topic: str):
+        joints = list(self.core.joint_names)
+        if self.dry_run or interface == "joint_state":
+            pub = self.create_publisher(JointState, topic, qos.COMMANDS)
+
+            def send(command: Command) -> None:
+                msg = JointState(name=joints, position=command.positions.tolist())
+                msg.header.stamp = self.get_clock().now().to_msg()
+                pub.publish(msg)
+        elif interface == "forward_position":
+            pub = self.create_publisher(Float64MultiArray, topic, qos.COMMANDS)
+
+            def send(command: Command) -> None:
+                pub.publish(Float64MultiArray(data=command.positions.tolist()))
+        else:  # joint_trajectory
+            pub = self.create_publisher(JointTrajectory, topic, qos.COMMANDS)
+            reach = Duration(sec=0, nanosec=int(self.dt * 1e9))
+
+            def send(command: Command) -> None:
+                # Stamped now with one point due one control period later: joint_trajectory_controller
+                # replaces what it was following from now on and interpolates to the point, so
+                # consecutive messages splice into one continuous trajectory.
+                msg = JointTrajectory(joint_names=joints)
+                msg.header.stamp = self.get_clock().now().to_msg()
+                msg.points = [JointTrajectoryPoint(positions=command.positions.tolist(), time_from_start=reach)]
+                pub.publish(msg)
+        return send
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        raw = RawChunk(
+            stamp=stamp_to_seconds(msg.header.stamp), joint_names=list(msg.joint_names), dt=msg.dt,
+            horizon=msg.horizon, positions=msg.positions, chunk_id=msg.chunk_id,
+            extras={g.name: (list(g.names), g.values) for g in msg.extra_groups},
+        )
+        with self._lock:
+            verdict = self.core.on_chunk(raw, self._now())
+        if not verdict.ok:
+            self.get_logger().warning(f"chunk {msg.chunk_id} not used: {verdict.message}", throttle_duration_sec=1.0)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._lock:
+            verdict = self.core.on_joint_state(list(msg.name), list(msg.position), self._now())
+            if verdict.ok and self.arm_on_start and not self.core.armed and not self.core.estopped:
+                self.arm_on_start = False
+                self.get_logger().warning(f"arm_on_start: {self.core.arm(self._now()).message}")
+        if not verdict.ok:
+            self.get_logger().warning(f"joint state ignored: {verdict.message}", throttle_duration_sec=2.0)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if not msg.data:
+            return  # only an explicit reset clears the latch
+        with self._lock:
+            self.core.estop(self._now(), "e-stop topic")
+            command = self.core.tick(self._now())
+        # Hold immediately rather than at the next tick.
+        if command is not None:
+            self._send(command)
+        self.get_logger().error("E-STOP latched: holding; reset then arm to resume")
+
+    def _on_arm(self, req: SetBool.Request, resp: SetBool.Response):
+        with self._lock:
+            verdict = self.core.arm(self._now()) if req.data else self.core.disarm(self._now())
+        resp.success, resp.message = verdict.ok, verdict.message
+        (self.get_logger().info if verdict.ok else self.get_logger().warning)(f"arm={req.data}: {verdict.message}")
+        return resp
+
+    def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response):
+        with self._lock:
+            verdict = self.core.reset(self._now())
+        resp.success, resp.message = verdict.ok, verdict.message
+        self.get_logger().info(f"reset: {verdict.message}")
+        return resp
+
+    # -- the control tick -----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        with self._lock:
+            command = self.core.tick(self._now())
+        if command is not None:
+            self._send(command)
+
+    def _send(self, command: Command) -> None:
+        self._publish_command(command)
+        for name, pub in self._extra_pubs.items():
+            values = command.extras.get(name)
+            twist = Twist()
+            if values is not None and len(values) >= 2:
+                twist.linear.x, twist.angular.z = float(values[0]), float(values[1])
+            pub.publish(twist)
+        self._tick_times.append(time.monotonic())
+        self.published += 1
+
+    def achieved_rate(self) -> float:
+        times = self._tick_times
+        if len(times) < 2 or time.monotonic() - times[-1] > 3 * self.dt:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def _publish_status(self) -> None:
+        with self._lock:
+            st = self.core.status()
+        msg = PolicyStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.node = "action_executor"
+        msg.state, msg.reason = st.state, st.reason
+        msg.chunks_produced = st.chunks_accepted
+        msg.chunks_dropped = st.chunks_dropped
+        msg.chunks_rejected = st.chunks_rejected
+        msg.holds = st.holds
+        msg.control_rate = self.achieved_rate()
+        msg.armed, msg.estopped = st.armed, st.estopped
+        msg.last_error = st.last_rejection
+        self.status_pub.publish(msg)
+        level = 2 if st.estopped or st.state == "error" else (1 if st.state == "holding" else 0)
+        diag = DiagnosticArray()
+        diag.header.stamp = msg.header.stamp
+        diag.status.append(diagnostic_status("dreamzero: action_executor", level, st.reason or st.state, {
+            "state": st.state, "armed": st.armed, "estopped": st.estopped, "dry_run": self.dry_run,
+            "control_rate": msg.control_rate, "target_rate": self.embodiment.control.rate_hz, "ticks": st.ticks,
+            "published": self.published, "holds": st.holds, "chunks_accepted": st.chunks_accepted,
+            "chunks_rejected": st.chunks_rejected, "chunks_dropped": st.chunks_dropped, "chunks_late": st.chunks_late,
+            "clock_jumps": st.clock_jumps, "last_rejection": st.last_rejection, "last_drop": st.last_drop,
+        }))
+        self.diag_pub.publish(diag)
+
+
+def main(args=None) -> None:
+    run_node(ActionExecutorNode, args, threads=3)
+
+
+if __name__ == "__main__":
+    main()

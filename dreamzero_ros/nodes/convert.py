@@ -1,0 +1,98 @@
+"""Message <-> numpy conversion for the nodes (the only place that touches message fields).
+
+Images go through core.image (decode/encode of the plain fields); this module adds the
+sensor_msgs glue, DiagnosticStatus construction and `CameraViews`, the per-camera frame buffers
+the inference node keeps for the remote wire protocol (the server stitches views itself).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+
+from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.image import decode_compressed, decode_image, encode_image
+from dreamzero_ros.core.stitch import resize_to_source
+from dreamzero_ros.nodes import qos
+from dreamzero_ros.nodes.common import seconds_to_stamp, stamp_to_seconds
+
+
+def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """RGB uint8 [H, W, 3] from an Image or CompressedImage; raises ImageDecodeError (ValueError)."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed(msg.format, msg.data)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+
+
+def rgb_to_image(frame: np.ndarray, stamp: float, frame_id: str = "") -> Image:
+    """A sensor_msgs/Image rgb8 from an RGB uint8 [H, W, 3] array stamped at `stamp` (s)."""
+    msg = Image()
+    seconds_to_stamp(stamp, msg.header.stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(frame.shape[0]), int(frame.shape[1])
+    msg.encoding, msg.step, msg.data = encode_image(frame)
+    return msg
+
+
+def diagnostic_status(name: str, level: int, message: str, values: dict[str, Any]) -> DiagnosticStatus:
+    """A DiagnosticStatus (level 0 OK, 1 WARN, 2 ERROR, 3 STALE) with key=value pairs."""
+    status = DiagnosticStatus(name=name, message=message, hardware_id="dreamzero")
+    status.level = bytes([level])
+    status.values = [KeyValue(key=str(k), value=f"{v:.4g}" if isinstance(v, float) else str(v))
+                     for k, v in values.items()]
+    return status
+
+
+class CameraViews:
+    """Per-camera frame buffers at each camera's training resolution (remote backend input)."""
+
+    def __init__(self, node: Node, embodiment: EmbodimentConfig, *, callback_group: Any = None,
+                 history: int = 8) -> None:
+        self.embodiment = embodiment
+        self._lock = threading.Lock()
+        self._frames: dict[str, collections.deque[tuple[float, np.ndarray]]] = {
+            cam.name: collections.deque(maxlen=history) for cam in embodiment.cameras
+        }
+        self._taken_until = -float("inf")
+        self.errors = 0
+        self._node = node
+        for cam in embodiment.cameras:
+            msg_type = CompressedImage if cam.compressed else Image
+            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR,
+                                     callback_group=callback_group)
+
+    def _on_image(self, cam, msg) -> None:
+        try:
+            rgb = resize_to_source(image_to_rgb(msg), cam.source_size)
+        except ValueError as exc:
+            self.errors += 1
+            self._node.get_logger().warning(f"camera {cam.name} ({cam.topic}): {exc}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._frames[cam.name].append((stamp_to_seconds(msg.header.stamp), rgb))
+
+    def blocker(self, now: float, max_age: float) -> str:
+        with self._lock:
+            for name, frames in self._frames.items():
+                if not frames:
+                    return f"no image from camera {name}"
+                age = now - frames[-1][0]
+                if age > max_age:
+                    return f"camera {name} is stale ({age:.2f} s old)"
+        return ""
+
+    def take(self, stamp: float) -> dict[str, np.ndarray]:
+        """Frames [T, h, w, 3] per camera observed since the last take up to `stamp` (at least the newest)."""
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for name, frames in self._frames.items():
+                fresh = [f for t, f in frames if self._taken_until < t <= stamp + 1e-6] or [frames[-1][1]]
+                out[name] = np.stack(fresh)
+            self._taken_until = stamp
+        return out
