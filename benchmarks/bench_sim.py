@@ -69,13 +69,9 @@ def cpu_name() -> str:
 
 
 def gl_strings(sim: SimRobot) -> dict[str, str]:
-    """GL vendor/renderer/version of the context the renderer used (e.g. 'llvmpipe' = CPU rendering)."""
+    """GL vendor/renderer/version of the cameras' context (e.g. 'llvmpipe' = CPU rendering)."""
     try:
-        from OpenGL import GL
-
-        sim.render(sim.camera_names[0])  # leaves the renderer's context current on this thread
-        return {k: GL.glGetString(v).decode() for k, v in
-                (("vendor", GL.GL_VENDOR), ("renderer", GL.GL_RENDERER), ("version", GL.GL_VERSION))}
+        return sim.gl_info()
     except Exception as exc:  # noqa: BLE001 - informative only; never fail the benchmark over them
         return {"error": repr(exc)}
 

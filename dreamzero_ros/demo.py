@@ -102,7 +102,7 @@ def _drive(args: argparse.Namespace, group) -> int:
                 print(f"\nerror: required node {dead.name} exited with code {dead.returncode}", file=sys.stderr)
                 print(dead.output()[-3000:], file=sys.stderr)
                 return 1
-            op._spin_until(lambda: False, 0.1)
+            op.spin_until(lambda: False, 0.1)
             if time.monotonic() >= next_print:
                 next_print += 1.0
                 print("  " + _progress(elapsed, latest), flush=True)

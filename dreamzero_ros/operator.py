@@ -14,6 +14,7 @@ import rclpy
 from dreamzero_msgs.msg import PolicyStatus
 from dreamzero_msgs.srv import SetInstruction
 from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
@@ -42,8 +43,11 @@ class Operator:
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node("dreamzero_operator", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
 
     def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
@@ -53,12 +57,12 @@ class Operator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
+    def spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if done():
                 return True
-            rclpy.spin_once(self.node, timeout_sec=0.05)
+            self.executor.spin_once(timeout_sec=0.05)
         return done()
 
     def _call(self, srv_type: Any, name: str, request: Any) -> Any:
@@ -66,7 +70,7 @@ class Operator:
         if not client.wait_for_service(timeout_sec=self.timeout):
             raise OperatorError(f"service {name} is not available (is the bringup running in this ROS domain?)")
         future = client.call_async(request)
-        if not self._spin_until(future.done, self.timeout):
+        if not self.spin_until(future.done, self.timeout):
             raise OperatorError(f"service {name} did not answer within {self.timeout:g} s")
         return future.result()
 
@@ -77,7 +81,7 @@ class Operator:
         # Also latch it on the topic so a restarted inference node picks it up.
         pub = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
         pub.publish(String(data=text))
-        self._spin_until(lambda: False, 0.2)
+        self.spin_until(lambda: False, 0.2)
         return resp.message
 
     def arm(self, armed: bool) -> str:
@@ -88,11 +92,11 @@ class Operator:
 
     def estop(self) -> str:
         pub = self.node.create_publisher(Bool, ESTOP_TOPIC, qos.LATCHED)
-        self._spin_until(lambda: pub.get_subscription_count() > 0, min(self.timeout, 3.0))
+        self.spin_until(lambda: pub.get_subscription_count() > 0, min(self.timeout, 3.0))
         pub.publish(Bool(data=True))
         # Transient local keeps the e-stop for late joiners while this process lives; give the
         # executor time to receive it before exiting.
-        self._spin_until(lambda: False, 0.5)
+        self.spin_until(lambda: False, 0.5)
         return "e-stop sent" if pub.get_subscription_count() else "e-stop sent (no executor subscribed yet)"
 
     def reset(self) -> list[str]:
@@ -113,7 +117,7 @@ class Operator:
                 on_status(msg)
 
         self.node.create_subscription(PolicyStatus, STATUS_TOPIC, callback, qos.STATUS)
-        self._spin_until(lambda: False, duration)
+        self.spin_until(lambda: False, duration)
         return latest
 
 

@@ -10,6 +10,7 @@ from dreamzero_ros.ros_env import pick_domain_id, ros_environment
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo in tests and the sim node subprocesses
     # Set before any test imports rclpy: every process of this run (the test process's probes and
     # the node subprocesses, which inherit os.environ) shares one private domain on loopback.
     domain = int(os.environ.get("DZ_TEST_DOMAIN_ID") or pick_domain_id())

@@ -1,12 +1,14 @@
 """A simulated robot: MuJoCo physics + offscreen cameras behind a small, locked, joint-name API.
 
 `SimRobot` owns one `MjModel`/`MjData` pair built by `scene.build_scene`, the position targets of the
-embodiment's joints, an optional kinematic mobile base, and one offscreen renderer per image size.
+embodiment's joints, an optional kinematic mobile base, and one offscreen renderer per camera.
 It knows nothing about ROS: a node converts messages and calls `set_targets`, `step`, `render`.
 
 Rendering is headless through MUJOCO_GL (default `egl`, set by `dreamzero_ros.sim` before mujoco is imported;
-Mesa's llvmpipe serves EGL where there is no GPU). All methods take one lock, so a control timer and a
-camera timer may call in from different threads; the GL context is made current on each render call.
+Mesa's llvmpipe serves EGL where there is no GPU). State methods take one lock, so a control timer and a
+camera timer may call in from different threads; rendering holds that lock only to snapshot the scenes and
+draws under its own lock, so physics is not held up by the cameras. The GL context is bound for each render
+and released after it, because EGL lets only one thread hold a context at a time.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class SimRobot:
         self._base_pose = np.zeros(3)  # x (m), y (m), yaw (rad) of the root in the world
         self._base_origin = m.body_pos[root.id].copy()
 
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        # One renderer per camera: its scene holds that camera's snapshot between update_scene and render.
+        self._renderers: dict[str, mujoco.Renderer] = {}
+        self._gl_lock = threading.Lock()  # renderers and GL contexts; never taken while holding _lock
         self._clock = 0.0
         self.reset()
 
@@ -222,19 +226,48 @@ class SimRobot:
 
     def render(self, camera: str) -> np.ndarray:
         """[H, W, 3] uint8 RGB image from the embodiment camera `camera` at its render size."""
-        if camera not in self._render_size:
-            raise ValueError(f"render: unknown camera {camera!r}; cameras are {list(self.camera_names)}")
-        size = self._render_size[camera]
-        with self._lock:
-            renderer = self._renderers.get(size)
-            if renderer is None:
-                renderer = self._renderers[size] = self._make_renderer(*size)
-            renderer.update_scene(self._data, camera=camera)
-            return renderer.render().copy()
+        return self.render_all((camera,))[1][camera]
+
+    def render_all(self, cameras: Sequence[str] | None = None) -> tuple[float, dict[str, np.ndarray]]:
+        """(simulated time s, camera -> [H, W, 3] uint8 RGB) for `cameras` (default all), all at one instant.
+
+        The state lock is held only while the scenes are copied out of MjData (well under a millisecond);
+        the drawing itself runs under a separate GL lock, so physics keeps stepping while cameras render.
+        """
+        names = tuple(self.camera_names if cameras is None else cameras)
+        for camera in names:
+            if camera not in self._render_size:
+                raise ValueError(f"render: unknown camera {camera!r}; cameras are {list(self.camera_names)}")
+        with self._gl_lock:
+            renderers = [self._renderer(camera) for camera in names]
+            with self._lock:
+                sim_time = self.time
+                for camera, renderer in zip(names, renderers, strict=True):
+                    renderer.update_scene(self._data, camera=camera)
+            images = {}
+            try:
+                for camera, renderer in zip(names, renderers, strict=True):
+                    images[camera] = renderer.render().copy()
+            finally:
+                _release_gl_context()
+        return sim_time, images
+
+    def gl_info(self) -> dict[str, str]:
+        """GL vendor, renderer and version of the cameras' context (e.g. renderer 'llvmpipe' = CPU rendering)."""
+        from OpenGL import GL  # PyOpenGL comes with mujoco's EGL and OSMesa backends
+
+        with self._gl_lock:
+            renderer = self._renderer(self.camera_names[0])
+            renderer._gl_context.make_current()  # mujoco exposes no public way to bind it outside render()
+            try:
+                return {key: GL.glGetString(name).decode() for key, name in
+                        (("vendor", GL.GL_VENDOR), ("renderer", GL.GL_RENDERER), ("version", GL.GL_VERSION))}
+            finally:
+                _release_gl_context()
 
     def close(self) -> None:
         """Free the GL contexts (also done at garbage collection)."""
-        with self._lock:
+        with self._gl_lock:
             for renderer in self._renderers.values():
                 renderer.close()
             self._renderers.clear()
@@ -301,6 +334,12 @@ class SimRobot:
         self._data.mocap_pos[self._mocap_id] = self._base_origin + np.array([x, y, 0.0])
         self._data.mocap_quat[self._mocap_id] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
 
+    def _renderer(self, camera: str) -> mujoco.Renderer:
+        renderer = self._renderers.get(camera)
+        if renderer is None:
+            renderer = self._renderers[camera] = self._make_renderer(*self._render_size[camera])
+        return renderer
+
     def _make_renderer(self, height: int, width: int) -> mujoco.Renderer:
         backend = getattr(mujoco, "GLContext", None)  # the GL backend class mujoco chose at import
         if getattr(backend, "__module__", "").startswith("mujoco.glfw") and not os.environ.get("DISPLAY"):
@@ -311,6 +350,7 @@ class SimRobot:
             )
         try:
             renderer = mujoco.Renderer(self._model, height, width)
+            _release_gl_context()  # creation leaves the context bound to this thread
         except Exception as exc:  # GL backends fail with many exception types (ImportError, FatalError, ...)
             raise RuntimeError(
                 f"cannot create a {width}x{height} MuJoCo renderer (MUJOCO_GL="
@@ -322,3 +362,17 @@ class SimRobot:
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
         return renderer
+
+
+def _release_gl_context() -> None:
+    """Unbind the calling thread's EGL context, so the next render may run on any thread.
+
+    EGL binds a context to one thread at a time: without this, a render from a second thread (a ROS executor
+    hands timer callbacks to whichever worker is free) fails with EGL_BAD_ACCESS. OSMesa rebinds freely and
+    GLFW needs a display (and its own UI thread) anyway.
+    """
+    if os.environ.get("MUJOCO_GL") != "egl":
+        return
+    from mujoco import egl  # only on the EGL backend: importing it loads libEGL
+
+    egl.EGL.eglMakeCurrent(egl.EGL_DISPLAY, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_CONTEXT)

@@ -5,6 +5,8 @@ Runs headless (MUJOCO_GL=egl by default, chosen by importing dreamzero_ros.sim) 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,41 @@ def test_cameras_on_the_arms_see_a_different_image_after_the_arms_move(robot: Si
         assert change > 5.0, f"{cam}: mean pixel change {change:.2f}"
 
 
+def test_render_all_returns_every_camera_at_one_simulated_instant(robot: SimRobot) -> None:
+    robot.reset()
+    robot.step(0.1)
+    sim_time, images = robot.render_all()
+    assert sim_time == pytest.approx(robot.time)
+    assert set(images) == set(robot.camera_names)
+    for cam in robot.embodiment.cameras:
+        assert np.array_equal(images[cam.name], robot.render(cam.name)), cam.name
+
+
+def test_cameras_render_from_a_thread_other_than_the_one_that_rendered_first() -> None:
+    # A ROS executor runs each timer callback on whichever worker thread is free, and EGL lets only
+    # one thread hold a context: the context must be released after every render.
+    with SimRobot(load_embodiment("franka_droid")) as sim:
+        camera = sim.camera_names[0]
+        first = sim.render(camera)
+        results: list[np.ndarray | BaseException] = []
+
+        def render_elsewhere() -> None:
+            try:
+                results.append(sim.render(camera))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                results.append(exc)
+
+        for _ in range(2):
+            worker = threading.Thread(target=render_elsewhere)
+            worker.start()
+            worker.join(timeout=30)
+        assert len(results) == 2
+        for result in results:
+            assert isinstance(result, np.ndarray), f"render on another thread failed: {result!r}"
+            assert np.array_equal(result, first)
+        assert np.array_equal(sim.render(camera), first)
+
+
 def test_an_unknown_joint_name_raises_and_names_it(robot: SimRobot) -> None:
     with pytest.raises(ValueError, match="unknown joint 'elbow_of_doom'"):
         robot.set_targets([robot.joint_names[0], "elbow_of_doom"], [0.0, 0.0])
@@ -173,3 +210,15 @@ def test_a_robot_without_a_mobile_base_rejects_base_velocity() -> None:
         assert not sim.has_mobile_base
         with pytest.raises(ValueError, match="no mobile base"):
             sim.set_base_velocity(0.1, 0.0)
+
+
+def test_gl_info_names_the_renderer_and_leaves_no_context_bound() -> None:
+    with SimRobot(load_embodiment("yam")) as sim:
+        info = sim.gl_info()
+        assert info["renderer"] and info["version"]
+        shapes: list[tuple[int, ...]] = []
+        # EGL_BAD_ACCESS on another thread if gl_info had left the context bound to this one.
+        worker = threading.Thread(target=lambda: shapes.append(sim.render("top").shape))
+        worker.start()
+        worker.join(timeout=30)
+        assert shapes == [(*sim.embodiment.camera("top").source_size, 3)]

@@ -1,0 +1,315 @@
+"""sim_robot node: a MuJoCo `SimRobot` behind the topics a real robot driver offers.
+
+Publishes every configured camera (sensor_msgs/Image rgb8 at its source size, all rendered at one simulated
+instant and stamped identically) and /joint_states; takes joint commands on the embodiment's configured
+interface (Float64MultiArray / JointTrajectory / JointState), base velocity as Twist where the embodiment has
+one, and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
+tick advances it by the time elapsed since the previous one.
+
+Threads: physics + joint states, camera rendering (the expensive part, ~8 ms per 480x640 view on one core) and
+commands each have their own mutually exclusive callback group, so rendering never holds up the joint-state
+rate. A bad command is rejected with a throttled log and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from dreamzero_ros.bringup import SIM_RESET_SERVICE
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.nodes import qos
+from dreamzero_ros.nodes.common import Param, declare_parameters, run_node, seconds_to_stamp, stamp_to_seconds
+from dreamzero_ros.nodes.convert import diagnostic_status, rgb_to_image
+from dreamzero_ros.sim.robot import BASE_VELOCITY_COMPONENTS, SimRobot  # its package picks headless GL first
+from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
+
+PARAMS = (
+    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    Param("camera_rate", 10.0, "Hz at which all cameras are rendered, at one sim instant; 0 = no cameras",
+          minimum=0.0, maximum=60.0),
+    Param("joint_state_rate", 0.0, "Hz of joint states; 0 = the embodiment's control rate", minimum=0.0,
+          maximum=1000.0),
+    Param("physics_rate", 100.0, "Hz of physics ticks; each advances physics by the wall time since the last",
+          minimum=10.0, maximum=1000.0),
+    # Catching up is cheap (1 s of physics is ~20 ms of CPU) and keeps the arm where the commands put it after
+    # a scheduling stall on busy cores; the cap only stops a suspended process from simulating minutes at once.
+    Param("max_catch_up", 1.0, "s; a longer stall of the physics thread is dropped, not caught up (sim lags)",
+          minimum=0.005, maximum=10.0),
+    Param("base_command_timeout", 0.5, "s without a base velocity command before the base stops; 0 = never",
+          minimum=0.0),
+    Param("use_sim_clock", False, "publish /clock from simulated time and stamp messages with it"),
+)
+
+
+class SimRobotNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_robot")
+        p = declare_parameters(self, PARAMS)
+        self.embodiment = load_embodiment(p["embodiment"])
+        self.robot = SimRobot(self.embodiment)
+        self.max_catch_up: float = p["max_catch_up"]
+        self.base_timeout: float = p["base_command_timeout"]
+        self.use_sim_clock: bool = p["use_sim_clock"]
+        self.joint_names = list(self.robot.joint_names)
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+
+        # Simulated time never runs backwards for the outside world: a reset restarts SimRobot.time at 0,
+        # so `_sim_before_reset` carries what came before. Wall stamps = `_wall_offset` + total sim time.
+        self._lock = threading.Lock()
+        self._sim_before_reset = 0.0
+        self._wall_offset = self._ros_now()  # re-anchored at the first physics tick
+        self._last_tick = 0.0  # monotonic s of the last physics tick; 0 = not started (building took a while)
+        self._start = time.monotonic()
+        self._trajectory: Trajectory | None = None
+        self._last_base_cmd = -math.inf
+        self.counts = {"joint_states": 0, "camera_sets": 0, "camera_sets_skipped": 0, "physics_ticks": 0,
+                       "accepted": 0, "rejected": 0}
+        self._lagged = 0.0  # s of wall time physics skipped (stalls longer than max_catch_up)
+        self._render_s = 0.0
+        self._diag_last = (self._start, dict(self.counts), 0.0)
+
+        physics, render, commands = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        self.joint_pub = self.create_publisher(JointState, self.embodiment.command.joint_states_topic,
+                                               qos.JOINT_STATES)
+        self.camera_pubs = {c.name: (self.create_publisher(Image, c.topic, qos.SENSOR), c.frame)
+                            for c in self.embodiment.cameras}
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_clock else None
+
+        cmd = self.embodiment.command
+        msg_type = {"forward_position": Float64MultiArray, "joint_trajectory": JointTrajectory,
+                    "joint_state": JointState}[cmd.interface]
+        handler = {"forward_position": self._on_forward_position, "joint_trajectory": self._on_trajectory,
+                   "joint_state": self._on_joint_state_command}[cmd.interface]
+        self.create_subscription(msg_type, cmd.topic, handler, qos.COMMANDS, callback_group=commands)
+        base_groups = [g for g in self.embodiment.extra_actions if tuple(g.components) == BASE_VELOCITY_COMPONENTS]
+        for group in base_groups if self.robot.has_mobile_base else ():
+            self.create_subscription(Twist, group.topic, self._on_twist, qos.COMMANDS, callback_group=commands)
+        self.create_service(Trigger, SIM_RESET_SERVICE, self._on_reset, callback_group=commands)
+
+        self.joint_state_rate = p["joint_state_rate"] or float(self.embodiment.control.rate_hz)
+        self.camera_rate = p["camera_rate"]
+        self.create_timer(1.0 / p["physics_rate"], self._advance, callback_group=physics)
+        self.create_timer(1.0 / self.joint_state_rate, self._publish_joint_states, callback_group=physics)
+        if self.camera_rate > 0 and self.camera_pubs:
+            self.robot.render_all()  # create the GL contexts now: a GL problem stops the node at start
+            self.create_timer(1.0 / self.camera_rate, self._publish_cameras, callback_group=render)
+        self.create_timer(1.0, self._diagnostics, callback_group=commands)
+        self.get_logger().info(
+            f"sim embodiment={self.embodiment.name} joints={len(self.joint_names)} "
+            f"cameras={list(self.embodiment.camera_names)} camera_rate={self.camera_rate:g}Hz "
+            f"joint_state_rate={self.joint_state_rate:g}Hz physics_rate={p['physics_rate']:g}Hz "
+            f"command={cmd.interface}@{cmd.topic} base={[g.topic for g in base_groups]} "
+            f"use_sim_clock={self.use_sim_clock}"
+        )
+
+    # -- time ---------------------------------------------------------------------------------------
+
+    def _ros_now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _sim_total(self) -> float:
+        """s of simulated time since the node started (continuous across resets)."""
+        return self._sim_before_reset + self.robot.time
+
+    def _stamp_of(self, sim_total: float) -> float:
+        return sim_total if self.use_sim_clock else self._wall_offset + sim_total
+
+    def _publish(self, pub: Any, msg: Any) -> None:
+        try:
+            pub.publish(msg)
+        except Exception:  # rclpy raises once SIGINT has shut the context down under a running callback
+            if self.context.ok():
+                raise
+
+    # -- physics and joint states (one callback group) ------------------------------------------------
+
+    def _advance(self) -> None:
+        """Step physics by the wall time since the last tick, following any trajectory on the way."""
+        with self._lock:
+            now = time.monotonic()
+            if not self._last_tick:  # sim time starts now, not when the node was built (GL warm-up etc.)
+                self._last_tick = self._start = now
+                self._wall_offset = self._ros_now() - self._sim_total()
+                self._diag_last = (now, dict(self.counts), self._sim_total())
+            dt, self._last_tick = now - self._last_tick, now
+            if dt > self.max_catch_up:  # a long stall: skip it rather than freeze to catch up
+                self._lagged += dt - self.max_catch_up
+                self._wall_offset += dt - self.max_catch_up
+                dt = self.max_catch_up
+            if dt <= 0:
+                return
+            if self._trajectory is not None:
+                traj = self._trajectory
+                self.robot.set_targets(traj.joints, traj.sample(self._sim_total() + dt))
+                if self._sim_total() + dt >= traj.end:
+                    self._trajectory = None
+            if self.base_timeout and now - self._last_base_cmd > self.base_timeout and self.robot.has_mobile_base:
+                self.robot.set_base_velocity(0.0, 0.0)
+            self.robot.step(dt)
+            self.counts["physics_ticks"] += 1
+            if self.clock_pub is not None:
+                msg = Clock()
+                seconds_to_stamp(self._sim_total(), msg.clock)
+                self._publish(self.clock_pub, msg)
+
+    def _publish_joint_states(self) -> None:
+        self._advance()  # state as of now, not of the last physics tick
+        with self._lock:
+            stamp = self._stamp_of(self._sim_total())
+            q = self.robot.joint_positions()
+            v = self.robot.joint_velocities()
+        msg = JointState(name=self.joint_names, position=[q[n] for n in self.joint_names],
+                         velocity=[v[n] for n in self.joint_names])
+        seconds_to_stamp(stamp, msg.header.stamp)
+        self._publish(self.joint_pub, msg)
+        self.counts["joint_states"] += 1
+
+    # -- cameras (own callback group) ------------------------------------------------------------------
+
+    def _publish_cameras(self) -> None:
+        if not any(pub.get_subscription_count() for pub, _ in self.camera_pubs.values()):
+            self.counts["camera_sets_skipped"] += 1  # nobody is looking: rendering is most of this node's CPU
+            return
+        t0 = time.perf_counter()
+        # SimRobot snapshots every view's scene at one instant, then draws without holding up physics.
+        sim_time, images = self.robot.render_all()
+        with self._lock:
+            stamp = self._stamp_of(self._sim_before_reset + sim_time)
+        for name, (pub, frame) in self.camera_pubs.items():
+            self._publish(pub, rgb_to_image(images[name], stamp, frame))
+        self._render_s += time.perf_counter() - t0
+        self.counts["camera_sets"] += 1
+
+    # -- commands (own callback group) -----------------------------------------------------------------
+
+    def _reject(self, what: str, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.get_logger().warning(f"{what} rejected ({self.counts['rejected']} so far): {reason}",
+                                  throttle_duration_sec=2.0)
+
+    def _set(self, what: str, names: list[str], positions: list[float]) -> None:
+        unknown = [n for n in names if n not in self._index]
+        if unknown:
+            return self._reject(what, f"unknown joints {unknown}; joints are {self.joint_names}")
+        if len(names) != len(positions):
+            return self._reject(what, f"{len(names)} joint names but {len(positions)} positions")
+        try:
+            with self._lock:
+                self.robot.set_targets(names, positions)
+                self._trajectory = None  # the latest command wins
+        except ValueError as exc:  # non-finite values
+            return self._reject(what, str(exc))
+        self.counts["accepted"] += 1
+
+    def _on_forward_position(self, msg: Float64MultiArray) -> None:
+        joints = list(self.embodiment.action_joints)
+        if len(msg.data) != len(joints):
+            return self._reject("Float64MultiArray", f"expected {len(joints)} values in order {joints}, "
+                                                     f"got {len(msg.data)}")
+        self._set("Float64MultiArray", joints, list(msg.data))
+
+    def _on_joint_state_command(self, msg: JointState) -> None:
+        self._set("JointState", list(msg.name), list(msg.position))
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        names = list(msg.joint_names)
+        unknown = [n for n in names if n not in self._index]
+        if unknown:
+            return self._reject("JointTrajectory", f"unknown joints {unknown}; joints are {self.joint_names}")
+        with self._lock:
+            if not msg.points:  # joint_trajectory_controller: an empty trajectory means hold where you are
+                self._trajectory = None
+                self.counts["accepted"] += 1
+                return
+            targets = self.robot.targets()
+            try:
+                self._trajectory = Trajectory.build(
+                    tuple(names), self._sim_total(), np.array([targets[n] for n in names]),
+                    [stamp_to_seconds(pt.time_from_start) for pt in msg.points],
+                    [list(pt.positions) for pt in msg.points])
+            except ValueError as exc:
+                return self._reject("JointTrajectory", str(exc))
+        self.counts["accepted"] += 1
+
+    def _on_twist(self, msg: Twist) -> None:
+        try:
+            with self._lock:
+                self.robot.set_base_velocity(float(msg.linear.x), float(msg.angular.z))
+                self._last_base_cmd = time.monotonic()
+        except ValueError as exc:
+            return self._reject("Twist", str(exc))
+        self.counts["accepted"] += 1
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._sim_before_reset += self.robot.time
+            self.robot.reset()
+            self._trajectory = None
+        self.get_logger().info("episode reset: joints at home, objects at their start")
+        response.success, response.message = True, f"{self.embodiment.name}: reset to home"
+        return response
+
+    # -- rates ---------------------------------------------------------------------------------------
+
+    def rates(self, since: tuple[float, dict[str, int], float]) -> dict[str, float]:
+        """Achieved rates (Hz) and the physics real-time factor since `since` = (monotonic s, counts, sim s)."""
+        t0, counts0, sim0 = since
+        wall = max(time.monotonic() - t0, 1e-9)
+        with self._lock:
+            sim = self._sim_total()
+        return {"joint_state_hz": (self.counts["joint_states"] - counts0["joint_states"]) / wall,
+                "camera_hz": (self.counts["camera_sets"] - counts0["camera_sets"]) / wall,
+                "physics_hz": (self.counts["physics_ticks"] - counts0["physics_ticks"]) / wall,
+                "real_time_factor": (sim - sim0) / wall}
+
+    def _diagnostics(self) -> None:
+        rates = self.rates(self._diag_last)
+        with self._lock:
+            self._diag_last = (time.monotonic(), dict(self.counts), self._sim_total())
+        low = rates["joint_state_hz"] < 0.9 * self.joint_state_rate or rates["real_time_factor"] < 0.9
+        values = {**rates, "joint_state_target_hz": self.joint_state_rate, "camera_target_hz": self.camera_rate,
+                  "render_ms_mean": 1e3 * self._render_s / max(self.counts["camera_sets"], 1),
+                  "camera_sets_skipped": self.counts["camera_sets_skipped"],
+                  "lagged_s": self._lagged, "commands_accepted": self.counts["accepted"],
+                  "commands_rejected": self.counts["rejected"]}
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status.append(diagnostic_status("dreamzero: sim_robot", 1 if low else 0,
+                                            "below target rate" if low else "ok", values))
+        self._publish(self.diag_pub, msg)
+
+    def close(self) -> None:
+        rates = self.rates((self._start, dict.fromkeys(self.counts, 0), 0.0))
+        text = " ".join(f"{k}={v:.3g}" for k, v in rates.items()) + f" lagged_s={self._lagged:.3g} " + " ".join(
+            f"{k}={v}" for k, v in self.counts.items())
+        # After SIGINT the context is already shut down and rosout is gone: write to stderr directly.
+        if self.context.ok():
+            self.get_logger().info(text)
+        else:
+            print(f"[INFO] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
+        self.robot.close()
+
+
+def main(args=None) -> None:
+    run_node(SimRobotNode, args, threads=3)
+
+
+if __name__ == "__main__":
+    main()
