@@ -88,7 +88,11 @@ class ActionExecutorNode(Node):
         self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS, callback_group=inputs)
         self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES,
                                  callback_group=inputs)
+        # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a
+        # transient-local publisher; the volatile one also matches default-QoS publishers (a teleop or
+        # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses.
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED, callback_group=inputs)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS, callback_group=inputs)
         services = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, ARM_SERVICE, self._on_arm, callback_group=services)
         self.create_service(Trigger, RESET_ESTOP_SERVICE, self._on_reset, callback_group=services)
@@ -160,6 +164,8 @@ class ActionExecutorNode(Node):
         if not msg.data:
             return  # only an explicit reset clears the latch
         with self._lock:
+            if self.core.estopped:
+                return  # already latched (a transient-local publisher reaches both subscriptions)
             self.core.estop(self._now(), "e-stop topic")
             command = self.core.tick(self._now())
         # Hold immediately rather than at the next tick.
@@ -171,7 +177,11 @@ class ActionExecutorNode(Node):
         with self._lock:
             verdict = self.core.arm(self._now()) if req.data else self.core.disarm(self._now())
         resp.success, resp.message = verdict.ok, verdict.message
-        (self.get_logger().info if verdict.ok else self.get_logger().warning)(f"arm={req.data}: {verdict.message}")
+        # Two call sites: rclpy raises if one call site logs at two severities (it killed the node).
+        if verdict.ok:
+            self.get_logger().info(f"arm={req.data}: {verdict.message}")
+        else:
+            self.get_logger().warning(f"arm={req.data}: {verdict.message}")
         return resp
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response):

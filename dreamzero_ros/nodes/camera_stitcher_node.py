@@ -8,9 +8,11 @@ logged with its topic, never fatal.
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import replace
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -52,6 +54,13 @@ class CameraStitcherNode(Node):
         self.received: dict[str, int] = {c.name: 0 for c in self.embodiment.cameras}
         self.published = 0
         self.last_reason = ""
+        # One logger per camera: rclpy throttles per logger and call site, so with a shared logger one
+        # bad camera's warnings would hide another's.
+        self._camera_log = {c.name: self.get_logger().get_child(c.name) for c in self.embodiment.cameras}
+        # Float seconds -> the camera's own header stamp: a float round trip of a ~1.8e9 s stamp moves
+        # it by up to ~120 ns, and consumers match the stitched frame to camera frames by exact stamp.
+        self._stamps: collections.OrderedDict[float, Time] = collections.OrderedDict()
+        self._stamps_kept = 2 * len(self.embodiment.cameras) * max(1, self.embodiment.stitch.sync_queue_size)
 
         self.pub = self.create_publisher(Image, STITCHED_TOPIC, qos.FRAMES)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
@@ -76,15 +85,21 @@ class CameraStitcherNode(Node):
             rgb = image_to_rgb(msg)
         except ValueError as exc:
             self.bad_images[cam.name] += 1
-            self.get_logger().warning(f"topic={cam.topic} image rejected: {exc}", throttle_duration_sec=5.0)
+            self._camera_log[cam.name].warning(f"topic={cam.topic} image rejected: {exc}", throttle_duration_sec=5.0)
             return
+        stamp = stamp_to_seconds(msg.header.stamp)
         with self._lock:
             self.received[cam.name] += 1
-            self.gate.push(cam.name, stamp_to_seconds(msg.header.stamp), rgb, self._now())
+            self._stamps[stamp] = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
+            self._stamps.move_to_end(stamp)
+            while len(self._stamps) > self._stamps_kept:
+                self._stamps.popitem(last=False)
+            self.gate.push(cam.name, stamp, rgb, self._now())
 
     def _publish(self) -> None:
         with self._lock:
             decision = self.gate.tick(self._now())
+            exact = self._stamps.get(decision.stamp) if decision.publish else None
         if decision.reason != self.last_reason:
             if decision.stale:
                 self.get_logger().warning(f"cameras stale={list(decision.stale)}: {decision.reason}")
@@ -98,7 +113,10 @@ class CameraStitcherNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"stitch failed: {exc}", throttle_duration_sec=5.0)
             return
-        self.pub.publish(rgb_to_image(frame, decision.stamp, "dreamzero_stitched"))
+        msg = rgb_to_image(frame, decision.stamp, "dreamzero_stitched")
+        if exact is not None:
+            msg.header.stamp = exact
+        self.pub.publish(msg)
         self.published += 1
 
     def _diagnostics(self) -> None:
