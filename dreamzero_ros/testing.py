@@ -78,6 +78,7 @@ class RosProbe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._lock = threading.Lock()
+        self._clients: dict[tuple[Any, str], Any] = {}
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -110,14 +111,23 @@ class RosProbe:
         if not wait_until(lambda: self.node.count_publishers(topic) >= count, timeout):
             raise TimeoutError(f"no publisher on {topic} after {timeout} s")
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
-        client = self.node.create_client(srv_type, name)
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0, attempts: int = 3) -> Any:
+        """Call a service, reusing one client per service. A reply can be lost while DDS is still
+        matching a brand-new client, so an unanswered call is retried (only use this for services
+        that are safe to call twice, which all of ours are)."""
+        key = (srv_type, name)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {name} not available after {timeout} s")
-        future = client.call_async(request)
-        if not wait_until(future.done, timeout):
-            raise TimeoutError(f"service {name} did not answer within {timeout} s")
-        return future.result()
+        per_attempt = max(timeout / attempts, 1.0)
+        for _ in range(attempts):
+            future = client.call_async(request)
+            if wait_until(future.done, per_attempt):
+                return future.result()
+            client.remove_pending_request(future)
+        raise TimeoutError(f"service {name} did not answer within {attempts} x {per_attempt:.1f} s")
 
     def now_msg(self) -> Any:
         return self.node.get_clock().now().to_msg()

@@ -73,7 +73,9 @@ class ExecutorSettings:
         savgol_window: Savitzky-Golay window in upsampled samples (odd, >= 3, > savgol_order).
         savgol_order: Savitzky-Golay polynomial order (>= 0).
         chunk_timeout: s; hold once the newest chunk's observation stamp is older than this.
-        max_chunk_age: s; a chunk whose stamp is older than this when it arrives is dropped.
+        max_chunk_age: s; a chunk whose stamp is older than this when it arrives is dropped. The
+            default (1.5 s, just under the 1.6 s chunks of the shipped robots) uses any chunk that
+            still has rows ahead: asynchronous execution only needs inference to beat the chunk.
         max_future: s; a chunk stamped further than this ahead of `now` is rejected (clock mismatch).
     """
 
@@ -83,7 +85,7 @@ class ExecutorSettings:
     savgol_window: int = 11
     savgol_order: int = 3
     chunk_timeout: float = 2.0
-    max_chunk_age: float = 1.0
+    max_chunk_age: float = 1.5
     max_future: float = 0.5
 
     def __post_init__(self) -> None:

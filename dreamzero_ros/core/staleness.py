@@ -69,6 +69,7 @@ class CameraGate:
             self.names, stitch.sync_slop, stitch.sync_queue_size
         )
         self._arrival: dict[str, float] = {}  # camera -> receive time (s) of its newest image
+        self._arrival_first: dict[str, float] = {}  # camera -> receive time (s) of its first image
         self._latest: dict[str, tuple[float, np.ndarray]] = {}  # camera -> (stamp, image), newest
         self._synced: dict[str, tuple[float, np.ndarray]] | None = None  # newest synced set, unpublished
         self._last_published = float("-inf")
@@ -84,6 +85,7 @@ class CameraGate:
         if name not in self.names:
             raise KeyError(f"CameraGate: unknown camera {name!r}; cameras are {list(self.names)}")
         self._arrival[name] = now
+        self._arrival_first.setdefault(name, now)
         previous = self._latest.get(name)
         if previous is None or stamp >= previous[0]:
             self._latest[name] = (stamp, image)
@@ -92,8 +94,16 @@ class CameraGate:
             self._synced = synced
 
     def stale(self, now: float) -> tuple[str, ...]:
-        """Cameras whose newest image arrived more than stale_timeout s before `now`, or never."""
-        return tuple(n for n in self.names if n not in self._arrival or now - self._arrival[n] > self.stale_timeout)
+        """Cameras whose newest image arrived more than stale_timeout s before `now`, or that never
+        delivered although another camera started more than stale_timeout s ago (a start-up grace:
+        cameras come up a few frames apart, and a black view then is not a real observation)."""
+        if not self._arrival:
+            return self.names
+        started = min(self._arrival_first.values())
+        return tuple(
+            n for n in self.names
+            if (now - self._arrival[n] > self.stale_timeout if n in self._arrival else now - started > self.stale_timeout)
+        )
 
     def tick(self, now: float) -> StaleDecision:
         """Decide what to publish at `now` (s); see the module docstring for the rules."""

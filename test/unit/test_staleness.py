@@ -37,10 +37,26 @@ def test_fresh_cameras_publish_the_synced_set_once_with_the_newest_stamp():
     assert not again.publish and again.reason == "waiting for a synced set"
 
 
-def test_a_never_seen_camera_is_stale_and_black_policy_blacks_it_out():
+def start_without_wrist(g: CameraGate) -> None:
+    """Two cameras deliver from t=1.0; the wrist never does; the exteriors keep coming at 1.55."""
+    feed(g, 1.0, cams=("exterior_1", "exterior_2"))
+    feed(g, 1.55, cams=("exterior_1", "exterior_2"))
+
+
+def test_a_camera_that_has_not_delivered_yet_gets_a_start_up_grace_of_one_stale_timeout():
     g = gate("black")
     feed(g, 1.0, cams=("exterior_1", "exterior_2"))
-    d = g.tick(1.05)
+    d = g.tick(1.05)  # 0.04 s after the first image: the wrist may just be a frame behind
+    assert d.stale == () and not d.publish and d.reason == "waiting for a synced set"
+    assert g.stale(1.4) == ()
+    feed(g, 1.55, cams=("exterior_1", "exterior_2"))
+    assert g.stale(1.6) == ("wrist",)  # 0.59 s since the first image: the grace is over
+
+
+def test_a_never_seen_camera_is_stale_and_black_policy_blacks_it_out():
+    g = gate("black")
+    start_without_wrist(g)
+    d = g.tick(1.6)
     assert d.stale == ("wrist",)
     assert d.publish and "policy black" in d.reason
     assert d.views["wrist"].shape == (180, 320, 3) and d.views["wrist"].max() == 0
@@ -72,15 +88,15 @@ def test_hold_policy_repeats_the_stale_cameras_last_frame():
 
 def test_hold_policy_publishes_nothing_while_a_camera_never_delivered():
     g = gate("hold")
-    feed(g, 1.0, cams=("exterior_1", "exterior_2"))
-    d = g.tick(1.05)
+    start_without_wrist(g)
+    d = g.tick(1.6)
     assert not d.publish and "['wrist'] never delivered" in d.reason
 
 
 def test_stop_policy_publishes_nothing_while_any_camera_is_stale():
     g = gate("stop")
-    feed(g, 1.0, cams=("exterior_1", "exterior_2"))
-    d = g.tick(1.05)
+    start_without_wrist(g)
+    d = g.tick(1.6)
     assert not d.publish and d.stale == ("wrist",) and "policy stop" in d.reason
 
 
@@ -95,9 +111,9 @@ def test_nothing_is_published_when_every_camera_is_stale_whatever_the_policy():
 
 def test_published_stamps_strictly_increase_under_the_stale_policy():
     g = gate("black")
-    feed(g, 1.0, cams=("exterior_1", "exterior_2"))
-    assert g.tick(1.05).publish
-    d = g.tick(1.1)  # no newer frames from the fresh cameras
+    start_without_wrist(g)
+    assert g.tick(1.6).publish
+    d = g.tick(1.65)  # no newer frames from the fresh cameras
     assert not d.publish and d.stale == ("wrist",)
 
 
