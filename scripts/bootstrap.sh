@@ -62,6 +62,7 @@ log "fixing exported CMake include paths of the ROS message wheels"
 
 log "building dreamzero_msgs into the venv"
 BUILD="$ROOT/build/dreamzero_msgs"
+mkdir -p "$BUILD"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
 cmake -S "$ROOT/dreamzero_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
   -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$ROOT/build/msgs-configure.log" 2>&1 \
