@@ -15,7 +15,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from dreamzero_ros.core.embodiment import ConfigError
@@ -77,13 +77,16 @@ def _validate(node_name: str, p: Param, value: Any) -> Any:
 
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, *, threads: int = 2) -> None:
-    """Entry point shared by every node: exits 2 with the file/parameter named on a bad config."""
+    """Entry point shared by every node: exits 2 with the file/parameter named on a bad config.
+
+    threads: 1 spins a SingleThreadedExecutor, more a MultiThreadedExecutor with that many threads.
+    """
     rclpy.init(args=args)
     node: Node | None = None
     code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()
     except (ConfigError, ParameterError) as exc:
