@@ -1,8 +1,9 @@
 """action_executor node: ActionChunks -> joint commands at the robot's control rate.
 
 A thin shell over core.executor.ExecutorCore (latest chunk wins, time alignment, cross-fade,
-smoothing, limits, watchdog hold, arming, latching e-stop). The control timer runs in its own
-callback group so chunk and joint-state callbacks never delay a tick. Output adapters write the
+smoothing, limits, watchdog hold, arming, latching e-stop). Every callback is short (a chunk's
+validation and smoothing is well under a millisecond), so one executor thread keeps the control
+timer on time; see run_node for why not a MultiThreadedExecutor. Output adapters write the
 configured command interface; dry_run sends to the preview topic only.
 """
 
@@ -16,7 +17,6 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from dreamzero_msgs.msg import ActionChunk, PolicyStatus
 from geometry_msgs.msg import Twist
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -83,22 +83,17 @@ class ActionExecutorNode(Node):
         }
         self.status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, qos.STATUS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
-
-        inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS, callback_group=inputs)
-        self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES,
-                                 callback_group=inputs)
+        self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
+        self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES)
         # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a
         # transient-local publisher; the volatile one also matches default-QoS publishers (a teleop or
         # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses.
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED, callback_group=inputs)
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS, callback_group=inputs)
-        services = MutuallyExclusiveCallbackGroup()
-        self.create_service(SetBool, ARM_SERVICE, self._on_arm, callback_group=services)
-        self.create_service(Trigger, RESET_ESTOP_SERVICE, self._on_reset, callback_group=services)
-        self.create_timer(1.0 / p["status_rate"], self._publish_status, callback_group=services)
-        # The control loop alone in its group: nothing else can delay a tick.
-        self.create_timer(self.dt, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
+        self.create_service(SetBool, ARM_SERVICE, self._on_arm)
+        self.create_service(Trigger, RESET_ESTOP_SERVICE, self._on_reset)
+        self.create_timer(1.0 / p["status_rate"], self._publish_status)
+        self.create_timer(self.dt, self._tick)
         self.get_logger().info(
             f"executor ready embodiment={self.embodiment.name} rate={self.embodiment.control.rate_hz:g}Hz "
             f"interface={cmd.interface} topic={PREVIEW_TOPIC if self.dry_run else cmd.topic} dry_run={self.dry_run} "
@@ -245,7 +240,7 @@ class ActionExecutorNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(ActionExecutorNode, args, threads=3)
+    run_node(ActionExecutorNode, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from dataclasses import replace
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -64,14 +63,12 @@ class CameraStitcherNode(Node):
 
         self.pub = self.create_publisher(Image, STITCHED_TOPIC, qos.FRAMES)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
-        images = MutuallyExclusiveCallbackGroup()
         for cam in self.embodiment.cameras:
             msg_type = CompressedImage if cam.compressed else Image
-            self.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR,
-                                     callback_group=images)
+            self.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
         rate = p["publish_rate"] or self.embodiment.video.fps
-        self.create_timer(1.0 / rate, self._publish, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0 / rate, self._publish)
+        self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(
             f"stitching cameras={list(self.embodiment.camera_names)} layout={self.embodiment.stitch.layout} "
             f"rate={rate:g}Hz stale_policy={self.embodiment.stitch.stale_policy}"
@@ -138,9 +135,7 @@ class CameraStitcherNode(Node):
 
 
 def main(args=None) -> None:
-    # One thread: every callback is short (decode ~4 ms, stitch ~7 ms per 3 x 480x640), and on two
-    # cores a MultiThreadedExecutor lost ~half of the best-effort camera images (see qos.SENSOR).
-    run_node(CameraStitcherNode, args, threads=1)
+    run_node(CameraStitcherNode, args)
 
 
 if __name__ == "__main__":

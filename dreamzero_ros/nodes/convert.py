@@ -52,8 +52,7 @@ def diagnostic_status(name: str, level: int, message: str, values: dict[str, Any
 class CameraViews:
     """Per-camera frame buffers at each camera's training resolution (remote backend input)."""
 
-    def __init__(self, node: Node, embodiment: EmbodimentConfig, *, callback_group: Any = None,
-                 history: int = 8) -> None:
+    def __init__(self, node: Node, embodiment: EmbodimentConfig, *, history: int = 8) -> None:
         self.embodiment = embodiment
         self._lock = threading.Lock()
         self._frames: dict[str, collections.deque[tuple[float, np.ndarray]]] = {
@@ -64,8 +63,7 @@ class CameraViews:
         self._node = node
         for cam in embodiment.cameras:
             msg_type = CompressedImage if cam.compressed else Image
-            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR,
-                                     callback_group=callback_group)
+            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
 
     def _on_image(self, cam, msg) -> None:
         try:

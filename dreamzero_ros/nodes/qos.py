@@ -11,9 +11,6 @@ from rclpy.qos import (
 )
 
 #: Camera images in: best effort, keep last few (a late frame is worth less than the next one).
-#: Measured with rclpy Kilted on 2 cores: a MultiThreadedExecutor delivered only ~25-49 of 50
-#: best-effort 640x480 images per camera (3 cameras at 10 Hz), a SingleThreadedExecutor 50 of 50;
-#: a node whose main input is SENSOR images should spin single-threaded (run_node(threads=1)).
 SENSOR = qos_profile_sensor_data
 
 #: The stitched frame and predicted video between our own nodes: reliable, shallow.

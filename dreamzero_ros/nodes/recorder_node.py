@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -105,10 +104,8 @@ class RecorderNode(Node):
         self._subs: dict[str, tuple[Any, tuple[bool, bool]]] = {}  # topic -> (subscription, (reliable, latched))
         self._skipped: set[str] = set()
         self._closed = False
-        self._sub_group = MutuallyExclusiveCallbackGroup()  # one group: messages of a topic stay in order
         self._discover()
-        self.create_timer(self.settings.discovery_period, self._discover,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(self.settings.discovery_period, self._discover)
         self.get_logger().info(f"recording output={self.settings.output} compression={self.settings.compression} "
                                f"topics={list(self.settings.topics) or 'prefixes'} "
                                f"include_prefixes={list(self.settings.include_prefixes)}")
@@ -186,7 +183,7 @@ class RecorderNode(Node):
             seq = info.get("publication_sequence_number") or 0
             writer.submit(topic, data, received, info.get("source_timestamp") or received, seq & 0xFFFFFFFF)
 
-        sub = self.create_subscription(msg_type, topic, on_message, qos, raw=True, callback_group=self._sub_group)
+        sub = self.create_subscription(msg_type, topic, on_message, qos, raw=True)
         self._subs[topic] = (sub, qos_flags)
         self.get_logger().info(f"recording topic={topic} type={type_name} reliable={reliable} "
                                f"transient_local={latched}")

@@ -6,9 +6,9 @@ interface (Float64MultiArray / JointTrajectory / JointState), base velocity as T
 one, and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
 tick advances it by the time elapsed since the previous one.
 
-Threads: physics + joint states, camera rendering (the expensive part, ~8 ms per 480x640 view on one core) and
-commands each have their own mutually exclusive callback group, so rendering never holds up the joint-state
-rate. A bad command is rejected with a throttled log and counted, never fatal.
+Threads: physics, joint states and commands run in the node's (single-threaded) executor; camera rendering
+(the expensive part, ~8 ms per 480x640 view on one core) runs on a thread of its own, so it never holds up the
+joint-state rate. A bad command is rejected with a throttled log and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -83,7 +82,6 @@ class SimRobotNode(Node):
         self._render_s = 0.0
         self._diag_last = (self._start, dict(self.counts), 0.0)
 
-        physics, render, commands = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         self.joint_pub = self.create_publisher(JointState, self.embodiment.command.joint_states_topic,
                                                qos.JOINT_STATES)
         self.camera_pubs = {c.name: (self.create_publisher(Image, c.topic, qos.SENSOR), c.frame)
@@ -97,20 +95,25 @@ class SimRobotNode(Node):
                     "joint_state": JointState}[cmd.interface]
         handler = {"forward_position": self._on_forward_position, "joint_trajectory": self._on_trajectory,
                    "joint_state": self._on_joint_state_command}[cmd.interface]
-        self.create_subscription(msg_type, cmd.topic, handler, qos.COMMANDS, callback_group=commands)
+        self.create_subscription(msg_type, cmd.topic, handler, qos.COMMANDS)
         base_groups = [g for g in self.embodiment.extra_actions if tuple(g.components) == BASE_VELOCITY_COMPONENTS]
         for group in base_groups if self.robot.has_mobile_base else ():
-            self.create_subscription(Twist, group.topic, self._on_twist, qos.COMMANDS, callback_group=commands)
-        self.create_service(Trigger, SIM_RESET_SERVICE, self._on_reset, callback_group=commands)
+            self.create_subscription(Twist, group.topic, self._on_twist, qos.COMMANDS)
+        self.create_service(Trigger, SIM_RESET_SERVICE, self._on_reset)
 
         self.joint_state_rate = p["joint_state_rate"] or float(self.embodiment.control.rate_hz)
         self.camera_rate = p["camera_rate"]
-        self.create_timer(1.0 / p["physics_rate"], self._advance, callback_group=physics)
-        self.create_timer(1.0 / self.joint_state_rate, self._publish_joint_states, callback_group=physics)
+        self.create_timer(1.0 / p["physics_rate"], self._advance)
+        self.create_timer(1.0 / self.joint_state_rate, self._publish_joint_states)
+        # Rendering (~10 ms a view on llvmpipe) runs on a thread of its own so physics and joint
+        # states keep their rate; SimRobot.render_all snapshots the scene under its own lock.
+        self._stop = threading.Event()
+        self._render_thread: threading.Thread | None = None
         if self.camera_rate > 0 and self.camera_pubs:
             self.robot.render_all()  # create the GL contexts now: a GL problem stops the node at start
-            self.create_timer(1.0 / self.camera_rate, self._publish_cameras, callback_group=render)
-        self.create_timer(1.0, self._diagnostics, callback_group=commands)
+            self._render_thread = threading.Thread(target=self._render_loop, name="sim-render", daemon=True)
+            self._render_thread.start()
+        self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(
             f"sim embodiment={self.embodiment.name} joints={len(self.joint_names)} "
             f"cameras={list(self.embodiment.camera_names)} camera_rate={self.camera_rate:g}Hz "
@@ -138,7 +141,7 @@ class SimRobotNode(Node):
             if self.context.ok():
                 raise
 
-    # -- physics and joint states (one callback group) ------------------------------------------------
+    # -- physics and joint states ---------------------------------------------------------------------
 
     def _advance(self) -> None:
         """Step physics by the wall time since the last tick, following any trajectory on the way."""
@@ -181,7 +184,23 @@ class SimRobotNode(Node):
         self._publish(self.joint_pub, msg)
         self.counts["joint_states"] += 1
 
-    # -- cameras (own callback group) ------------------------------------------------------------------
+    # -- cameras (own thread) ------------------------------------------------------------------------
+
+    def _render_loop(self) -> None:
+        period = 1.0 / self.camera_rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due += period
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            if time.monotonic() - due > period:
+                due = time.monotonic()  # fell behind by a whole frame: skip, do not burst to catch up
+            try:
+                self._publish_cameras()
+            except Exception as exc:  # noqa: BLE001 - a failed frame is logged; the thread keeps the camera alive
+                if not self.context.ok():
+                    return
+                self.get_logger().error(f"camera render failed: {exc}", throttle_duration_sec=5.0)
 
     def _publish_cameras(self) -> None:
         if not any(pub.get_subscription_count() for pub, _ in self.camera_pubs.values()):
@@ -197,7 +216,7 @@ class SimRobotNode(Node):
         self._render_s += time.perf_counter() - t0
         self.counts["camera_sets"] += 1
 
-    # -- commands (own callback group) -----------------------------------------------------------------
+    # -- commands ------------------------------------------------------------------------------------
 
     def _reject(self, what: str, reason: str) -> None:
         self.counts["rejected"] += 1
@@ -296,6 +315,9 @@ class SimRobotNode(Node):
         self._publish(self.diag_pub, msg)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._render_thread is not None:
+            self._render_thread.join(timeout=5.0)
         rates = self.rates((self._start, dict.fromkeys(self.counts, 0), 0.0))
         text = " ".join(f"{k}={v:.3g}" for k, v in rates.items()) + f" lagged_s={self._lagged:.3g} " + " ".join(
             f"{k}={v}" for k, v in self.counts.items())
@@ -308,7 +330,7 @@ class SimRobotNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(SimRobotNode, args, threads=3)
+    run_node(SimRobotNode, args)
 
 
 if __name__ == "__main__":
