@@ -12,52 +12,19 @@ p50/p95/max table and writes JSON with device, versions and git sha.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
+from _common import default_output, print_table, summarize, write_json
 
 from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.backends.remote import RemoteBackend
 from dreamzero_ros.backends.scripted import ScriptedBackend
-from dreamzero_ros.core.embodiment import PACKAGE_ROOT, EmbodimentConfig, load_embodiment
+from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from dreamzero_ros.core.stitch import stitch_views
 from dreamzero_ros.server import PolicyServer
-
-# benchmarks/_common.py (shared summarize/print_table/write_json helpers) did not exist when this
-# was written; the few helpers below are inline and can move there.
-
-
-def summarize(samples_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(samples_s) * 1e3
-    return {"n": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
-
-
-def run_metadata() -> dict:
-    def version(pkg: str) -> str | None:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        sha = None
-    return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "processor": platform.processor(), "git_sha": sha,
-        "versions": {p: version(p) for p in ("numpy", "msgpack", "websockets", "torch")},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 def observations(e: EmbodimentConfig, n: int, seed: int = 0) -> list[Observation]:
@@ -82,7 +49,8 @@ def time_calls(backend: PolicyBackend, obs: list[Observation], warmup: int) -> l
     return samples
 
 
-def bench(name: str, make: callable, e: EmbodimentConfig, iterations: int, warmup: int) -> dict:
+def bench(name: str, make: Callable[[], PolicyBackend], e: EmbodimentConfig, iterations: int, warmup: int) -> dict:
+    """{direct, via_server, overhead} summaries in ms for one backend (`make` builds a fresh one)."""
     obs = observations(e, iterations + warmup)
     direct = make()
     direct.set_instruction("pick up the cup")
@@ -96,21 +64,21 @@ def bench(name: str, make: callable, e: EmbodimentConfig, iterations: int, warmu
         remote.close()
     finally:
         server.stop()
-    d, r = summarize(direct_s), summarize(remote_s)
-    overhead = {k: r[k] - d[k] for k in ("p50_ms", "p95_ms", "mean_ms")}
-    return {"backend": name, "embodiment": e.name, "direct": d, "via_server": r, "overhead": overhead,
+    d, r = summarize([x * 1e3 for x in direct_s]), summarize([x * 1e3 for x in remote_s])
+    overhead = {k: r[k] - d[k] for k in ("p50", "p95", "mean")}
+    return {"backend": name, "embodiment": e.name, "direct_ms": d, "via_server_ms": r, "overhead_ms": overhead,
             "request_bytes_4_frames": int(sum(v.nbytes for v in obs[0].views.values()))}
 
 
-def print_table(rows: list[dict]) -> None:
-    print(f"{'backend':<10} {'path':<11} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}")
+def table_rows(rows: list[dict]) -> list[dict]:
+    """One table row per backend and path (direct, via_server, overhead = difference), in ms."""
+    out = []
     for row in rows:
-        for path in ("direct", "via_server"):
-            s = row[path]
-            print(f"{row['backend']:<10} {path:<11} {s['n']:>4} "
-                  f"{s['p50_ms']:>9.2f} {s['p95_ms']:>9.2f} {s['max_ms']:>9.2f}")
-        o = row["overhead"]
-        print(f"{row['backend']:<10} {'overhead':<11} {'':>4} {o['p50_ms']:>9.2f} {o['p95_ms']:>9.2f} {'':>9}")
+        for path in ("direct_ms", "via_server_ms"):
+            out.append({"backend": row["backend"], "path": path[:-3], **row[path]})
+        out.append({"backend": row["backend"], "path": "overhead", "n": "", "mean": row["overhead_ms"]["mean"],
+                    "min": "", **{k: row["overhead_ms"][k] for k in ("p50", "p95")}, "max": ""})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-local", action="store_true", help="skip the tiny local model")
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--output", default=str(PACKAGE_ROOT / "benchmarks" / "results" / "bench_server.json"))
+    parser.add_argument("--output", default=str(default_output("bench_server")))
     args = parser.parse_args(argv)
     e = load_embodiment(args.embodiment)
 
@@ -133,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from dreamzero_ros.backends.local import LocalBackend
 
         rows.append(bench("tiny", lambda: LocalBackend(e, seed=0), e, args.local_iterations, args.warmup))
-    print_table(rows)
-    result = {"benchmark": "bench_server", "metadata": run_metadata(), "args": vars(args), "results": rows}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.output}")
+    print_table(table_rows(rows), columns=["backend", "path", "n", "p50", "p95", "max", "mean"],
+                title="policy server per-request cost (ms, warm-up excluded)")
+    out = write_json(args.output, {"benchmark": "bench_server", "args": vars(args), "results": rows})
+    print(f"wrote {out}")
     return 0
 
 

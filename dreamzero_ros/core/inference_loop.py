@@ -4,7 +4,8 @@ Owns what decides whether and when to ask the policy for the next chunk: the rea
 observed since the last request (the model writes them into its KV cache in place of its own
 predictions), the latest joint state assembled by name, the instruction, input staleness, the
 request schedule (early enough that the next chunk lands before the current one runs out,
-from measured latency plus a margin) and latency statistics.
+from measured latency plus a margin), latency statistics, the achieved chunk rate and the count
+of observations skipped because an input was stale or missing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class InferenceSettings:
     max_state_age: float = 0.5  # s: newest joint state older than this -> stale, no request
     latency_margin: float = 0.25  # s: request this much before (chunk end - expected latency)
     latency_window: int = 50  # chunks kept for latency statistics
+    rate_window: float = 10.0  # s of recent chunks the achieved chunk rate is measured over
 
     def __post_init__(self) -> None:
         for name in ("max_frame_age", "max_state_age"):
@@ -53,13 +55,16 @@ class InferenceSettings:
             raise ValueError(f"latency_margin: expected >= 0 s, got {self.latency_margin!r}")
         if self.latency_window < 1:
             raise ValueError(f"latency_window: expected >= 1, got {self.latency_window!r}")
+        if not self.rate_window > 0:
+            raise ValueError(f"rate_window: expected a positive number of seconds, got {self.rate_window!r}")
 
 
 @dataclass(slots=True)
 class Request:
-    stamp: float  # observation time (newest frame)
+    stamp: float  # observation time (newest frame), s
     frames: np.ndarray  # [T, H, W, 3] uint8, oldest first
     state: np.ndarray  # [S] float64, state_joints order
+    stamp_ns: int | None = None  # the same time in exact integer ns when the caller gave it (stamps round-trip)
 
 
 class InferenceLoop:
@@ -74,25 +79,33 @@ class InferenceLoop:
             maxlen=embodiment.video.frames_per_chunk
         )
         self._newest_frame: tuple[float, np.ndarray] | None = None
+        self._newest_ns: int | None = None
         self._state: np.ndarray | None = None
         self._state_time = -math.inf
         self.state_problem = "no joint state received"
         self.instruction = ""
         self._chunk_end = -math.inf  # time the last published chunk runs out
         self.latencies: collections.deque[float] = collections.deque(maxlen=self.settings.latency_window)
+        self._ready_times: collections.deque[float] = collections.deque(maxlen=self.settings.latency_window)
         self.chunks_produced = 0
         self.late_chunks = 0
-        self.stale_inputs = 0
+        self.stale_inputs = 0  # observations (newest frames) skipped because an input was stale or missing
+        self._skipped: tuple[float | None] | None = None  # the observation last counted in stale_inputs
         self.episode = 0
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def on_frame(self, stamp: float, frame: np.ndarray) -> None:
-        """A stitched frame [H, W, 3] uint8 observed at `stamp` (s)."""
+    def on_frame(self, stamp: float, frame: np.ndarray, stamp_ns: int | None = None) -> None:
+        """A stitched frame [H, W, 3] uint8 observed at `stamp` (s; optionally also exact, `stamp_ns` ns).
+
+        A float holds today's epoch seconds only to ~0.2 us, so a chunk stamped from it would not
+        equal its frame's stamp; the request carries `stamp_ns` back unchanged.
+        """
         if self._newest_frame is not None and stamp <= self._newest_frame[0]:
             return  # duplicate or out of order: the history must stay in time order
         self._frames.append((stamp, frame))
         self._newest_frame = (stamp, frame)
+        self._newest_ns = stamp_ns
 
     def on_joint_state(self, names: list[str], positions: list[float] | np.ndarray, now: float) -> None:
         """Assemble the state vector by name; a missing joint or NaN marks the state invalid."""
@@ -153,10 +166,15 @@ class InferenceLoop:
 
     @property
     def expected_latency(self) -> float:
-        """A pessimistic latency estimate: the p95 of recent chunks (0 before the first)."""
+        """A pessimistic latency estimate: the p95 of recent chunks (0 before the first).
+
+        Rounded down to an observed latency, so with fewer than 20 chunks it is the second
+        largest: one cold-start chunk (model warm-up, a reconnect) does not pull every request
+        forward for the next 20 chunks, two slow chunks do.
+        """
         if not self.latencies:
             return 0.0
-        return float(np.percentile(np.fromiter(self.latencies, dtype=float), 95))
+        return float(np.percentile(np.fromiter(self.latencies, dtype=float), 95, method="lower"))
 
     def next_request_time(self) -> float:
         """When to request so the chunk lands `latency_margin` before the current one runs out."""
@@ -165,14 +183,22 @@ class InferenceLoop:
     def due(self, now: float) -> bool:
         return now >= self.next_request_time()
 
-    def take_request(self, now: float) -> Request | None:
-        """The observation to send now, or None (and a stale input counted) if inputs are not ready."""
-        if self.blocker(now):
-            self.stale_inputs += 1
+    def take_request(self, now: float, blocked_by: str = "") -> Request | None:
+        """The observation to send now, or None if inputs are not ready (or `blocked_by` an outside reason).
+
+        A skipped observation is counted in stale_inputs once, however often the caller asks while
+        it stays the newest one: the count is of observations lost, not of polls.
+        """
+        if blocked_by or self.blocker(now):
+            key = (self._newest_frame[0] if self._newest_frame is not None else None,)
+            if key != self._skipped:
+                self._skipped = key
+                self.stale_inputs += 1
             return None
         assert self._newest_frame is not None and self._state is not None
         frames = np.stack([f for _, f in self._frames]) if self._frames else self._newest_frame[1][None]
-        request = Request(stamp=self._newest_frame[0], frames=frames, state=self._state.copy())
+        request = Request(stamp=self._newest_frame[0], frames=frames, state=self._state.copy(),
+                          stamp_ns=self._newest_ns)
         # Frames handed over now are the model's context; the next request brings only newer ones.
         self._frames.clear()
         return request
@@ -183,9 +209,21 @@ class InferenceLoop:
         if ready_time > self._chunk_end and math.isfinite(self._chunk_end):
             self.late_chunks += 1  # the previous chunk ran out before this one arrived
         self.latencies.append(latency)
+        self._ready_times.append(ready_time)
         self.chunks_produced += 1
         self._chunk_end = stamp + self.embodiment.control.chunk_duration
         return latency
+
+    def chunk_rate(self, now: float) -> float:
+        """Achieved chunks per second over the last `rate_window` s (0 with fewer than two chunks in it).
+
+        Measured between the first and last chunk in the window, and 0 once no chunk has arrived
+        for two chunk durations: a stalled policy reads as 0, not as its last good rate.
+        """
+        times = [t for t in self._ready_times if now - self.settings.rate_window <= t <= now]
+        if len(times) < 2 or now - times[-1] > 2.0 * self.embodiment.control.chunk_duration:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
     def latency_stats(self) -> tuple[float, float, float]:
         """(last, mean, p95) latency in s, zeros before the first chunk."""

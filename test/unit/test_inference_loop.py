@@ -120,3 +120,54 @@ def test_malformed_instructions_are_refused_with_the_reason(text, reason):
 def test_settings_name_the_bad_field():
     with pytest.raises(ValueError, match="max_frame_age"):
         InferenceSettings(max_frame_age=0)
+
+
+def test_a_blocked_observation_is_counted_once_however_often_the_worker_asks():
+    loop = ready_loop(now=10.0)
+    loop.on_joint_state(list(DROID.state_joints)[:-1], np.zeros(7), 10.0)  # invalid state blocks every request
+    for k in range(20):  # the worker polls many times while the same frame is the newest
+        assert loop.take_request(10.0 + 0.01 * k) is None
+    assert loop.stale_inputs == 1
+    loop.on_frame(10.2, frame(2))
+    loop.take_request(10.2)
+    loop.take_request(10.25)
+    assert loop.stale_inputs == 2  # one more observation lost
+
+
+def test_an_outside_blocker_skips_the_request_and_is_counted():
+    loop = ready_loop(now=10.0)
+    assert loop.take_request(10.0, "no image from camera wrist") is None
+    assert loop.stale_inputs == 1
+    assert loop.take_request(10.0) is not None
+
+
+def test_the_chunk_rate_is_measured_from_recent_chunks_and_drops_to_zero_when_they_stop():
+    loop = ready_loop(now=10.0)
+    assert loop.chunk_rate(10.0) == 0.0
+    for k in range(5):
+        loop.record_chunk(10.0 + 0.8 * k, 10.3 + 0.8 * k)  # one chunk every 0.8 s
+    assert loop.chunk_rate(13.6) == pytest.approx(1 / 0.8)
+    duration = DROID.control.chunk_duration
+    assert loop.chunk_rate(13.5 + 2 * duration + 0.01) == 0.0
+
+
+def test_the_request_carries_the_frames_exact_stamp_which_a_float_cannot_hold():
+    ns = 1_795_592_801_113_613_701  # an epoch time in ns: float seconds lose the last ~100 ns
+    loop = InferenceLoop(DROID)
+    loop.set_instruction("wave")
+    loop.on_frame(ns * 1e-9, frame(1), ns)
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), ns * 1e-9)
+    request = loop.take_request(ns * 1e-9)
+    assert request.stamp_ns == ns
+    assert round(request.stamp * 1e9) != ns  # why the exact value travels separately
+
+
+def test_one_slow_cold_start_chunk_does_not_pull_the_following_requests_forward():
+    loop = ready_loop(now=10.0)
+    loop.record_chunk(10.0, 12.0)  # the first chunk: 2 s of warm-up
+    for k in range(1, 6):
+        loop.record_chunk(10.0 + k, 10.0 + k + 0.4)
+    # runs out at 15 + 1.6; request 0.4 s (typical latency) + 0.2 s (margin) before, not 2.2 s before
+    assert loop.next_request_time() == pytest.approx(16.6 - 0.4 - 0.2)
+    loop.record_chunk(16.0, 18.0)  # a second slow one is taken seriously
+    assert loop.expected_latency == pytest.approx(2.0)
