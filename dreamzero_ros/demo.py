@@ -80,7 +80,7 @@ def _drive(args: argparse.Namespace, group) -> int:
         try:
             op.instruct(args.instruction)
             op.timeout = 10.0
-            op.arm(not args.dry_run)
+            _arm_once_ready(op, not args.dry_run)
         except OperatorError as exc:
             dead = group.first_required_exit()
             why = f" ({dead.name} exited with {dead.returncode})" if dead else ""
@@ -107,6 +107,22 @@ def _drive(args: argparse.Namespace, group) -> int:
                 next_print += 1.0
                 print("  " + _progress(elapsed, latest), flush=True)
     return 0
+
+
+def _arm_once_ready(op, armed: bool) -> None:
+    """Arm like an operator who waits for the robot: the executor refuses until its first joint state
+    (the sim renders its GL contexts before it publishes one), so retry that refusal until STARTUP_TIMEOUT."""
+    from dreamzero_ros.operator import OperatorError
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            op.arm(armed)
+            return
+        except OperatorError as exc:
+            if "no joint state" not in str(exc) or time.monotonic() > deadline:
+                raise
+            op.spin_until(lambda: False, 0.2)
 
 
 def _progress(elapsed: float, latest: dict) -> str:
