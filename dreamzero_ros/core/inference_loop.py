@@ -80,6 +80,7 @@ class InferenceLoop:
         )
         self._newest_frame: tuple[float, np.ndarray] | None = None
         self._newest_ns: int | None = None
+        self._stale_views: tuple[str, ...] = ()  # cameras stale in the newest stitched frame
         self._state: np.ndarray | None = None
         self._state_time = -math.inf
         self.state_problem = "no joint state received"
@@ -95,17 +96,20 @@ class InferenceLoop:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def on_frame(self, stamp: float, frame: np.ndarray, stamp_ns: int | None = None) -> None:
+    def on_frame(self, stamp: float, frame: np.ndarray, stamp_ns: int | None = None,
+                 stale_views: tuple[str, ...] = ()) -> None:
         """A stitched frame [H, W, 3] uint8 observed at `stamp` (s; optionally also exact, `stamp_ns` ns).
 
         A float holds today's epoch seconds only to ~0.2 us, so a chunk stamped from it would not
-        equal its frame's stamp; the request carries `stamp_ns` back unchanged.
+        equal its frame's stamp; the request carries `stamp_ns` back unchanged. `stale_views` are
+        the cameras the stitcher filled by its stale policy: no request is made from such a frame.
         """
         if self._newest_frame is not None and stamp <= self._newest_frame[0]:
             return  # duplicate or out of order: the history must stay in time order
         self._frames.append((stamp, frame))
         self._newest_frame = (stamp, frame)
         self._newest_ns = stamp_ns
+        self._stale_views = tuple(stale_views)
 
     def on_joint_state(self, names: list[str], positions: list[float] | np.ndarray, now: float) -> None:
         """Assemble the state vector by name; a missing joint or NaN marks the state invalid."""
@@ -157,6 +161,8 @@ class InferenceLoop:
         age = now - self._newest_frame[0]
         if age > self.settings.max_frame_age:
             return f"stitched frame is stale ({age:.2f} s old)"
+        if self._stale_views:
+            return f"camera {', '.join(self._stale_views)} stale (the stitched frame shows its stale policy, not a view)"
         if self._state is None:
             return self.state_problem
         age = now - self._state_time

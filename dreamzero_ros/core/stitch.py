@@ -14,6 +14,9 @@ the model sees, matching the reference release exactly (shared/design/DREAMZERO_
    each pixel column twice, bottom row cameras[0] | cameras[1]; "grid_2x2" = cameras[0] top-left,
    cameras[1] bottom-left, cameras[2] top-right, black bottom-right.
 
+Also the stitched frame's header.frame_id convention (`stitched_frame_id`, `stale_views_of`):
+it names the views the stitcher filled by its stale policy.
+
 Threads: torch.set_num_threads is process-global, so this module never sets it. The stitcher node
 calls torch.set_num_threads(1) at start-up so the resize does not compete with the executor and
 the DDS threads on a small machine (one 3 x 480x640 frame takes a few ms on one core; see
@@ -164,3 +167,22 @@ def black_view(camera: CameraConfig) -> np.ndarray:
 def black_frame(stitch: StitchConfig) -> np.ndarray:
     """An all-black stitched frame [2h, 2w, 3] uint8."""
     return np.zeros((*stitch.frame_size, 3), dtype=np.uint8)
+
+
+STITCHED_FRAME_ID = "dreamzero_stitched"
+_STALE_MARK = ";stale="
+
+
+def stitched_frame_id(stale_views: tuple[str, ...] | list[str] = ()) -> str:
+    """header.frame_id of a stitched frame: names the views the stitcher filled by its stale policy.
+
+    Carried in the frame's own header so a consumer learns it atomically with the pixels (a
+    separate status topic could arrive before or after the frame it describes).
+    """
+    return STITCHED_FRAME_ID + (_STALE_MARK + ",".join(stale_views) if stale_views else "")
+
+
+def stale_views_of(frame_id: str) -> tuple[str, ...]:
+    """The stale views a stitched frame's header.frame_id names (() for a fully fresh frame)."""
+    _, mark, names = frame_id.partition(_STALE_MARK)
+    return tuple(n for n in names.split(",") if n) if mark else ()

@@ -3,7 +3,9 @@
 A thin shell: image callbacks decode (core.image) and push into core.staleness.CameraGate (time
 sync + stale-camera policy); a timer at the model's video rate asks the gate what to publish and
 stitches it (core.stitch) into the layout the model was trained on. A bad image is counted and
-logged with its topic, never fatal.
+logged with its topic, never fatal. A frame that carries a view filled by the stale policy (black
+or held) names it in header.frame_id (`dreamzero_stitched;stale=wrist`), so the inference node
+never mistakes it for a real observation.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from dreamzero_ros.bringup import STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.staleness import CameraGate
-from dreamzero_ros.core.stitch import stitch_views
+from dreamzero_ros.core.stitch import stitch_views, stitched_frame_id
 from dreamzero_ros.nodes import qos
 from dreamzero_ros.nodes.common import Param, declare_parameters, run_node, stamp_to_seconds
 from dreamzero_ros.nodes.convert import diagnostic_status, image_to_rgb, rgb_to_image
@@ -110,7 +112,7 @@ class CameraStitcherNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"stitch failed: {exc}", throttle_duration_sec=5.0)
             return
-        msg = rgb_to_image(frame, decision.stamp, "dreamzero_stitched")
+        msg = rgb_to_image(frame, decision.stamp, stitched_frame_id(decision.stale))
         if exact is not None:
             msg.header.stamp = exact
         self.pub.publish(msg)

@@ -45,6 +45,7 @@ from dreamzero_ros.core.inference_loop import (
     InstructionError,
     validate_instruction,
 )
+from dreamzero_ros.core.stitch import stale_views_of
 from dreamzero_ros.nodes import qos
 from dreamzero_ros.nodes.common import (
     Param,
@@ -165,7 +166,8 @@ class InferenceNode(Node):
             return
         stamp = msg.header.stamp
         with self._lock:
-            self.loop.on_frame(stamp_to_seconds(stamp), frame, stamp.sec * 1_000_000_000 + stamp.nanosec)
+            self.loop.on_frame(stamp_to_seconds(stamp), frame, stamp.sec * 1_000_000_000 + stamp.nanosec,
+                               stale_views_of(msg.header.frame_id))
             self.received_frames += 1
         self._wake.set()
 

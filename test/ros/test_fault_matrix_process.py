@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
 from dreamzero_msgs.msg import ActionChunk, PolicyStatus
 from dreamzero_msgs.srv import SetInstruction
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
@@ -29,6 +30,7 @@ from dreamzero_ros.bringup import (
     RESET_ESTOP_SERVICE,
     SET_INSTRUCTION_SERVICE,
     STATUS_TOPIC,
+    STITCHED_TOPIC,
     BringupOptions,
     node_plan,
     params_file,
@@ -36,6 +38,7 @@ from dreamzero_ros.bringup import (
     start_plan,
 )
 from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from dreamzero_ros.core.stitch import stale_views_of
 from dreamzero_ros.nodes import qos
 from dreamzero_ros.nodes.common import stamp_to_seconds
 from dreamzero_ros.processes import ManagedProcess
@@ -71,9 +74,12 @@ def clock_offset() -> float:
     return time.time() - time.monotonic()
 
 
-def start_loop(probe, tmp_path) -> Loop:
+def start_loop(probe, tmp_path, remap_sim: tuple[tuple[str, str], ...] = (), before_start=None) -> Loop:
     cfg = load_embodiment(EMBODIMENT)
     plan = node_plan(BringupOptions(embodiment=EMBODIMENT, backend="scripted", sim=True))
+    plan = [replace(s, remappings=remap_sim) if s.name == "sim_robot" else s for s in plan]
+    if before_start is not None:
+        before_start()
     logs: list[str] = []
     group = start_plan(plan, env=dict(os.environ), sink=logs.append, workdir=tmp_path)
     loop = Loop(cfg, group,
@@ -201,6 +207,71 @@ def test_an_e_stop_during_motion_holds_within_one_control_period_until_reset_and
         resumed = loop.commands_since(again)
         assert any(not np.array_equal(q, held) for _, q in resumed), "no motion after reset + arm"
         assert_no_jump(loop.cfg, loop.commands_since(pressed - 0.3))
+    finally:
+        codes = loop.group.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def test_a_camera_that_stops_is_blacked_out_inference_stops_with_the_camera_named_and_the_executor_holds(
+    probe, tmp_path
+):
+    """The sim's wrist camera reaches the stitcher only through a relay in the test process; the
+    relay stops (the camera "dies") and later resumes."""
+    cfg = load_embodiment(EMBODIMENT)
+    wrist = cfg.camera("wrist")
+    relay = {"on": True}
+    out = probe.publisher(Image, wrist.topic, qos.SENSOR)
+
+    def forward(msg: Image) -> None:
+        if relay["on"]:
+            out.publish(msg)
+
+    frames = probe.collect(Image, STITCHED_TOPIC, qos.FRAMES)
+    loop = start_loop(probe, tmp_path, remap_sim=((wrist.topic, "/fault/wrist_raw"),),
+                      before_start=lambda: probe.node.create_subscription(Image, "/fault/wrist_raw", forward, qos.SENSOR))
+    dt, timeout = cfg.control.dt, cfg.stitch.stale_timeout
+    try:
+        stopped = time.monotonic()
+        relay["on"] = False
+        time.sleep(timeout + cfg.control.chunk_duration + 1.5)
+
+        # The stitcher: black wrist tile, frame marked stale, within the stale timeout (+ one publish period).
+        marked = [(t, m) for t, m in list(frames) if t > stopped and stale_views_of(m.header.frame_id) == ("wrist",)]
+        assert marked, "no stitched frame marked wrist-stale\n" + loop.tail()
+        react = marked[0][0] - stopped
+        period = 1.0 / cfg.video.fps
+        print(f"\n[fault] camera stopped: stitcher marked it stale after {react * 1e3:.0f} ms "
+              f"(stale_timeout {timeout * 1e3:.0f} ms, publish period {period * 1e3:.0f} ms)")
+        assert react <= timeout + period + LATENCY
+        pixels = np.frombuffer(bytes(marked[-1][1].data), dtype=np.uint8).reshape(352, 640, 3)
+        assert not pixels[:176].any() and pixels[176:].any(), "the wrist tile (top row) is black, the rest is not"
+
+        # Inference: nothing conditioned on a frame observed after the camera went stale; status names it.
+        stale_since = stopped + timeout + period + LATENCY
+        offset = clock_offset()
+        late = [m for _, m in list(loop.chunks) if stamp_to_seconds(m.header.stamp) - offset > stale_since]
+        assert not late, f"{len(late)} chunks conditioned on stale input"
+        reasons = [s.reason for t, s in list(loop.statuses) if t > stale_since and s.node == "inference"]
+        assert reasons and all("camera wrist stale" in r for r in reasons[-3:]), reasons[-3:]
+
+        # Executor: it finishes the last chunk and holds within one control period of it running out.
+        last = max((m for _, m in list(loop.chunks)), key=lambda m: m.chunk_id)
+        runs_out = stamp_to_seconds(last.header.stamp) + last.horizon * last.dt - offset
+        after = loop.commands_since(stopped - 0.5)
+        assert_no_jump(cfg, after)
+        hold = first_hold(after)
+        assert hold is not None, loop.tail()
+        hold_latency = after[hold][0] - runs_out
+        print(f"[fault] camera stopped: executor held {hold_latency * 1e3:+.1f} ms after the last chunk ran out")
+        assert -dt - LATENCY <= hold_latency <= dt + LATENCY
+
+        # The camera comes back: chunks resume and the arm moves again (still armed).
+        relay["on"] = True
+        back = time.monotonic()
+        assert wait_until(lambda: any(t > back for t, _ in list(loop.chunks)), 15), loop.tail()
+        time.sleep(1.5)
+        resumed = loop.commands_since(back)
+        assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(resumed, resumed[1:], strict=False))
     finally:
         codes = loop.group.stop_all()
     assert all(code == 0 for code in codes.values()), codes

@@ -150,3 +150,11 @@ def test_encode_rejects_anything_but_uint8_rgb():
         encode_image(np.zeros((2, 2, 3), dtype=np.float32))
     with pytest.raises(ImageDecodeError, match="cannot encode to 'mono8'"):
         encode_image(np.zeros((2, 2, 3), dtype=np.uint8), "mono8")
+
+
+def test_the_stitched_frame_id_round_trips_the_stale_views():
+    from dreamzero_ros.core.stitch import STITCHED_FRAME_ID, stale_views_of, stitched_frame_id
+
+    assert stitched_frame_id() == STITCHED_FRAME_ID and stale_views_of(STITCHED_FRAME_ID) == ()
+    assert stale_views_of(stitched_frame_id(("wrist", "exterior_1"))) == ("wrist", "exterior_1")
+    assert stale_views_of("some_other_frame") == ()

@@ -171,3 +171,13 @@ def test_one_slow_cold_start_chunk_does_not_pull_the_following_requests_forward(
     assert loop.next_request_time() == pytest.approx(16.6 - 0.4 - 0.2)
     loop.record_chunk(16.0, 18.0)  # a second slow one is taken seriously
     assert loop.expected_latency == pytest.approx(2.0)
+
+
+def test_a_frame_with_a_view_filled_by_the_stale_policy_blocks_requests_and_names_the_camera():
+    loop = ready_loop(now=10.0)
+    loop.on_frame(10.2, frame(2), stale_views=("wrist",))
+    assert "camera wrist stale" in loop.blocker(10.2)
+    assert loop.take_request(10.2) is None and loop.stale_inputs == 1
+    loop.on_frame(10.4, frame(3))  # the camera is back: the next frame is a real observation again
+    assert loop.blocker(10.4) == ""
+    assert loop.take_request(10.4) is not None
