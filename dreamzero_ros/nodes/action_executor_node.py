@@ -144,7 +144,8 @@ class ActionExecutorNode(Node):
         with self._lock:
             verdict = self.core.on_chunk(raw, self._now())
         if not verdict.ok:
-            self.get_logger().warning(f"chunk {msg.chunk_id} not used: {verdict.message}", throttle_duration_sec=1.0)
+            # Not throttled: chunks arrive a few per second at most, and each refusal has its own reason.
+            self.get_logger().warning(f"chunk {msg.chunk_id} not used: {verdict.message}")
 
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:

@@ -275,3 +275,109 @@ def test_a_camera_that_stops_is_blacked_out_inference_stops_with_the_camera_name
     finally:
         codes = loop.group.stop_all()
     assert all(code == 0 for code in codes.values()), codes
+
+
+# -- rows that need only the executor process: bad, late and out-of-limit chunks --------------------
+
+
+def test_bad_and_late_chunks_are_refused_with_their_reason_and_the_previous_chunk_keeps_running(launcher, probe):
+    from test_action_executor_process import FRANKA_HOME, SLOPE, _arm, _chunk, _ramp, _start
+
+    emb = load_embodiment(EMBODIMENT)
+    node, chunks, states, status = _start(launcher, probe, EMBODIMENT)
+    commands = probe.collect(Float64MultiArray, emb.command.topic, qos.COMMANDS)
+    probe.wait_for_publishers(emb.command.topic, timeout=30)
+    _arm(probe, node, states, emb.action_joints, FRANKA_HOME)
+    good = _ramp(emb, FRANKA_HOME, SLOPE)
+    chunks.publish(_chunk(emb, good, probe.now_msg(), chunk_id=1))
+    assert wait_until(lambda: len(commands) >= 3, 5), node.output()
+
+    sent = time.monotonic()
+    nan = good.copy()
+    nan[5, 2] = float("nan")
+    chunks.publish(_chunk(emb, nan, probe.now_msg(), chunk_id=2))
+    chunks.publish(_chunk(emb, good, probe.now_msg(), chunk_id=3, joint_names=[*emb.action_joints[:-1], "bogus"]))
+    short = _chunk(emb, good, probe.now_msg(), chunk_id=4)
+    short.positions = short.positions[:-1]
+    chunks.publish(short)
+    empty = _chunk(emb, good[:0], probe.now_msg(), chunk_id=5)
+    chunks.publish(empty)
+    late_stamp = probe.now_msg()
+    late_stamp.sec -= 3  # its 1.6 s of rows all passed before it arrived
+    chunks.publish(_chunk(emb, good, late_stamp, chunk_id=6))
+
+    counted = lambda m: m.chunks_rejected == 4 and m.chunks_dropped == 1  # noqa: E731
+    assert wait_until(lambda: any(counted(m) for t, m in list(status) if t > sent), 5), list(status)[-1]
+    log = node.output()
+    for reason in ("chunk 2 not used", "non-finite value nan at step 5", "chunk 3 not used", "missing",
+                   "'bogus'", "chunk 4 not used", "expected horizon x 8 = 192 values", "chunk 5 not used",
+                   "horizon must be an integer >= 1", "chunk 6 not used", "late"):
+        assert reason in log, f"{reason!r} not logged\n{log}"
+    # The robot kept following chunk 1: every command after the bad ones is one of its rows.
+    time.sleep(0.4)
+    for _, m in [(t, m) for t, m in list(commands) if t > sent]:
+        q = np.asarray(m.data)
+        assert np.abs(good - q).max(axis=1).min() < 1e-9, "a command left chunk 1's rows"
+
+
+def test_targets_outside_the_joint_limits_or_too_fast_are_clamped_and_no_command_leaves_the_limits(launcher, probe):
+    from test_action_executor_process import FRANKA_HOME, _arm, _chunk, _start
+
+    emb = load_embodiment(EMBODIMENT)
+    lower, upper, velocity = emb.limits_arrays()
+    node, chunks, states, status = _start(launcher, probe, EMBODIMENT)
+    commands = probe.collect(Float64MultiArray, emb.command.topic, qos.COMMANDS)
+    probe.wait_for_publishers(emb.command.topic, timeout=30)
+    _arm(probe, node, states, emb.action_joints, FRANKA_HOME)
+    # Every row far beyond the upper limits: a jump of metres/radians in one step.
+    wild = np.tile(upper + 5.0, (emb.control.horizon, 1))
+    sent = time.monotonic()
+    chunks.publish(_chunk(emb, wild, probe.now_msg(), chunk_id=1))
+    time.sleep(emb.control.chunk_duration + 0.3)
+    got = np.array([m.data for t, m in list(commands) if t > sent])
+    assert len(got) >= emb.control.horizon - 2
+    assert np.all(got >= lower - 1e-12) and np.all(got <= upper + 1e-12), "a command left the joint limits"
+    steps = np.abs(np.diff(np.vstack([FRANKA_HOME, got]), axis=0))
+    assert np.all(steps <= velocity * emb.control.dt + 1e-9), "a step exceeded velocity x dt"
+    assert np.allclose(got[-1], upper), "the arm is driven to the limit, not past it"
+
+
+# -- rows at start-up: bad YAML, bad parameter override -----------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["action_executor_node", "camera_stitcher_node", "inference_node"])
+def test_a_malformed_embodiment_yaml_stops_the_node_with_exit_2_naming_the_file_and_field(launcher, tmp_path, module):
+    import yaml
+
+    from dreamzero_ros.core.embodiment import config_dir
+
+    data = yaml.safe_load((config_dir() / f"{EMBODIMENT}.yaml").read_text())
+    data["control"]["rate_hz"] = -15
+    bad = tmp_path / "broken_robot.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    node = launcher.start(module, f"dreamzero_ros.nodes.{module}", {"embodiment": str(bad), "backend": "scripted"}
+                          if module == "inference_node" else {"embodiment": str(bad)})
+    assert node.wait(60) == 2, node.output()
+    assert "broken_robot.yaml" in node.output() and "rate_hz" in node.output(), node.output()
+
+
+@pytest.mark.parametrize("module,param,value", [
+    ("action_executor_node", "savgol_window", 4),
+    ("camera_stitcher_node", "stale_policy", "explode"),
+    ("inference_node", "latency_margin", -1.0),
+])
+def test_a_bad_parameter_override_stops_the_node_with_exit_2_naming_the_parameter(launcher, module, param, value):
+    node = launcher.start(module, f"dreamzero_ros.nodes.{module}", {"embodiment": EMBODIMENT, param: value})
+    assert node.wait(60) == 2, node.output()
+    assert f"'{param}'" in node.output() or f"{param}:" in node.output(), node.output()
+
+
+def test_malformed_instructions_over_ros_are_refused_with_the_reason_and_the_node_keeps_serving(launcher, probe):
+    node = launcher.start("inference", "dreamzero_ros.nodes.inference_node",
+                          {"embodiment": EMBODIMENT, "backend": "scripted"})
+    for text, reason in (("", "empty"), ("   ", "empty"), ("x" * 10_000_000, "the limit is")):
+        resp = probe.call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction=text), timeout=60)
+        assert not resp.success and reason in resp.message, resp.message
+    resp = probe.call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction="wave"), timeout=30)
+    assert resp.success, resp.message
+    assert node.running, node.output()

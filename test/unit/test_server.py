@@ -238,6 +238,8 @@ BAD_REQUESTS = [
      "not a valid msgpack frame"),
     (raw_pack({**droid_request(), "prompt": "   "}), "prompt: expected a non-empty instruction"),
     (raw_pack({**droid_request(), "prompt": "x" * 1001}), "prompt: expected at most 1000 characters, got 1001"),
+    (raw_pack({**droid_request(), "prompt": "x" * 10_000_000}),  # 10 MB: under the message limit, refused by length
+     "prompt: expected at most 1000 characters, got 10000000"),
     (raw_pack({**droid_request(), "endpoint": "train"}), "endpoint: expected one of ['infer', 'reset'], got 'train'"),
     (raw_pack({**droid_request(), "session_id": 7}), "session_id: expected a non-empty string, got 7"),
 ]
