@@ -381,3 +381,61 @@ def test_malformed_instructions_over_ros_are_refused_with_the_reason_and_the_nod
     resp = probe.call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction="wave"), timeout=30)
     assert resp.success, resp.message
     assert node.running, node.output()
+
+
+def test_a_backward_sim_clock_jump_holds_without_replaying_rows_then_resumes_where_it_was(launcher, probe):
+    """The executor on sim time (/clock from the probe at 100 Hz); mid-chunk the clock jumps back 0.6 s."""
+    import threading
+
+    from rosgraph_msgs.msg import Clock
+    from test_action_executor_process import FRANKA_HOME, SLOPE, _arm, _chunk, _ramp, _start
+
+    emb = load_embodiment(EMBODIMENT)
+    dt = emb.control.dt
+    clock_pub = probe.publisher(Clock, "/clock", 10)
+    sim = {"t": 1000.0, "stop": False}
+
+    def tick_clock() -> None:
+        while not sim["stop"]:
+            sim["t"] += 0.01
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = int(sim["t"]), int(round((sim["t"] % 1) * 1e9)) % 1_000_000_000
+            clock_pub.publish(msg)
+            time.sleep(0.01)
+
+    ticker = threading.Thread(target=tick_clock, daemon=True)
+    ticker.start()
+    try:
+        node, chunks, states, status = _start(launcher, probe, EMBODIMENT, use_sim_time=True)
+        commands = probe.collect(Float64MultiArray, emb.command.topic, qos.COMMANDS)
+        probe.wait_for_publishers(emb.command.topic, timeout=30)
+        _arm(probe, node, states, emb.action_joints, FRANKA_HOME)
+        rows = _ramp(emb, FRANKA_HOME, SLOPE)
+        start = sim["t"]
+        stamp = Clock().clock
+        stamp.sec, stamp.nanosec = int(start), int(round((start % 1) * 1e9)) % 1_000_000_000
+        chunks.publish(_chunk(emb, rows, stamp, chunk_id=1))
+        assert wait_until(lambda: sim["t"] > start + 0.6, 5)
+        jumped = time.monotonic()
+        sim["t"] -= 0.6  # NTP step / sim reset: the clock goes back 0.6 s
+        assert wait_until(lambda: sim["t"] > start + 1.4, 5)
+        time.sleep(0.2)
+
+        def row(q: np.ndarray) -> int | None:
+            err = np.abs(rows - q).max(axis=1)
+            return int(np.argmin(err)) if err.min() < 1e-9 else None
+
+        got = [(t, np.asarray(m.data)) for t, m in list(commands)]
+        while got and row(got[0][1]) is None:
+            got.pop(0)  # armed before the chunk arrived: the measured home pose was held
+        indices = [row(q) for _, q in got]
+        assert None not in indices, "every command is a row of the chunk (a hold repeats one)"
+        assert indices == sorted(indices), f"rows replayed after the jump: {indices}"
+        assert max(np.diff(indices)) <= 2, f"rows skipped: {indices}"
+        held = [k for (t, _), k in zip(got, indices, strict=True) if jumped + dt + LATENCY < t < jumped + 0.4]
+        assert held and len(set(held)) == 1, f"no hold while the clock was behind: {held}"
+        assert indices[-1] > held[0], "it resumed once the clock passed where it was"
+        print(f"\n[fault] clock back 0.6 s: held row {held[0]} for the replayed span, rows {indices[0]}..{indices[-1]}")
+    finally:
+        sim["stop"] = True
+        ticker.join(1.0)
