@@ -3,7 +3,7 @@
 Each node declares its parameters from a tuple of `Param` (name, default, description, range),
 reads them once into a dict and builds its frozen settings from it; a bad value stops the node
 at start with the parameter named. `run_node` is every node's `main()`: init, build, spin a
-MultiThreadedExecutor, shut down cleanly on Ctrl-C, exit non-zero on a config error.
+SingleThreadedExecutor, shut down cleanly on Ctrl-C, exit non-zero on a config error.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     a thread of the node's own. Measured with rclpy Kilted on 2 cores: its MultiThreadedExecutor
     busy-waits while a ready timer's or subscription's callback group is still busy (most of the
     sampled GIL time in Future.done), which starved the sim's physics for up to 2 s, and it
-    delivered only 25-49 of 50 best-effort camera images per camera (50 of 50 single-threaded).
+    delivered only 23-49 of 50 best-effort camera images per camera (50 of 50 single-threaded).
     """
     rclpy.init(args=args)
     node: Node | None = None
