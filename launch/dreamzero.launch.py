@@ -3,7 +3,7 @@
     ros2 launch dreamzero_ros dreamzero.launch.py embodiment:=franka_droid backend:=remote \
         server:=ws://gpu-box:8000 sim:=false
 
-The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.node_plan,
+The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.plan.node_plan,
 the same function `dreamzero bringup` uses where `ros2 launch` is not installed.
 """
 
@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dreamzero_ros.bringup import BringupOptions, node_plan
+from dreamzero_ros.bringup.plan import BringupOptions, node_plan
 
 ARGUMENTS = {
     "embodiment": ("franka_droid", "embodiment name (config/<name>.yaml) or path to a YAML"),

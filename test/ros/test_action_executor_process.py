@@ -20,7 +20,9 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.bringup import (
+from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     CHUNK_TOPIC,
     ESTOP_TOPIC,
@@ -28,10 +30,8 @@ from dreamzero_ros.bringup import (
     RESET_ESTOP_SERVICE,
     STATUS_TOPIC,
 )
-from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import stamp_to_seconds
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.ros.runtime import stamp_to_seconds
+from dreamzero_ros.testing.probes import wait_until
 
 MODULE = "dreamzero_ros.nodes.action_executor_node"
 LATENCY = 0.03  # s allowed from a tick to the probe's receive (2 shared cores)

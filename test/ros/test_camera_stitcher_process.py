@@ -17,11 +17,11 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
-from dreamzero_ros.bringup import STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import EmbodimentConfig, config_dir, load_embodiment
 from dreamzero_ros.core.stitch import black_view, stitch_views
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import STITCHED_TOPIC
+from dreamzero_ros.testing.probes import wait_until
 
 MODULE = "dreamzero_ros.nodes.camera_stitcher_node"
 DIAG_NAME = "dreamzero: camera_stitcher"

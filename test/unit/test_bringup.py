@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dreamzero_ros.bringup import BringupOptions, node_plan, params_file, process_argv
+from dreamzero_ros.bringup.plan import BringupOptions, node_plan, params_file, process_argv
 from dreamzero_ros.core.embodiment import ConfigError
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "dreamzero.launch.py"
@@ -70,7 +70,7 @@ def test_the_launch_file_builds_its_nodes_from_the_same_plan():
     node_plan and carries the spec's executable, name, parameters and remappings."""
     tree = ast.parse(LAUNCH_FILE.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "dreamzero_ros.bringup" for alias in node.names}
+                and node.module == "dreamzero_ros.bringup.plan" for alias in node.names}
     assert {"node_plan", "BringupOptions"} <= imported
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
     assert len(calls) == 1

@@ -9,12 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dreamzero_ros.bringup import BACKENDS
+from dreamzero_ros.backends import BACKEND_KINDS
 
 
 def _add_bringup_options(p: argparse.ArgumentParser, *, sim_default: bool) -> None:
     p.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
-    p.add_argument("--backend", default="local", choices=BACKENDS, help="policy backend (default: %(default)s)")
+    p.add_argument("--backend", default="local", choices=BACKEND_KINDS, help="policy backend (default: %(default)s)")
     p.add_argument("--server", default="", help="policy server URL for --backend remote, e.g. ws://gpu-box:8000")
     p.add_argument("--checkpoint", default="", help="checkpoint dir for --backend local (default: tiny random weights)")
     p.add_argument("--instruction", default="", help="initial instruction")
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="allow DDS discovery beyond localhost (nodes on several machines)")
 
     serve = sub.add_parser("serve", help="websocket policy server (runs on the GPU box)")
-    from dreamzero_ros import server
+    from dreamzero_ros.backends import server
 
     server.add_arguments(serve)
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    from dreamzero_ros.operator import Operator, OperatorError, format_status
+    from dreamzero_ros.apps.operator_commands import Operator, OperatorError, format_status
 
     try:
         with Operator() as op:
@@ -94,11 +94,11 @@ def _operator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from dreamzero_ros.demo import run_demo
+        from dreamzero_ros.apps.demo import run_demo
 
         return run_demo(args)
     if args.command == "bringup":
-        from dreamzero_ros.bringup import BringupOptions, node_plan, run_plan
+        from dreamzero_ros.bringup.plan import BringupOptions, node_plan, run_plan
 
         try:
             options = BringupOptions(
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return run_plan(plan, localhost_only=not args.network, duration=args.duration)
     if args.command == "serve":
-        from dreamzero_ros import server
+        from dreamzero_ros.backends import server
 
         return server.run(args)
     return _operator(args)

@@ -52,7 +52,7 @@ from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 
-LOG = logging.getLogger("dreamzero_ros.server")
+LOG = logging.getLogger("dreamzero_ros.backends.server")
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_PROMPT_CHARS = 1000
@@ -537,9 +537,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m dreamzero_ros.server (tests start it this way; users run `dreamzero serve`)
+if __name__ == "__main__":  # python -m dreamzero_ros.backends.server (tests start it this way; users run `dreamzero serve`)
     import sys
 
-    _parser = argparse.ArgumentParser(prog="python -m dreamzero_ros.server")
+    _parser = argparse.ArgumentParser(prog="python -m dreamzero_ros.backends.server")
     add_arguments(_parser)
     sys.exit(run(_parser.parse_args()))

@@ -19,25 +19,10 @@ from typing import Any
 
 import yaml
 
+from dreamzero_ros.backends import BACKEND_KINDS
+from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
+from dreamzero_ros.bringup.ros_env import ros_environment
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.processes import ManagedProcess, ProcessGroup
-from dreamzero_ros.ros_env import ros_environment
-
-BACKENDS = ("local", "remote", "scripted")
-
-# Well-known names shared by the nodes, the CLI and the tests.
-STITCHED_TOPIC = "/dreamzero/stitched_image"
-CHUNK_TOPIC = "/dreamzero/action_chunk"
-INSTRUCTION_TOPIC = "/dreamzero/instruction"
-PREDICTED_VIDEO_TOPIC = "/dreamzero/predicted_video"
-STATUS_TOPIC = "/dreamzero/status"
-ESTOP_TOPIC = "/dreamzero/estop"
-PREVIEW_TOPIC = "/dreamzero/command_preview"
-SET_INSTRUCTION_SERVICE = "/dreamzero/set_instruction"
-RESET_EPISODE_SERVICE = "/dreamzero/reset_episode"
-ARM_SERVICE = "/dreamzero/arm"
-RESET_ESTOP_SERVICE = "/dreamzero/reset_estop"
-SIM_RESET_SERVICE = "/sim/reset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +40,8 @@ class BringupOptions:
     predicted_video: bool = False
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend not in BACKEND_KINDS:
+            raise ValueError(f"backend: expected one of {list(BACKEND_KINDS)}, got {self.backend!r}")
         if self.backend == "remote" and not self.server:
             raise ValueError("server: the remote backend needs --server ws://host:port")
 
