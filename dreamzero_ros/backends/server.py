@@ -100,7 +100,7 @@ class PolicyServer:
             max_message_size: bytes per websocket message, both directions.
             max_prompt_chars: longest accepted prompt (the model's text context is 512 tokens).
             stitch: stitch_views(views {camera: [H, W, 3]}, embodiment) -> uint8 [352, 640, 3];
-                None = dreamzero_ros.core.stitch.stitch_views.
+                None = dreamzero_ros.model.stitching.stitch_views.
         """
         if max_prompt_chars < 1:
             raise ValueError(f"server: max_prompt_chars: expected >= 1, got {max_prompt_chars}")
@@ -144,7 +144,7 @@ class PolicyServer:
         if self._thread is not None:
             raise RuntimeError("server: already started")
         if self._stitch is None:
-            from dreamzero_ros.core.stitch import stitch_views
+            from dreamzero_ros.model.stitching import stitch_views
 
             self._stitch = stitch_views
         if self.backend is None:

@@ -21,7 +21,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.staleness import CameraGate
-from dreamzero_ros.core.stitch import stitch_views, stitched_frame_id
+from dreamzero_ros.core.stitch import stitched_frame_id
+from dreamzero_ros.model.stitching import stitch_views
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, image_to_rgb, rgb_to_image
 from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC

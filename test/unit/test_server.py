@@ -26,7 +26,7 @@ from dreamzero_ros.backends.scripted import ScriptedBackend
 from dreamzero_ros.backends.server import PolicyServer
 from dreamzero_ros.core.action_space import ActionSpace
 from dreamzero_ros.core.embodiment import PACKAGE_ROOT, load_embodiment
-from dreamzero_ros.core.stitch import stitch_views
+from dreamzero_ros.model.stitching import stitch_views
 
 DROID = load_embodiment("franka_droid")
 G1 = load_embodiment("agibot_g1")
