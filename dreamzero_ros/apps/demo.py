@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from dreamzero_ros.bringup.plan import BringupOptions, node_plan, start_plan
+from dreamzero_ros.bringup.plan import node_plan, options_from_args, start_plan
 from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.ros.names import STATUS_TOPIC
 
@@ -28,11 +28,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if mcap_path.exists():
         mcap_path.unlink()
     try:
-        options = BringupOptions(
-            embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
-            sim=args.sim, dry_run=args.dry_run, record=str(mcap_path) if args.record else "",
-            instruction="", predicted_video=args.backend == "local",
-        )
+        # The instruction is sent after start-up (below), as an operator would.
+        options = options_from_args(args, record=str(mcap_path) if args.record else "", instruction="",
+                                    predicted_video=args.backend == "local")
         plan = node_plan(options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

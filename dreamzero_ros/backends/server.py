@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from dreamzero_ros.backends import protocol
 from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
-from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, EmbodimentConfig
 
 LOG = logging.getLogger("dreamzero_ros.backends.server")
 
@@ -467,7 +467,7 @@ def _ms(t0: float) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `dreamzero serve`."""
-    parser.add_argument("--embodiment", default="franka_droid",
+    parser.add_argument("--embodiment", default=DEFAULT_EMBODIMENT,
                         help="embodiment name or YAML path (default: %(default)s)")
     parser.add_argument("--backend", default="local", choices=("local", "scripted"),
                         help="what answers requests: the model or the scripted test trajectory (default: %(default)s)")

@@ -330,6 +330,9 @@ _TOP_KEYS = (
 )
 _CHUNK_TOLERANCE = 1e-6
 
+#: the embodiment every entry point starts when none is named (the built-in simulator's Franka/DROID)
+DEFAULT_EMBODIMENT = "franka_droid"
+
 
 def config_dir() -> Path:
     """The directory holding the shipped embodiment YAMLs (source tree or installed share/).

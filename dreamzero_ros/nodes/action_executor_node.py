@@ -37,11 +37,18 @@ from dreamzero_ros.ros.names import (
     RESET_ESTOP_SERVICE,
     STATUS_TOPIC,
 )
-from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, run_node, stamp_to_seconds
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
+    Param,
+    ParameterError,
+    declare_parameters,
+    run_node,
+    stamp_to_seconds,
+)
 
 _DEFAULTS = ExecutorSettings()
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("dry_run", False, "publish commands to the preview topic only, never to the robot"),
     Param("arm_on_start", False, "arm as soon as the first joint state arrives (simulation only!)"),
     Param("crossfade_steps", _DEFAULTS.crossfade_steps, "steps over which a new chunk fades in", minimum=0),

@@ -26,10 +26,10 @@ from dreamzero_ros.model.stitching import stitch_views
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, image_to_rgb, rgb_to_image
 from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC
-from dreamzero_ros.ros.runtime import Param, declare_parameters, run_node, stamp_to_seconds
+from dreamzero_ros.ros.runtime import EMBODIMENT_PARAM, Param, declare_parameters, run_node, stamp_to_seconds
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("publish_rate", 0.0, "Hz of stitched frames; 0 = the embodiment's video fps", minimum=0.0, maximum=120.0),
     Param("sync_slop", 0.0, "s, time-sync tolerance between views; 0 = the embodiment's", minimum=0.0),
     Param("sync_queue_size", 0, "images queued per view for time sync; 0 = the embodiment's", minimum=0),

@@ -49,6 +49,7 @@ from dreamzero_ros.ros.names import (
     STITCHED_TOPIC,
 )
 from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
     Param,
     ParameterError,
     declare_parameters,
@@ -58,7 +59,7 @@ from dreamzero_ros.ros.runtime import (
 )
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("backend", "local", "policy backend", choices=BACKEND_KINDS),
     Param("server", "", "policy server URL (remote backend), e.g. ws://127.0.0.1:8000"),
     Param("token", "", "shared token for the policy server (remote backend)"),

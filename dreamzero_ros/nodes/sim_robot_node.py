@@ -33,12 +33,19 @@ from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, rgb_to_image
 from dreamzero_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC, SIM_RESET_SERVICE
-from dreamzero_ros.ros.runtime import Param, declare_parameters, run_node, seconds_to_stamp, stamp_to_seconds
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
+    Param,
+    declare_parameters,
+    run_node,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from dreamzero_ros.sim.robot import BASE_VELOCITY_COMPONENTS, SimRobot  # its package picks headless GL first
 from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("camera_rate", 10.0, "Hz at which all cameras are rendered, at one sim instant; 0 = no cameras",
           minimum=0.0, maximum=60.0),
     Param("joint_state_rate", 0.0, "Hz of joint states; 0 = the embodiment's control rate", minimum=0.0,

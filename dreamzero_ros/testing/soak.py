@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
+
 ROS_NODES = ("sim_robot", "camera_stitcher", "inference", "action_executor")
 
 
@@ -36,7 +38,7 @@ ROS_NODES = ("sim_robot", "camera_stitcher", "inference", "action_executor")
 class SoakOptions:
     """What one soak run does. Times in s."""
 
-    embodiment: str = "franka_droid"
+    embodiment: str = DEFAULT_EMBODIMENT
     backend: str = "scripted"
     duration: float = 600.0  # measured, after the warm-up
     warmup: float = 10.0  # from the first action chunk: lazy allocations, the arm settles
