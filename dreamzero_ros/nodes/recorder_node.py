@@ -19,7 +19,6 @@ Run: python -m dreamzero_ros.nodes.recorder_node --ros-args -p output:=/tmp/run/
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, run_node
+from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, log_info, run_node
 from dreamzero_ros.runs.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
 
 #: Command topics of ros2_control's position controllers and the shipped embodiments (config/*.yaml).
@@ -200,19 +199,12 @@ class RecorderNode(Node):
         started = time.monotonic()
         stats = self._writer.close()
         for topic in sorted(stats.written):
-            self._final_log(f"recorded topic={topic} messages={stats.written[topic]} "
+            log_info(self, f"recorded topic={topic} messages={stats.written[topic]} "
                             f"dropped={stats.dropped.get(topic, 0)}")
-        self._final_log(f"recording finished output={self.settings.output} "
+        log_info(self, f"recording finished output={self.settings.output} "
                         f"messages={sum(stats.written.values())} dropped={sum(stats.dropped.values())} "
                         f"close_s={time.monotonic() - started:.2f}")
 
-    def _final_log(self, text: str) -> None:
-        # After SIGINT the context is already shut down and the rosout publisher is gone: rclpy would
-        # print "Failed to publish log message to rosout" after every line, so write to stderr directly.
-        if self.context.ok():
-            self.get_logger().info(text)
-        else:
-            print(f"[INFO] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
 
 
 def _import_type(type_name: str) -> Any:

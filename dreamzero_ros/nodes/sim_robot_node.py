@@ -14,7 +14,6 @@ joint-state rate. A bad command is rejected with a throttled log and counted, ne
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from typing import Any
@@ -37,6 +36,7 @@ from dreamzero_ros.ros.runtime import (
     EMBODIMENT_PARAM,
     Param,
     declare_parameters,
+    log_info,
     run_node,
     seconds_to_stamp,
     stamp_to_seconds,
@@ -328,11 +328,7 @@ class SimRobotNode(Node):
         rates = self.rates((self._start, dict.fromkeys(self.counts, 0), 0.0))
         text = " ".join(f"{k}={v:.3g}" for k, v in rates.items()) + f" lagged_s={self._lagged:.3g} " + " ".join(
             f"{k}={v}" for k, v in self.counts.items())
-        # After SIGINT the context is already shut down and rosout is gone: write to stderr directly.
-        if self.context.ok():
-            self.get_logger().info(text)
-        else:
-            print(f"[INFO] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
+        log_info(self, text)
         self.robot.close()
 
 

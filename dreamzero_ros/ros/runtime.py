@@ -117,6 +117,18 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         sys.exit(code)
 
 
+def log_info(node: Node, text: str) -> None:
+    """Log `text` at INFO, also from close() after the context has been shut down.
+
+    After SIGINT the context is already shut down and the rosout publisher is gone: rclpy would print
+    "Failed to publish log message to rosout" after every line, so write to stderr directly then.
+    """
+    if node.context.ok():
+        node.get_logger().info(text)
+    else:
+        print(f"[INFO] [{node.get_name()}]: {text}", file=sys.stderr, flush=True)
+
+
 def stamp_to_seconds(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
