@@ -1,4 +1,4 @@
-"""QoS profiles by role, in one place (see ARCHITECTURE.md, Middleware notes)."""
+"""QoS profiles by role, in one place (see docs/architecture.md)."""
 
 from __future__ import annotations
 
