@@ -51,11 +51,12 @@ from dreamzero_ros.backends import protocol
 from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, EmbodimentConfig
+from dreamzero_ros.core.inference_loop import MAX_INSTRUCTION_CHARS
 
 LOG = logging.getLogger("dreamzero_ros.backends.server")
 
 DEFAULT_PORT = 8000
-DEFAULT_MAX_PROMPT_CHARS = 1000
+DEFAULT_MAX_PROMPT_CHARS = MAX_INSTRUCTION_CHARS
 TOKEN_ENV = "DREAMZERO_SERVER_TOKEN"
 
 StitchFn = Callable[[dict[str, np.ndarray], EmbodimentConfig], np.ndarray]

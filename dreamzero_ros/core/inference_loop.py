@@ -18,7 +18,9 @@ import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 
-MAX_INSTRUCTION_CHARS = 2000
+#: longest instruction accepted anywhere (the node and the policy server): the prompt template repeats the
+#: instruction twice inside umT5's 512-token text context, so longer text would be cut off anyway
+MAX_INSTRUCTION_CHARS = 1000
 
 
 class InstructionError(ValueError):
