@@ -88,6 +88,13 @@ def decode_compressed(format: str, data: Any) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def rgb_problem(image: Any) -> str:
+    """'' when `image` is an RGB uint8 [H, W, 3] array, else what it is instead (e.g. 'float32 (4, 5)', 'list')."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return ""
+    return f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+
+
 def encode_image(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, bytes]:
     """An RGB uint8 [H, W, 3] array as `sensor_msgs/Image` fields (encoding, step, data).
 
@@ -96,8 +103,8 @@ def encode_image(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, byt
     """
     if encoding not in ENCODE_ENCODINGS:
         raise ImageDecodeError(f"cannot encode to {encoding!r}; supported: {list(ENCODE_ENCODINGS)}")
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+    got = rgb_problem(rgb)
+    if got:
         raise ImageDecodeError(f"encode_image expects a uint8 [H, W, 3] RGB array, got {got}")
     pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
     return encoding, rgb.shape[1] * 3, np.ascontiguousarray(pixels).tobytes()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.image import rgb_problem
 from dreamzero_ros.core.stitch import StitchError, crop_box, resize_to_source, tile
 
 
@@ -66,8 +67,8 @@ def prepare_views(views: Mapping[str, np.ndarray], embodiment: EmbodimentConfig)
     sources = []
     for cam in embodiment.cameras:
         img = views[cam.name]
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        got = rgb_problem(img)
+        if got:
             raise StitchError(f"{embodiment.name}: view {cam.name!r}: expected RGB uint8 [H, W, 3], got {got}")
         sources.append(resize_to_source(img, cam.source_size))
     return crop_and_resize(sources, embodiment.stitch.view_size, embodiment.stitch.crop_scale)
