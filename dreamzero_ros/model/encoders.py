@@ -166,10 +166,38 @@ class VideoVae(nn.Module):
         """The y latent of Wan I2V: [first frame, num_frames - 1 zero frames] (zeros in [-1, 1], i.e. mid grey)
         encoded from scratch -> [1, z, 1 + (num_frames - 1) / 4, h, w]; its latent frame 0 is the first frame's
         latent."""
-        first = self.frames_to_input(first_frame[None])
-        zeros = torch.zeros(*first.shape[:2], num_frames - 1, *first.shape[3:], device=first.device,
-                            dtype=first.dtype)  # fmt: skip
-        return self.encode_pixels(torch.cat([first, zeros], dim=2))
+        stream = ConditionStream(self, first_frame, num_frames)
+        return stream.latents(stream.total)
+
+
+class ConditionStream:
+    """The y clip [first frame, num_frames - 1 zero frames] encoded lazily: latent frame j is computed the first time
+    a caller needs it, by continuing the causal encoder over the next 4 zero frames.
+
+    The latents are those of encoding the whole clip in one pass (the encoder runs the same groups in the same
+    order with the same feature cache); only WHEN each group runs changes. An episode start then pays for 1 + 8
+    frames instead of 33, and each later chunk for the 8 zero frames of its own y slice, which keeps the slowest
+    observe() (the one the asynchronous schedule has to plan for) short."""
+
+    def __init__(self, vae: VideoVae, first_frame: np.ndarray, num_frames: int) -> None:
+        if (num_frames - 1) % 4:
+            raise ValueError(f"condition clip: expected 1 + 4k frames, got {num_frames}")
+        self.vae = vae
+        self.total = 1 + (num_frames - 1) // 4
+        self._cache: list = [None] * vae._conv_count
+        first = vae.frames_to_input(first_frame[None])
+        self._zeros = torch.zeros(*first.shape[:2], 4, *first.shape[3:], device=first.device, dtype=first.dtype)
+        with torch.no_grad():
+            self._latents = [vae._encode_pixels(first, self._cache)]
+
+    @torch.no_grad()
+    def latents(self, count: int) -> torch.Tensor:
+        """Latent frames 0 .. count-1 of the clip [1, z, count, h, w] (count <= total)."""
+        if not 1 <= count <= self.total:
+            raise ValueError(f"condition clip: expected 1..{self.total} latent frames, got {count}")
+        while len(self._latents) < count:
+            self._latents.append(self.vae._encode_pixels(self._zeros, self._cache))
+        return torch.cat(self._latents[:count], dim=2)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:

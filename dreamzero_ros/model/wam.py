@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dreamzero_ros.model.config import ModelConfigError, WamConfig, preset_config
-from dreamzero_ros.model.encoders import ImageEncoder, TextEncoder, VideoVae
+from dreamzero_ros.model.encoders import ConditionStream, ImageEncoder, TextEncoder, VideoVae
 from dreamzero_ros.model.kv_cache import KVCache
 from dreamzero_ros.model.sampler import ChunkRequest, FlowSampler, SamplerSettings
 from dreamzero_ros.model.transformer import Segment, SegmentKind, WamTransformer
@@ -174,7 +174,7 @@ class WorldActionModel:
         self._written = 0  # chunks whose real frames are in the cache
         self._generated = 0  # chunks generated in this episode
         self._contexts: dict[str, torch.Tensor] | None = None
-        self._y: torch.Tensor | None = None  # [1, 4 + z, 9, h, w] mask ++ y latent of the episode
+        self._y: ConditionStream | None = None  # latents of [first frame + 32 zero frames], computed as needed
         self._chunk_state: torch.Tensor | None = None
         self._last_latent: torch.Tensor | None = None
         self.resets += 1
@@ -299,14 +299,15 @@ class WorldActionModel:
         return 1 + (chunk - 1) * self.config.latent_frames_per_chunk
 
     def _chunk_y(self, chunk: int) -> torch.Tensor | None:
-        """y's latent frames 2k-1 .. 2k of chunk k (the last ones once past the end, as the release clamps)."""
+        """y's latent frames 2k-1 .. 2k of chunk k (the last ones once past the end, as the release clamps), with
+        the 4 mask channels in front (all 0: the mask is 1 on latent frame 0 only)."""
         if self._y is None:
             return None
-        start = self._frame_offset(chunk)
         per_chunk = self.config.latent_frames_per_chunk
-        if start + per_chunk > self._y.shape[2]:
-            return self._y[:, :, -per_chunk:]
-        return self._y[:, :, start : start + per_chunk]
+        start = min(self._frame_offset(chunk), self._y.total - per_chunk)
+        latents = self._y.latents(start + per_chunk)[:, :, start:].to(self.dtype)
+        mask = torch.zeros(1, 4, *latents.shape[2:], device=self.device, dtype=self.dtype)
+        return torch.cat([mask, latents], dim=1)  # [mask][latent], the release's channel order
 
     def _project_contexts(self, image_tokens: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if self._negative_text is None:
@@ -325,12 +326,10 @@ class WorldActionModel:
         image_tokens = self.image_encoder.encode(frame).to(self.dtype) if self.image_encoder is not None else None
         self._contexts = self._project_contexts(image_tokens)
         if self.config.conditioning == "i2v":
-            latents = self.vae.encode_condition(frame, self.config.condition_frames).to(self.dtype)
-            mask = torch.zeros(1, 4, *latents.shape[2:], device=self.device, dtype=self.dtype)
-            mask[:, :, 0] = 1
-            self._y = torch.cat([mask, latents], dim=1)  # [mask][latent], the release's channel order
-            first = latents[:, :, :1]
-            first_input = torch.cat([first, self._y[:, :, :1]], dim=1)
+            self._y = ConditionStream(self.vae, frame, self.config.condition_frames)
+            first = self._y.latents(1).to(self.dtype)
+            ones = torch.ones(1, 4, *first.shape[2:], device=self.device, dtype=self.dtype)
+            first_input = torch.cat([first, ones, first], dim=1)  # latent ++ y frame 0 ([mask = 1][latent])
         else:
             first = self.vae.encode_clip(frame[None]).to(self.dtype)
             first_input = first
