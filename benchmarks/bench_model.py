@@ -2,10 +2,14 @@
 
 Measures, warm-up excluded:
 - generate() per chunk WITH the KV cache at 1..4 chunks of context vs WITHOUT it (every DiT evaluation re-runs
-  the whole teacher-forced context [first frame][video][actions][state] with the explicit block-causal mask);
-  "context=k" = generating chunk k of an episode, i.e. the first frame + k-1 executed chunks before it;
+  the whole context [first frame][real video 1..k-1][video k][actions k][state k] with the explicit inference
+  mask); "context=k" = generating chunk k of an episode, i.e. the first frame + k-1 executed chunks before it;
 - 16 solver steps vs the fixed 8-of-16 DiT step cache vs the adaptive cache vs Flash (1 step);
-- the closed-loop figure: observe(8 real frames) + generate() with the preset's default sampler settings.
+- the closed-loop figure: observe(real frames) + generate() with the preset's default sampler settings, the
+  observe split into writes (a 9-frame clip re-encoded from scratch + a video-only DiT forward) and episode
+  starts (the 33-frame y clip + CLIP + the first frame's forward), for 8 and for 4 received frames;
+- what the VAE costs per write: the 9-frame clip from scratch (the release) vs 8 frames continuing a causal
+  stream (what this suite did before).
 Prints a p50/p95/max table and writes JSON with the device, torch/diffusers versions and the git sha.
 
     .venv/bin/python benchmarks/bench_model.py --repeats 10 --threads 1
@@ -88,27 +92,28 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 class FullContextTransformer:
     """Adapter with forward_chunk's signature that ignores the KV cache and re-runs the whole context with the
-    explicit mask (what every DiT evaluation costs without a cache)."""
+    explicit inference mask (what every DiT evaluation costs without a cache)."""
 
-    def __init__(self, model: WorldActionModel, history: list[dict[str, torch.Tensor]], first: torch.Tensor):
+    def __init__(self, model: WorldActionModel, history: list[torch.Tensor], first: torch.Tensor):
         self.model, self.history, self.first = model, history, first
 
     def forward_chunk(self, video, video_timestep, context, *, actions, action_timestep, state, **_) -> ChunkOutput:
         batch = video.shape[0]
-        past = [{k: v.expand(batch, *v.shape[1:]) for k, v in chunk.items()} for chunk in self.history]
+        past = [v.expand(batch, *v.shape[1:]) for v in self.history]
         current = {"video": video, "video_timestep": video_timestep, "actions": actions,
                    "action_timestep": action_timestep, "state": state}  # fmt: skip
         first = self.first.expand(batch, *self.first.shape[1:])
-        return self.model.transformer.forward_full(first, past + [current], context)[-1]
+        return self.model.transformer.forward_inference_masked(first, past, current, context)
 
 
-def no_cache_generate(model: WorldActionModel, history: list[dict], first: torch.Tensor, seed: int) -> None:
+def no_cache_generate(model: WorldActionModel, history: list[torch.Tensor], first: torch.Tensor, seed: int) -> None:
     from dreamzero_ros.model.sampler import ChunkRequest
 
     h, w = model.config.latent_size
+    chunk = model.chunks_in_context + 1
     request = ChunkRequest(
-        contexts=model._contexts, y=model._chunk_y, state=model._chunk_state, chunk=model._next_chunk,
-        frame_offset=model._frame_offset(model._next_chunk),
+        contexts=model._contexts, y=model._chunk_y(chunk), state=model._chunk_state, chunk=chunk,
+        frame_offset=model._frame_offset(chunk),
         latent_shape=(model.config.latent_channels, model.config.latent_frames_per_chunk, h, w),
         horizon=model.horizon, action_dim=model.config.max_action_dim,
     )  # fmt: skip
@@ -139,13 +144,11 @@ def frames(count: int, size: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, *size, 3), dtype=np.uint8)
 
 
-def random_chunk_inputs(model: WorldActionModel) -> dict[str, torch.Tensor]:
-    """A past chunk's teacher-forced inputs; the no-cache cost depends on shapes, not values."""
+def random_chunk_video(model: WorldActionModel) -> torch.Tensor:
+    """A past chunk's real-video input (latent ++ y); the no-cache cost depends on shapes, not values."""
     config = model.config
     h, w = config.latent_size
-    return {"video": torch.randn(1, config.in_channels, config.latent_frames_per_chunk, h, w),
-            "video_timestep": torch.zeros(1), "actions": torch.randn(1, config.horizon, config.max_action_dim),
-            "action_timestep": torch.zeros(1), "state": torch.randn(1, config.max_state_dim)}  # fmt: skip
+    return torch.randn(1, config.in_channels, config.latent_frames_per_chunk, h, w)
 
 
 def context_scaling(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -157,7 +160,7 @@ def context_scaling(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     model.observe(frames(1, size, 0), state)
     h, w = model.config.latent_size
     first = torch.randn(1, model.config.in_channels, 1, h, w)
-    history: list[dict[str, torch.Tensor]] = []
+    history: list[torch.Tensor] = []
     rows: dict[str, dict[str, float]] = {}
     for chunk in range(1, model.config.context_chunks + 1):
         rows[f"cache    context={chunk}"] = summarize(timed(lambda: model.generate(seed=1), args.repeats,
@@ -169,7 +172,7 @@ def context_scaling(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if chunk < model.config.context_chunks:
             model.generate(seed=chunk)
             model.observe(frames(model.frames_per_chunk, size, chunk), state)
-            history.append(random_chunk_inputs(model))
+            history.append(random_chunk_video(model))
     return rows
 
 
@@ -191,16 +194,17 @@ def step_caching(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return rows
 
 
-def closed_loop(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """observe(8 frames) + generate() per chunk with the preset's defaults, over several 4-chunk episodes."""
+def closed_loop(args: argparse.Namespace, received: int) -> dict[str, dict[str, float]]:
+    """observe(`received` frames) + generate() per chunk with the preset's defaults, over several 4-chunk episodes
+    (every 5th observe starts a new episode)."""
     model = build(args)
     model.set_instruction("pick up the cup and put it in the sink")
     size = tuple(args.frame_size)
     state = np.zeros(8, np.float32)
     model.observe(frames(1, size, 0), state)
-    observe_s, generate_s, total_s = [], [], []
+    write_s, start_s, generate_s, total_s = [], [], [], []
     for step in range(args.warmup + args.loop_chunks):
-        executed = frames(model.frames_per_chunk, size, step)
+        executed = frames(received, size, step)
         start = time.perf_counter()
         model.generate()
         middle = time.perf_counter()
@@ -208,10 +212,40 @@ def closed_loop(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         end = time.perf_counter()
         if step >= args.warmup:
             generate_s.append(middle - start)
-            observe_s.append(end - middle)
+            (start_s if model.chunks_in_context == 0 else write_s).append(end - middle)
             total_s.append(end - start)
-    return {"observe": summarize(observe_s), "generate": summarize(generate_s),
-            "observe + generate": summarize(total_s)}  # fmt: skip
+    return {"observe: write chunk": summarize(write_s), "observe: new episode": summarize(start_s),
+            "generate": summarize(generate_s), "observe + generate": summarize(total_s)}  # fmt: skip
+
+
+def vae_write_cost(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The VAE part of a chunk write: a 9-frame clip encoded from scratch (the release) vs 8 frames continuing a
+    causal stream (the earlier design), and the 33-frame y clip of an episode start."""
+    model = build(args)
+    vae = model.vae
+    size = tuple(args.frame_size)
+    clip = model.real_clip(frames(model.frames_per_chunk, size, 1))
+    first = frames(1, size, 0)
+
+    def streamed() -> None:
+        cache: list = [None] * vae._conv_count
+        vae._encode_pixels(vae.frames_to_input(first), cache)
+        timed_part.append(time.perf_counter())
+        pixels = vae.frames_to_input(clip[1:])
+        for i in range(0, pixels.shape[2], 4):
+            vae._encode_pixels(pixels[:, :, i : i + 4], cache)
+        timed_part.append(time.perf_counter())
+
+    timed_part: list[float] = []
+    with torch.no_grad():
+        rows = {"9-frame clip from scratch": summarize(timed(lambda: vae.encode_clip(clip), args.repeats, 1)),
+                "33-frame y clip (episode start)": summarize(
+                    timed(lambda: vae.encode_condition(first[0], model.config.condition_frames), 3, 1))}
+        for _ in range(args.repeats + 1):
+            streamed()
+    pairs = list(zip(timed_part[0::2], timed_part[1::2], strict=True))[1:]
+    rows["8 frames continuing a stream (before)"] = summarize([b - a for a, b in pairs])
+    return rows
 
 
 def main() -> None:
@@ -228,11 +262,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = {"context": context_scaling(args), "step_caching": step_caching(args), "closed_loop": closed_loop(args)}
+    results = {"context": context_scaling(args), "step_caching": step_caching(args),
+               "closed_loop_8_frames": closed_loop(args, 8), "closed_loop_4_frames": closed_loop(args, 4),
+               "vae_write": vae_write_cost(args)}  # fmt: skip
     print_table(f"generate() per chunk vs context, 16 steps ({args.preset}, {args.threads} thread(s))",
                 results["context"])  # fmt: skip
     print_table("generate() per chunk by DiT step caching (context = 1 chunk)", results["step_caching"])
-    print_table("closed loop per chunk, preset defaults", results["closed_loop"])
+    print_table("closed loop per chunk, preset defaults, 8 frames received", results["closed_loop_8_frames"])
+    print_table("closed loop per chunk, preset defaults, 4 frames received", results["closed_loop_4_frames"])
+    print_table("VAE part of observe()", results["vae_write"])
     settings = {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()}
     write_json(args.json, {"benchmark": "bench_model", "settings": settings, "run": run_metadata("cpu"),
                            "results": results})  # fmt: skip

@@ -84,10 +84,10 @@ class Setup:
             self.cache.commit((Segment(SegmentKind.FIRST, 0, config.tokens_per_latent_frame),))
             frames = config.latent_frames_per_chunk
             for chunk in range(1, context):
+                # real frames are written video-only at t = 0, as the release does
                 self.transformer.forward_chunk(
                     randn(2, config.in_channels, frames, h, w), zero, batched, chunk=chunk,
-                    frame_offset=1 + (chunk - 1) * frames, actions=randn(2, config.horizon, config.max_action_dim),
-                    action_timestep=zero, state=randn(2, config.max_state_dim), cache=self.cache,
+                    frame_offset=1 + (chunk - 1) * frames, cache=self.cache,
                 )  # fmt: skip
                 self.cache.commit((Segment(SegmentKind.VIDEO, chunk, config.tokens_per_latent_frame * frames),))
         y = None

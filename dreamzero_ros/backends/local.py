@@ -7,6 +7,11 @@ effector mapping, all through core.action_space.ActionSpace. Per infer():
 ``model.observe(frames, normalised state)`` writes the REAL frames into the model's context, then
 ``model.generate()`` samples the next chunk.
 
+Episode semantics are the release's and live in the model (wam.py): a 1-frame observation, a changed
+instruction or the 5th chunk start a new episode. Noise: a model with its own per-call seed (``model.noise_seed``,
+1140 for released checkpoints) draws every chunk from it, as the reference server; otherwise chunk k of an
+episode samples with ``seed + k``, so an episode replays exactly.
+
 The model contract used (duck-typed, so tests can pass a small fake)::
 
     model.metadata: dict | None                      # experiment_cfg/metadata.json
@@ -85,8 +90,10 @@ class LocalBackend(PolicyBackend):
             model: a ready WorldActionModel (or anything with its contract); None = load one.
             checkpoint: checkpoint directory; None = `preset` with random weights (identity
                 normalisation, logged).
-            seed: base sampling seed; chunk k of an episode samples with seed + k, so an episode
-                replays exactly. None = the model's own generator.
+            seed: base sampling seed for a model without a per-call seed of its own
+                (``model.noise_seed`` None): chunk k of an episode (counted from its first frame)
+                samples with seed + k, so an episode replays exactly. None = the model's own
+                generator. Ignored when the model seeds every call itself (released checkpoints).
             decode_video: also decode the predicted video into ChunkResult.predicted_frames.
             metadata_key: embodiment key in multi-embodiment metadata (see action_space.select_statistics).
         """
@@ -135,8 +142,12 @@ class LocalBackend(PolicyBackend):
         except ValueError as exc:
             raise BackendError(f"local: {exc}") from exc
         with self._lock:
+            if len(frames) == 1:
+                self._chunk_index = 0  # a 1-frame observation starts a new episode in the model
             self.model.observe(frames, state)
-            seed = None if self.seed is None else self.seed + self._chunk_index
+            seed = None
+            if self.seed is not None and getattr(self.model, "noise_seed", None) is None:
+                seed = self.seed + self._chunk_index
             gen = self.model.generate(seed=seed)
             self._chunk_index += 1
             predicted = self.model.decode_video(gen.video_latents) if self.decode_video else None

@@ -29,6 +29,13 @@ TOKENIZERS = ("byte", "pretrained")
 
 #: DiT step caching of the release: of 16 solver steps the DiT runs only at these
 FIXED_STEP_CACHE_SCHEDULE = (0, 1, 2, 6, 10, 13, 14, 15)
+#: the seed the release draws every call's video and action noise from
+RELEASE_NOISE_SEED = 1140
+#: sampler settings the reference server always runs: a released checkpoint loads with these (WamConfig fields)
+RELEASED_SAMPLER_DEFAULTS: dict[str, Any] = dict(
+    num_steps=16, shift=5.0, cfg_scale=5.0, scheduler="unipc", step_cache="fixed", noise_seed=RELEASE_NOISE_SEED,
+    flash=False,
+)  # fmt: skip
 
 
 class ModelConfigError(ValueError):
@@ -67,7 +74,12 @@ class WamConfig:
         tokenizer: "byte" (a local UTF-8 byte tokenizer, for tiny configs) or "pretrained" (a `tokenizer/`
             folder next to the checkpoint, loaded offline).
         image_encoder: keyword arguments of transformers' CLIPVisionConfig (None without CLIP).
-        num_steps / shift / cfg_scale / step_cache / flash / scheduler: sampler defaults (see sampler.py).
+        num_steps / shift / cfg_scale / step_cache / flash / scheduler: sampler defaults (see sampler.py; a released
+            checkpoint uses RELEASED_SAMPLER_DEFAULTS). flash = 1 solver step, only for checkpoints trained for it.
+        noise_seed: None = noise continues the model's generator; an int = every chunk's noise is drawn afresh from
+            it (the release: 1140 on every call).
+        decouple_inference_noise / video_inference_final_noise: the release's variant for checkpoints trained with
+            decoupled video/action noise: 16 steps, the video schedule ends at video_inference_final_noise (0.8).
         negative_prompt: text of the unconditional branch.
         embodiment_id: which category slab of the action/state layers to use.
     """
@@ -105,6 +117,9 @@ class WamConfig:
     step_cache: str = "none"
     flash: bool = False
     scheduler: str = "unipc"
+    noise_seed: int | None = None
+    decouple_inference_noise: bool = False
+    video_inference_final_noise: float = 0.8
     negative_prompt: str = ""
     embodiment_id: int = 0
 
@@ -152,6 +167,11 @@ class WamConfig:
         return (h // self.patch_size[1]) * (w // self.patch_size[2])
 
     @property
+    def condition_frames(self) -> int:
+        """Frames of the y conditioning clip [first frame + zero frames]: 1 + 4 x 2 x 4 = 33 (9 latent frames)."""
+        return 1 + self.temporal_compression * self.latent_frames_per_chunk * self.context_chunks
+
+    @property
     def tokens_per_chunk(self) -> int:
         """Query tokens of one chunk: its video tokens + horizon action tokens + 1 state token."""
         return self.tokens_per_latent_frame * self.latent_frames_per_chunk + self.horizon + 1
@@ -185,6 +205,12 @@ class WamConfig:
         need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}", self.scheduler)
         need(self.tokenizer in TOKENIZERS, "tokenizer", f"one of {TOKENIZERS}", self.tokenizer)
         need(self.shift > 0, "shift", "> 0", self.shift)
+        need(self.noise_seed is None or (isinstance(self.noise_seed, int) and self.noise_seed >= 0), "noise_seed",
+             "None or an int >= 0", self.noise_seed)
+        need(0.0 <= self.video_inference_final_noise < 1.0, "video_inference_final_noise", "a value in [0, 1)",
+             self.video_inference_final_noise)
+        need(not (self.decouple_inference_noise and self.flash), "flash",
+             "False with decouple_inference_noise (the variant runs the 16-step schedule)", self.flash)
         need(0 <= self.embodiment_id < self.num_embodiments, "embodiment_id",
              f"in [0, {self.num_embodiments})", self.embodiment_id)
         down = self.pixel_downsample * self.spatial_compression

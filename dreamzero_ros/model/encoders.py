@@ -1,9 +1,9 @@
 """Frozen encoders of the WAM: umT5 text encoder and CLIP image encoder (transformers), Wan VAE (diffusers).
 
 This module owns turning raw inputs into model tensors and back: prompt -> padded text embeddings [1, text_len,
-text_dim], a stitched uint8 frame -> CLIP tokens, uint8 frames -> normalised VAE latents (streamed: the causal VAE
-keeps its temporal feature cache between chunks, so a whole episode encoded chunk by chunk gives the latents of
-one pass over the episode's video), and latents -> uint8 frames. Nothing here touches the network: tokenizers are
+text_dim], a stitched uint8 frame -> CLIP tokens (the release's bicubic preprocessing), uint8 clips -> normalised
+VAE latents (each clip encoded from scratch, as the release does: the y conditioning clip [first frame + zero
+frames] once per episode, each chunk's 9-frame clip of real frames), and latents -> uint8 frames. Nothing here touches the network: tokenizers are
 either the local byte tokenizer or a `tokenizer/` folder loaded with local_files_only.
 """
 
@@ -78,7 +78,11 @@ class TextEncoder(nn.Module):
 
 class ImageEncoder(nn.Module):
     """CLIP vision tower: stitched uint8 frame [H, W, 3] -> penultimate hidden states [1, tokens, hidden]
-    (Wan's image-to-video conditioning uses the penultimate layer)."""
+    (Wan's image-to-video conditioning uses the penultimate block's output).
+
+    Preprocessing as the release: the frame in [-1, 1] (x / 255 - 0.5) / 0.5, resized to image_size x image_size
+    with bicubic interpolation, align_corners=False and NO antialias, mapped back to [0, 1] (x * 0.5 + 0.5), then
+    normalised with CLIP's mean/std."""
 
     def __init__(self, config: WamConfig) -> None:
         super().__init__()
@@ -91,9 +95,9 @@ class ImageEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, frame: np.ndarray) -> torch.Tensor:
         pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(self.mean.device).permute(2, 0, 1)[None].float()
-        pixels = F.interpolate(pixels / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
-                               align_corners=False, antialias=True)  # fmt: skip
-        pixels = ((pixels - self.mean) / self.std).to(next(self.model.parameters()).dtype)
+        pixels = (pixels / 255.0 - 0.5) / 0.5
+        pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        pixels = ((pixels * 0.5 + 0.5 - self.mean) / self.std).to(next(self.model.parameters()).dtype)
         return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
 
 
@@ -143,35 +147,57 @@ class VideoVae(nn.Module):
         return (mean.float() - self.latents_mean) / self.latents_std
 
     @torch.no_grad()
-    def start_stream(self, first_frame: np.ndarray) -> torch.Tensor:
-        """Begin an episode's stream with its first frame [H, W, 3]: -> latent [1, z, 1, h, w]."""
-        self._stream = [None] * self._conv_count
-        return self._encode_pixels(self.frames_to_input(first_frame[None]), self._stream)
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A clip [1, 3, 1 + 4k, h, w] in [-1, 1] (model resolution) encoded from scratch -> latents [1, z, 1 + k,
+        h', w']. Like diffusers' encode: the first frame alone, then groups of 4 through the causal feature cache."""
+        if (pixels.shape[2] - 1) % 4:
+            raise ValueError(f"clip: expected 1 + 4k frames, got {pixels.shape[2]}")
+        feat_cache: list = [None] * self._conv_count
+        groups = [pixels[:, :, :1]] + [pixels[:, :, i : i + 4] for i in range(1, pixels.shape[2], 4)]
+        return torch.cat([self._encode_pixels(group, feat_cache) for group in groups], dim=2)
 
     @torch.no_grad()
-    def continue_stream(self, frames: np.ndarray) -> torch.Tensor:
-        """Encode the next 4k frames [4k, H, W, 3] of the stream: -> latents [1, z, k, h, w].
-
-        Like diffusers' encode, groups of 4 frames go through the encoder one at a time with the causal cache.
-        """
-        if self._stream is None:
-            raise RuntimeError("continue_stream before start_stream")
-        if frames.shape[0] % 4:
-            raise ValueError(f"frames: expected a multiple of 4 frames after the first, got {frames.shape[0]}")
-        pixels = self.frames_to_input(frames)
-        latents = [self._encode_pixels(pixels[:, :, i : i + 4], self._stream) for i in range(0, pixels.shape[2], 4)]
-        return torch.cat(latents, dim=2)
+    def encode_clip(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [1 + 4k, H, W, 3] encoded from scratch -> normalised latents [1, z, 1 + k, h, w]."""
+        return self.encode_pixels(self.frames_to_input(frames))
 
     @torch.no_grad()
-    def zero_frames_latents(self, num_latent_frames: int) -> torch.Tensor:
-        """Latents of 4k black-level-zero frames following the stream's current frame, without advancing the
-        stream: the y conditioning of frames after the first ([first frame + zero frames] in Wan I2V)."""
-        if self._stream is None:
-            raise RuntimeError("zero_frames_latents before start_stream")
-        fork = [c.clone() if isinstance(c, torch.Tensor) else c for c in self._stream]
-        h, w = self.frame_size[0] // self.pixel_downsample, self.frame_size[1] // self.pixel_downsample
-        zeros = torch.zeros(1, 3, 4, h, w, device=self.latents_mean.device, dtype=self.dtype)
-        return torch.cat([self._encode_pixels(zeros, fork) for _ in range(num_latent_frames)], dim=2)
+    def encode_condition(self, first_frame: np.ndarray, num_frames: int) -> torch.Tensor:
+        """The y latent of Wan I2V: [first frame, num_frames - 1 zero frames] (zeros in [-1, 1], i.e. mid grey)
+        encoded from scratch -> [1, z, 1 + (num_frames - 1) / 4, h, w]; its latent frame 0 is the first frame's
+        latent."""
+        stream = ConditionStream(self, first_frame, num_frames)
+        return stream.latents(stream.total)
+
+
+class ConditionStream:
+    """The y clip [first frame, num_frames - 1 zero frames] encoded lazily: latent frame j is computed the first time
+    a caller needs it, by continuing the causal encoder over the next 4 zero frames.
+
+    The latents are those of encoding the whole clip in one pass (the encoder runs the same groups in the same
+    order with the same feature cache); only WHEN each group runs changes. An episode start then pays for 1 + 8
+    frames instead of 33, and each later chunk for the 8 zero frames of its own y slice, which keeps the slowest
+    observe() (the one the asynchronous schedule has to plan for) short."""
+
+    def __init__(self, vae: VideoVae, first_frame: np.ndarray, num_frames: int) -> None:
+        if (num_frames - 1) % 4:
+            raise ValueError(f"condition clip: expected 1 + 4k frames, got {num_frames}")
+        self.vae = vae
+        self.total = 1 + (num_frames - 1) // 4
+        self._cache: list = [None] * vae._conv_count
+        first = vae.frames_to_input(first_frame[None])
+        self._zeros = torch.zeros(*first.shape[:2], 4, *first.shape[3:], device=first.device, dtype=first.dtype)
+        with torch.no_grad():
+            self._latents = [vae._encode_pixels(first, self._cache)]
+
+    @torch.no_grad()
+    def latents(self, count: int) -> torch.Tensor:
+        """Latent frames 0 .. count-1 of the clip [1, z, count, h, w] (count <= total)."""
+        if not 1 <= count <= self.total:
+            raise ValueError(f"condition clip: expected 1..{self.total} latent frames, got {count}")
+        while len(self._latents) < count:
+            self._latents.append(self.vae._encode_pixels(self._zeros, self._cache))
+        return torch.cat(self._latents[:count], dim=2)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:

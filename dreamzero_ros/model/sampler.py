@@ -1,16 +1,24 @@
-"""Flow-matching sampler of one chunk: diffusers' UniPC (or Euler) flow scheduler, classifier-free guidance on the
-video velocity only, DiT step caching (the released fixed 8-of-16 schedule and the adaptive cosine-similarity
-variant) and Flash (1 step).
+"""Flow-matching sampler of one chunk: diffusers' UniPC (or Euler) flow scheduler on the release's sigmas,
+classifier-free guidance on the video velocity only, DiT step caching (the released fixed 8-of-16 schedule and the
+adaptive cosine-similarity variant), the release's `decouple_inference_noise` variant, and 1-step Flash.
 
-This module owns the solver loop: which steps run the DiT, how the conditional and unconditional branches are
-combined, and the seeded noise. It calls the transformer through `WamTransformer.forward_chunk` against a KV cache
-that it only reads (the chunk's keys are staged, never committed).
+This module owns the solver loop: the noise schedule and the integer timesteps the DiT sees, which steps run the
+DiT, how the conditional and unconditional branches are combined, and the seeded noise. It calls the transformer
+through `WamTransformer.forward_chunk` against a KV cache that it only reads (the chunk's keys are staged, never
+committed).
+
+Schedule (the release's FlowUniPCMultistepScheduler, reproduced with diffusers): s = linspace(sigma_max, 0,
+steps + 1)[:-1] with sigma_max = float32(0.999) (the first of its 1000 training sigmas), shifted s' = shift s /
+(1 + (shift - 1) s) in float64; the DiT gets int64(s' * 1000) (truncation) and the solver steps on float32 s'
+followed by 0. diffusers' own `use_flow_sigmas` grid is linspace(1, 0.001) instead, so the release's unshifted
+s is handed to `set_timesteps(sigmas=...)`, which applies the same shift.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -21,14 +29,39 @@ from dreamzero_ros.model.transformer import WamTransformer
 
 #: adaptive step caching: (cosine similarity threshold, steps to skip), checked in order
 ADAPTIVE_SKIPS = ((0.95, 4), (0.93, 2))
+#: the release's largest sigma: the first of its 1000 training sigmas 1 - linspace(1, 1/1000)[::-1], in float32
+RELEASE_SIGMA_MAX = float(np.float32(0.999))
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def release_sigmas(steps: int) -> np.ndarray:
+    """The release's unshifted sigmas: linspace(float32(0.999), 0, steps + 1)[:-1] (float64)."""
+    return np.linspace(RELEASE_SIGMA_MAX, 0.0, steps + 1)[:-1].copy()
+
+
+def shifted_schedule(steps: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """(shifted sigmas float64 [steps], DiT timesteps int64 [steps]) exactly as the release computes them."""
+    sigmas = release_sigmas(steps)
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return sigmas, (sigmas * NUM_TRAIN_TIMESTEPS).astype(np.int64)
 
 
 @dataclass
 class SamplerSettings:
-    """Solver knobs. num_steps: solver steps (16); shift: flow shift (5.0); cfg_scale: guidance on the video
-    velocity (5.0; 1.0 disables the unconditional branch's influence); step_cache: "none" | "fixed" (DiT only at
-    steps 0,1,2,6,10,13,14,15 of 16) | "adaptive"; flash: 1 solver step (for checkpoints trained for it);
-    cfg_batched: run both branches as one batch of 2 (else two batch-1 forwards); scheduler: "unipc" | "euler"."""
+    """Solver knobs.
+
+    num_steps: solver steps (16); shift: flow shift (5.0); cfg_scale: guidance on the video velocity (5.0; 1.0
+    disables the unconditional branch's influence); step_cache: "none" | "fixed" (DiT only at steps
+    0,1,2,6,10,13,14,15 of 16: what the reference server always runs) | "adaptive"; cfg_batched: run both branches
+    as one batch of 2 (else two batch-1 forwards); scheduler: "unipc" (released) | "euler".
+    noise_seed: when set, every chunk's noise is drawn afresh from this seed (the release seeds video and action
+        noise with 1140 on every call); None continues the caller's generator.
+    decouple_inference_noise: the release's variant for checkpoints trained with decoupled video/action noise:
+        the video sigmas are rescaled to end at `video_inference_final_noise` (0.8) instead of 0 while the actions keep the
+        plain schedule down to 0; still num_steps steps.
+    flash: ONE solver step (not in the release; only for checkpoints trained for 1-step DreamZero-Flash
+        inference; a released checkpoint uses the 16-step schedule, or decouple_inference_noise if trained so).
+    """
 
     num_steps: int = 16
     shift: float = 5.0
@@ -37,6 +70,9 @@ class SamplerSettings:
     flash: bool = False
     cfg_batched: bool = True
     scheduler: str = "unipc"
+    noise_seed: int | None = None
+    decouple_inference_noise: bool = False
+    video_inference_final_noise: float = 0.8
 
     def validate(self) -> None:
         if self.step_cache not in STEP_CACHE_MODES:
@@ -45,6 +81,12 @@ class SamplerSettings:
             raise ModelConfigError(f"scheduler: expected one of {SCHEDULERS}, got {self.scheduler!r}")
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ModelConfigError(f"num_steps: expected a positive int, got {self.num_steps!r}")
+        if self.noise_seed is not None and (not isinstance(self.noise_seed, int) or self.noise_seed < 0):
+            raise ModelConfigError(f"noise_seed: expected None or an int >= 0, got {self.noise_seed!r}")
+        if not 0.0 <= self.video_inference_final_noise < 1.0:
+            raise ModelConfigError(f"video_inference_final_noise: expected a value in [0, 1), got {self.video_inference_final_noise!r}")
+        if self.decouple_inference_noise and self.flash:
+            raise ModelConfigError("decouple_inference_noise and flash: expected at most one of them, got both")
         if self.step_cache == "fixed" and not self.flash and self.num_steps != 16:
             raise ModelConfigError(
                 f"step_cache='fixed': the released schedule {FIXED_STEP_CACHE_SCHEDULE} is for 16 steps, "
@@ -57,13 +99,37 @@ class SamplerSettings:
 
 
 def make_scheduler(settings: SamplerSettings) -> UniPCMultistepScheduler | FlowMatchEulerDiscreteScheduler:
-    """A fresh flow-matching scheduler with the settings' shift (UniPC: order 2, predict x0, as released)."""
+    """A flow-matching scheduler set to the release's schedule (UniPC: order 2, predict x0, bh2, final sigma 0)."""
     if settings.scheduler == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=settings.shift)
-    return UniPCMultistepScheduler(
-        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
-        flow_shift=settings.shift, solver_order=2, predict_x0=True, lower_order_final=True,
-    )  # fmt: skip
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=settings.shift)
+    else:
+        scheduler = UniPCMultistepScheduler(
+            num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction", use_flow_sigmas=True,
+            flow_shift=settings.shift, solver_order=2, predict_x0=True, lower_order_final=True,
+            final_sigmas_type="zero",
+        )  # fmt: skip
+    scheduler.set_timesteps(sigmas=release_sigmas(settings.steps))
+    scheduler.set_begin_index(0)  # step i uses sigma i: no lookup of the timestep value
+    return scheduler
+
+
+def decouple_video_schedule(scheduler, final_noise: float) -> torch.Tensor:
+    """The release's `decouple_inference_noise` video schedule, in place: sigmas (float32, final 0 included)
+    rescaled s * (s_max - f) / s_max + f so they run from s_max to f; returns the DiT timesteps
+    int64(sigmas[:-1] * 1000) computed in float32 as the release does."""
+    sigma_max = scheduler.sigmas[0].item()
+    scheduler.sigmas = scheduler.sigmas * (sigma_max - final_noise) / sigma_max + final_noise
+    return (scheduler.sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(torch.int64)
+
+
+def draw_noise(shape: tuple[int, ...], source: int | torch.Generator, device: torch.device) -> torch.Tensor:
+    """Gaussian noise in float32. An int seed draws as the release does on every call: a fresh generator on
+    `device` seeded with it, bfloat16 values (so a CUDA run reproduces the release's noise bit for bit). A
+    generator draws float32 on the CPU, so results do not depend on the device."""
+    if isinstance(source, int):
+        generator = torch.Generator(device).manual_seed(source)
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16).float()
+    return torch.randn(shape, generator=source).to(device)
 
 
 @dataclass
@@ -102,7 +168,7 @@ class FlowSampler:
 
     def _velocities(
         self, transformer: WamTransformer, request: ChunkRequest, cache: KVCache, video: torch.Tensor,
-        actions: torch.Tensor, timestep: torch.Tensor,
+        actions: torch.Tensor, timestep: torch.Tensor, action_timestep: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """One DiT evaluation: (guided video velocity, conditional action velocity)."""
         model_input = video if request.y is None else torch.cat([video, request.y.to(video.dtype)], dim=1)
@@ -113,15 +179,17 @@ class FlowSampler:
             # conditional and unconditional branches in one batch of 2; rows follow the cache's branch order
             out = transformer.forward_chunk(
                 model_input.expand(2, -1, -1, -1, -1), timestep.expand(2), torch.cat([cond_ctx, uncond_ctx]),
-                actions=actions.expand(2, -1, -1), action_timestep=timestep.expand(2),
+                actions=actions.expand(2, -1, -1), action_timestep=action_timestep.expand(2),
                 cache_rows=slice(0, 2), **{**common, "state": request.state.expand(2, -1)},
             )  # fmt: skip
             cond_video, uncond_video, cond_actions = out.video[:1], out.video[1:], out.actions[:1]
         else:
             cond = transformer.forward_chunk(model_input, timestep, cond_ctx, actions=actions,
-                                             action_timestep=timestep, cache_rows=cache.rows("cond"), **common)
+                                             action_timestep=action_timestep, cache_rows=cache.rows("cond"),
+                                             **common)  # fmt: skip
             uncond = transformer.forward_chunk(model_input, timestep, uncond_ctx, actions=actions,
-                                               action_timestep=timestep, cache_rows=cache.rows("uncond"), **common)
+                                               action_timestep=action_timestep, cache_rows=cache.rows("uncond"),
+                                               **common)  # fmt: skip
             cond_video, uncond_video, cond_actions = cond.video, uncond.video, cond.actions
         # guidance on the video velocity only; actions follow the conditional branch
         video_velocity = uncond_video + self.settings.cfg_scale * (cond_video - uncond_video)
@@ -129,28 +197,37 @@ class FlowSampler:
 
     @torch.no_grad()
     def sample(
-        self, transformer: WamTransformer, request: ChunkRequest, cache: KVCache, generator: torch.Generator
-    ) -> ChunkSample:
-        """Run the solver from seeded noise; the noise is drawn on the CPU so results do not depend on device."""
+        self, transformer: WamTransformer, request: ChunkRequest, cache: KVCache,
+        generator: torch.Generator | None = None,
+    ) -> ChunkSample:  # fmt: skip
+        """Run the solver from noise: seeded per call with `settings.noise_seed` when set (video and actions each
+        from a fresh generator with that seed, as the release), else drawn from `generator`."""
         self.settings.validate()
         device = request.state.device
         dtype = request.state.dtype
-        video = torch.randn((1, *request.latent_shape), generator=generator).to(device)
-        actions = torch.randn((1, request.horizon, request.action_dim), generator=generator).to(device)
+        if self.settings.noise_seed is not None:
+            video = draw_noise((1, *request.latent_shape), self.settings.noise_seed, device)
+            actions = draw_noise((1, request.horizon, request.action_dim), self.settings.noise_seed, device)
+        else:
+            if generator is None:
+                raise ValueError("sample: expected a generator when settings.noise_seed is None")
+            video = draw_noise((1, *request.latent_shape), generator, device)
+            actions = draw_noise((1, request.horizon, request.action_dim), generator, device)
 
         video_scheduler, action_scheduler = make_scheduler(self.settings), make_scheduler(self.settings)
-        steps = self.settings.steps
-        video_scheduler.set_timesteps(steps, device=device)
-        action_scheduler.set_timesteps(steps, device=device)
+        action_timesteps = action_scheduler.timesteps.to(torch.int64)
+        video_timesteps = action_timesteps.clone()
+        if self.settings.decouple_inference_noise:
+            video_timesteps = decouple_video_schedule(video_scheduler, self.settings.video_inference_final_noise)
 
         cached_video = cached_actions = previous_video_velocity = None
         skip_remaining, forwards, ran = 0, 0, []
-        for index, t in enumerate(video_scheduler.timesteps):
+        for index in range(len(action_timesteps)):
             if self._runs_dit(index, skip_remaining, cached_video is None):
-                timestep = t.reshape(1).float().to(device)
                 cached_video, cached_actions = self._velocities(
-                    transformer, request, cache, video.to(dtype), actions.to(dtype), timestep
-                )
+                    transformer, request, cache, video.to(dtype), actions.to(dtype),
+                    video_timesteps[index].reshape(1).to(device), action_timesteps[index].reshape(1).to(device),
+                )  # fmt: skip
                 forwards += 1
                 ran.append(index)
                 if self.settings.step_cache == "adaptive" and previous_video_velocity is not None:
@@ -159,7 +236,7 @@ class FlowSampler:
                 previous_video_velocity = cached_video
             elif self.settings.step_cache == "adaptive":
                 skip_remaining -= 1
-            video = video_scheduler.step(cached_video, t, video).prev_sample
+            video = video_scheduler.step(cached_video, video_scheduler.timesteps[index], video).prev_sample
             actions = action_scheduler.step(cached_actions, action_scheduler.timesteps[index], actions).prev_sample
         return ChunkSample(video, actions, forwards, ran)
 

@@ -10,9 +10,15 @@ mask and the cache, and the action/state encoders and action decoder with the re
 lacks (a causal mask, a KV cache, chunk-offset positions, per-token timesteps, an image-token count other than
 "text length 512") is added here through custom attention processors and a different `forward`.
 
-Sequence order of a full (teacher-forced) context: [first frame][video chunks 1..n][action chunks 1..n][state
-chunks 1..n]. At inference a chunk is run alone as [video i][action i][state i] against the KV cache, which
-holds the first frame's and earlier chunks' video keys/values (the only past tokens a chunk may see).
+Two attention rules, both written down here:
+- TRAINING (teacher forcing, `may_attend`): sequence [first frame][video chunks 1..n][action chunks 1..n][state
+  chunks 1..n] with the block-causal mask (state tokens see only themselves). Kept for training and for tests.
+- INFERENCE (`may_attend_at_inference`, what the release runs): a chunk is run alone as [video i][action i]
+  [state i] against the KV cache, which holds the first frame's and earlier chunks' REAL video keys/values
+  (written by video-only forwards at t = 0); every query of the chunk, the state token included, attends to the
+  whole cache and to all of the chunk's own video, action and state tokens, with no mask.
+Action and state tokens of chunk k (k = 1 is the first chunk after the first frame) sit at 1D rotary positions
+(k-1)*H + j and k-1; the state token gets the chunk's action timestep.
 """
 
 from __future__ import annotations
@@ -68,8 +74,30 @@ def may_attend(query: Segment, key: Segment) -> bool:
     return key.chunk == query.chunk  # action / state keys: only the query's own chunk
 
 
+def may_attend_at_inference(query: Segment, key: Segment) -> bool:
+    """The release's inference rule: the first frame sees itself; a query of chunk i (video, action or state)
+    sees the first frame, the real video of earlier chunks and every token of chunk i."""
+    if query.kind is SegmentKind.FIRST:
+        return key.kind is SegmentKind.FIRST
+    if key.kind is SegmentKind.FIRST:
+        return True
+    if key.chunk == query.chunk:
+        return True
+    return key.kind is SegmentKind.VIDEO and key.chunk < query.chunk
+
+
 def build_block_causal_mask(queries: tuple[Segment, ...], keys: tuple[Segment, ...]) -> torch.Tensor:
-    """Boolean attention mask [Lq, Lk] (True = may attend) from `may_attend` applied per segment pair."""
+    """The TRAINING mask [Lq, Lk] (True = may attend) from `may_attend` applied per segment pair."""
+    return build_attention_mask(queries, keys, may_attend)
+
+
+def build_inference_mask(queries: tuple[Segment, ...], keys: tuple[Segment, ...]) -> torch.Tensor:
+    """The INFERENCE mask [Lq, Lk] from `may_attend_at_inference` (a full-sequence stand-in for the cache)."""
+    return build_attention_mask(queries, keys, may_attend_at_inference)
+
+
+def build_attention_mask(queries: tuple[Segment, ...], keys: tuple[Segment, ...], rule) -> torch.Tensor:
+    """Boolean attention mask [Lq, Lk] (True = may attend) from `rule(query, key)` applied per segment pair."""
     total_q = sum(s.length for s in queries)
     total_k = sum(s.length for s in keys)
     mask = torch.zeros(total_q, total_k, dtype=torch.bool)
@@ -77,7 +105,7 @@ def build_block_causal_mask(queries: tuple[Segment, ...], keys: tuple[Segment, .
     for q in queries:
         k0 = 0
         for k in keys:
-            if may_attend(q, k):
+            if rule(q, k):
                 mask[q0 : q0 + q.length, k0 : k0 + k.length] = True
             k0 += k.length
         q0 += q.length
@@ -111,10 +139,13 @@ class AttentionPlan:
 
 
 @lru_cache(maxsize=64)
-def _plan_for(queries: tuple[Segment, ...], cached: tuple[Segment, ...]) -> tuple[torch.Tensor | None, int]:
-    """Mask or fast-path split for `queries` against `cached` + `queries`; memoised (same every solver step)."""
+def _plan_for(
+    queries: tuple[Segment, ...], cached: tuple[Segment, ...], training: bool = False
+) -> tuple[torch.Tensor | None, int]:
+    """Mask or fast-path split for `queries` against `cached` + `queries` under the inference rule (or the
+    training rule); memoised (same every solver step). At inference every query is dense: no mask at all."""
     keys = cached + queries
-    mask = build_block_causal_mask(queries, keys)
+    mask = build_attention_mask(queries, keys, may_attend if training else may_attend_at_inference)
     dense = 0
     while dense < mask.shape[0] and bool(mask[dense].all()):
         dense += 1
@@ -281,9 +312,21 @@ class CategorySpecificMLP(nn.Module):
 def sinusoidal_encoding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """[..., ] timesteps -> [..., dim] as [sin, cos] over log-spaced frequencies (max period 10000)."""
     half = dim // 2
-    exponent = -torch.arange(half, dtype=torch.float32, device=timesteps.device) * (math.log(10000.0) / half)
+    # log(10000) as a float32 tensor divided by half, as the release computes it (bit-equal frequencies)
+    exponent = -torch.arange(half, dtype=torch.float32, device=timesteps.device) * (
+        torch.log(torch.tensor(10000.0)).to(timesteps.device) / half
+    )
     freqs = timesteps.float().unsqueeze(-1) * exponent.exp()
     return torch.cat([freqs.sin(), freqs.cos()], dim=-1)
+
+
+def wan_sinusoid(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """[B] timesteps -> [B, dim] float32 as [cos, sin] over 10000^(-i/half), computed in float64 (Wan's DiT)."""
+    half = dim // 2
+    position = timesteps.to(torch.float64)
+    freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=position.device).div(half))
+    sinusoid = torch.outer(position, freqs)
+    return torch.cat([torch.cos(sinusoid), torch.sin(sinusoid)], dim=1).float()
 
 
 class ActionEncoder(nn.Module):
@@ -407,9 +450,12 @@ class WamTransformer(WanTransformer3DModel):
         return context
 
     def _time_embeddings(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """timestep [B] (0..1000) -> (temb [B, dim], modulation [B, 6, dim])."""
+        """timestep [B] (0..1000) -> (temb [B, dim], modulation [B, 6, dim]).
+
+        The sinusoid is Wan's [cos, sin] with frequencies 10000^(-i/half), computed in float64 as the release
+        does (diffusers' Timesteps computes the same in float32, off by ~1e-4 at t ~ 1000)."""
         embedder = self.condition_embedder
-        projected = embedder.timesteps_proj(timestep.float())
+        projected = wan_sinusoid(timestep, self.config.freq_dim)
         weight_dtype = embedder.time_embedder.linear_1.weight.dtype
         temb = embedder.time_embedder(projected.to(weight_dtype))
         modulation = embedder.time_proj(embedder.act_fn(temb)).unflatten(1, (6, -1))
@@ -451,19 +497,21 @@ class WamTransformer(WanTransformer3DModel):
         return TokenBlock(Segment(kind, chunk, tokens.shape[1]), tokens.contiguous(), timestep, cos, sin)
 
     def embed_actions(self, actions: torch.Tensor, timestep: torch.Tensor, chunk: int, category: torch.Tensor):
-        """actions [B, H, max_action_dim] -> action tokens at 1D positions chunk*H + k."""
+        """actions [B, H, max_action_dim] of chunk `chunk` (>= 1) -> action tokens at 1D positions (chunk-1)*H + j."""
         horizon = actions.shape[1]
         tokens = self.action_encoder(actions.to(self.patch_embedding.weight.dtype), timestep, category)
-        positions = chunk * horizon + torch.arange(horizon)
+        positions = (chunk - 1) * horizon + torch.arange(horizon)
         cos, sin = self._rope_1d(positions)
         return TokenBlock(Segment(SegmentKind.ACTION, chunk, horizon), tokens, timestep, cos, sin)
 
-    def embed_state(self, state: torch.Tensor, chunk: int, category: torch.Tensor) -> TokenBlock:
-        """state [B, max_state_dim] -> one state token at 1D position `chunk`; clean, so timestep 0."""
+    def embed_state(
+        self, state: torch.Tensor, chunk: int, category: torch.Tensor, action_timestep: torch.Tensor
+    ) -> TokenBlock:
+        """state [B, max_state_dim] of chunk `chunk` (>= 1) -> one state token at 1D position chunk-1. Its adaLN
+        timestep is the chunk's (noisy) action timestep, as in the release."""
         tokens = self.state_encoder(state.to(self.patch_embedding.weight.dtype).unsqueeze(1), category)
-        cos, sin = self._rope_1d(torch.tensor([chunk]))
-        zero = torch.zeros(state.shape[0], device=state.device)
-        return TokenBlock(Segment(SegmentKind.STATE, chunk, 1), tokens, zero, cos, sin)
+        cos, sin = self._rope_1d(torch.tensor([chunk - 1]))
+        return TokenBlock(Segment(SegmentKind.STATE, chunk, 1), tokens, action_timestep, cos, sin)
 
     # ---- core --------------------------------------------------------------------------------------------------
 
@@ -515,21 +563,28 @@ class WamTransformer(WanTransformer3DModel):
         cache_rows: slice = slice(None),
         embodiment_id: int = 0,
     ) -> ChunkOutput:
-        """One chunk against the KV cache. chunk 0 is the first frame alone (no action/state tokens).
+        """One chunk against the KV cache, under the inference rule (every query sees the cache and the whole chunk).
 
+        chunk 0 is the first frame alone. For chunk >= 1, give actions, action_timestep and state to denoise the
+        chunk (video + action + state tokens), or none of them for a VIDEO-ONLY forward (how real frames are
+        written to the cache at t = 0: their keys/values then cannot depend on actions or state).
         video [B, in_channels, F, h, w] (latent ++ y), video_timestep/action_timestep [B] in 0..1000, actions
         [B, H, max_action_dim], state [B, max_state_dim], context [B, Lc, dim] from `embed_context`.
         The chunk's keys/values are staged in `cache` after its committed tokens; call `cache.commit(...)` to
-        keep the video part (only when writing real observations at t = 0).
+        keep the video part (only after a video-only forward of real observations).
         """
         batch = video.shape[0]
         category = self._category(batch, video.device, embodiment_id)
         blocks = [self.embed_video(video, video_timestep, chunk, frame_offset)]
-        if chunk > 0:
-            if actions is None or action_timestep is None or state is None:
-                raise ValueError(f"chunk {chunk}: actions, action_timestep and state are required after chunk 0")
+        given = [x is not None for x in (actions, action_timestep, state)]
+        if any(given):
+            if not all(given):
+                raise ValueError(f"chunk {chunk}: give actions, action_timestep and state together (or none of them "
+                                 f"for a video-only forward); got {given}")
+            if chunk < 1:
+                raise ValueError("chunk 0 (the first frame) has no action or state tokens")
             blocks.append(self.embed_actions(actions, action_timestep, chunk, category))
-            blocks.append(self.embed_state(state, chunk, category))
+            blocks.append(self.embed_state(state, chunk, category, action_timestep))
         queries = tuple(b.segment for b in blocks)
         cached = cache.segments if cache is not None else ()
         mask, dense = _plan_for(queries, cached)
@@ -537,10 +592,47 @@ class WamTransformer(WanTransformer3DModel):
         n_video = blocks[0].segment.length
         video_velocity = self._video_head(hidden[:, :n_video], video_timestep, video.shape)
         action_velocity = None
-        if chunk > 0:
+        if len(blocks) > 1:
             action_hidden = hidden[:, n_video : n_video + blocks[1].segment.length]
             action_velocity = self.action_decoder(action_hidden, category)
         return ChunkOutput(video_velocity, action_velocity)
+
+    def forward_inference_masked(
+        self,
+        first: torch.Tensor,
+        history: list[torch.Tensor],
+        current: dict[str, torch.Tensor],
+        context: torch.Tensor,
+        embodiment_id: int = 0,
+    ) -> ChunkOutput:
+        """What the cached inference path computes for one chunk, as ONE forward with an explicit mask (the
+        reference the cache must equal).
+
+        Tokens [first frame][real video of chunks 1..n-1][video n][actions n][state n]; the first frame and the
+        real history are clean (t = 0) and carry no action/state tokens; the mask is `build_inference_mask`.
+        first: [B, in_channels, 1, h, w]; history[i]: [B, in_channels, F, h, w] of chunk i+1; current: {"video",
+        "video_timestep", "actions", "action_timestep", "state"} of chunk n = len(history) + 1.
+        Returns chunk n's output.
+        """
+        batch = first.shape[0]
+        category = self._category(batch, first.device, embodiment_id)
+        zero = torch.zeros(batch, device=first.device)
+        blocks = [self.embed_video(first, zero, 0, 0)]
+        offset = first.shape[2]
+        for index, video in enumerate(history, start=1):
+            blocks.append(self.embed_video(video, zero, index, offset))
+            offset += video.shape[2]
+        n = len(history) + 1
+        blocks.append(self.embed_video(current["video"], current["video_timestep"], n, offset))
+        blocks.append(self.embed_actions(current["actions"], current["action_timestep"], n, category))
+        blocks.append(self.embed_state(current["state"], n, category, current["action_timestep"]))
+        segments = tuple(b.segment for b in blocks)
+        hidden = self._run_blocks(blocks, context, AttentionPlan(build_inference_mask(segments, segments), 0))
+        v0 = sum(b.segment.length for b in blocks[:-3])
+        v1 = v0 + blocks[-3].segment.length
+        a1 = v1 + blocks[-2].segment.length
+        video_velocity = self._video_head(hidden[:, v0:v1], current["video_timestep"], current["video"].shape)
+        return ChunkOutput(video_velocity, self.action_decoder(hidden[:, v1:a1], category))
 
     def forward_full(
         self,
@@ -549,8 +641,8 @@ class WamTransformer(WanTransformer3DModel):
         context: torch.Tensor,
         embodiment_id: int = 0,
     ) -> list[ChunkOutput]:
-        """The whole context in one pass with the explicit block-causal mask (training layout; the reference
-        the cached path must equal).
+        """The TRAINING layout: the whole context in one pass with the block-causal training mask (teacher
+        forcing). Generation does not use it; see `forward_chunk` and `forward_inference_masked`.
 
         first: [B, in_channels, 1, h, w] first-frame latent ++ y (t = 0). chunks[i]: {"video" [B, in_channels,
         F, h, w], "video_timestep" [B], "actions" [B, H, A], "action_timestep" [B], "state" [B, S]}.
@@ -566,7 +658,7 @@ class WamTransformer(WanTransformer3DModel):
             video_blocks.append(self.embed_video(chunk["video"], chunk["video_timestep"], index, offset))
             offset += chunk["video"].shape[2]
             action_blocks.append(self.embed_actions(chunk["actions"], chunk["action_timestep"], index, category))
-            state_blocks.append(self.embed_state(chunk["state"], index, category))
+            state_blocks.append(self.embed_state(chunk["state"], index, category, chunk["action_timestep"]))
         blocks = video_blocks + action_blocks + state_blocks
         segments = tuple(b.segment for b in blocks)
         mask = build_block_causal_mask(segments, segments)

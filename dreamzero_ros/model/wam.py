@@ -5,13 +5,18 @@ KV caches of both guidance branches, the chunk counter and its reset rules, and 
 transformer and sampler. Per chunk the caller runs `observe(real frames of the executed chunk, state)` then
 `generate()`.
 
-Episode rules:
-- the first `observe()` of an episode takes its newest frame as the first frame (VAE latent, CLIP tokens, y
-  conditioning) and writes it into the caches at t = 0;
-- each later `observe()` encodes the executed chunk's REAL frames and writes them into both caches at t = 0 with
-  the actions generated for that chunk and the state at its start (predicted latents are never cached);
-- the episode resets on `reset()`, on a changed instruction, and when `observe()` arrives after `context_chunks`
-  (4) generated chunks, in which case its newest frame becomes the new first frame.
+Episode rules (the release's inference path):
+- an episode starts on the first `observe()`, on a 1-frame observation, on `reset()`, on a changed instruction,
+  and on the `observe()` after `context_chunks` (4) generated chunks (the 9-latent-frame attention window); the
+  observation's NEWEST frame becomes the first frame: CLIP tokens, and y = the VAE latent of [first frame + 32
+  zero frames] (9 latent frames) plus 4 mask channels, whose latent frame 0 is the first frame's latent, written
+  into both caches at t = 0;
+- chunk k (k = 1, 2, ...) denoises latent frames 2k-1 and 2k with y's latent frames 2k-1 and 2k;
+- the `observe()` after chunk k was generated writes chunk k's REAL frames into both caches with a VIDEO-ONLY
+  forward at t = 0 (no action or state tokens), with the same y slice. Their latents come from a clip encoded
+  from scratch: 4 received frames are each repeated twice and the first is prepended (8 received frames: the
+  first is prepended; 9 are used as they are; any other count is first resampled evenly to 8), and the clip's
+  last 2 latents are written. Predicted latents are never cached.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ import numpy as np
 import torch
 
 from dreamzero_ros.model.config import ModelConfigError, WamConfig, preset_config
-from dreamzero_ros.model.encoders import ImageEncoder, TextEncoder, VideoVae
+from dreamzero_ros.model.encoders import ConditionStream, ImageEncoder, TextEncoder, VideoVae
 from dreamzero_ros.model.kv_cache import KVCache
 from dreamzero_ros.model.sampler import ChunkRequest, FlowSampler, SamplerSettings
 from dreamzero_ros.model.transformer import Segment, SegmentKind, WamTransformer
 
 log = logging.getLogger(__name__)
 
-SAMPLER_KNOBS = ("num_steps", "shift", "cfg_scale", "step_cache", "flash", "cfg_batched", "scheduler")
+SAMPLER_KNOBS = ("num_steps", "shift", "cfg_scale", "step_cache", "flash", "cfg_batched", "scheduler", "noise_seed",
+                 "decouple_inference_noise", "video_inference_final_noise")
 BRANCHES = ("cond", "uncond")
 
 
@@ -56,8 +62,9 @@ class Generation:
 class WorldActionModel:
     """DreamZero WAM: text/image/VAE encoders + causal DiT + flow sampler, with episode state.
 
-    Sampler knobs (num_steps, shift, cfg_scale, step_cache, flash, cfg_batched, scheduler) are attributes and
-    can also be given to the constructors as keyword overrides.
+    Sampler knobs (SAMPLER_KNOBS: num_steps, shift, cfg_scale, step_cache, flash, cfg_batched, scheduler,
+    noise_seed, decouple_inference_noise, video_inference_final_noise) are attributes and can also be given to the
+    constructors as keyword overrides.
     """
 
     def __init__(
@@ -95,6 +102,8 @@ class WorldActionModel:
         self.sampler = FlowSampler(SamplerSettings(
             num_steps=config.num_steps, shift=config.shift, cfg_scale=config.cfg_scale,
             step_cache=config.step_cache, flash=config.flash, cfg_batched=cfg_batched, scheduler=config.scheduler,
+            noise_seed=config.noise_seed, decouple_inference_noise=config.decouple_inference_noise,
+            video_inference_final_noise=config.video_inference_final_noise,
         ))  # fmt: skip
         self.sampler.settings.validate()
         self.cache = KVCache.for_config(config, device=self.device, dtype=dtype)
@@ -162,11 +171,11 @@ class WorldActionModel:
         """Start a new episode: empty both KV caches; the next observe() provides the first frame."""
         self.cache.reset()
         self._episode_started = False
-        self._next_chunk = 1
+        self._written = 0  # chunks whose real frames are in the cache
+        self._generated = 0  # chunks generated in this episode
         self._contexts: dict[str, torch.Tensor] | None = None
-        self._chunk_y: torch.Tensor | None = None
+        self._y: ConditionStream | None = None  # latents of [first frame + 32 zero frames], computed as needed
         self._chunk_state: torch.Tensor | None = None
-        self._pending_actions: torch.Tensor | None = None
         self._last_latent: torch.Tensor | None = None
         self.resets += 1
 
@@ -185,47 +194,63 @@ class WorldActionModel:
 
     @property
     def chunks_in_context(self) -> int:
-        """Chunks written to the KV cache in this episode (0..context_chunks-1)."""
-        return self._next_chunk - 1
+        """Chunks whose real frames are written to the KV cache in this episode (0..context_chunks-1)."""
+        return self._written
 
     def observe(self, frames: np.ndarray, state: np.ndarray) -> None:
         """Write REAL observations: frames uint8 [T, H, W, 3] (oldest first, T >= 1), state [state_dim] normalised.
 
-        The first call of an episode uses frames[-1] as the first frame. Later calls encode the executed chunk's
-        frames (resampled to frames_per_chunk when T differs) and write them into both caches at t = 0. After
-        context_chunks generated chunks the episode resets and frames[-1] becomes the new first frame.
+        Starts a new episode (frames[-1] is the first frame) when none is running, when T == 1, or after
+        context_chunks generated chunks; otherwise writes the real frames of the chunk generated last into both
+        caches (see the module docstring). `state` conditions the next generate().
         """
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
+        if frames.ndim != 4 or frames.shape[0] < 1:
+            raise ValueError(f"frames: expected uint8 [T >= 1, H, W, 3], got shape {list(frames.shape)}")
         state_tensor = self._pad_state(state)
-        if not self._episode_started:
+        if not self._episode_started or frames.shape[0] == 1 or self._generated >= self.config.context_chunks:
+            if self._episode_started:
+                self.reset()
             self._start_episode(frames[-1], state_tensor)
             return
-        if self._next_chunk >= self.config.context_chunks:
-            self.reset()
-            self._start_episode(frames[-1], state_tensor)
+        self._chunk_state = state_tensor
+        if self._generated == self._written:
+            # nothing generated since the last write: these frames follow no chunk of ours (the release ignores them)
+            log.debug("observe: no chunk generated since the last observation; %d frames not written", len(frames))
             return
-        self._write_chunk(self._resample(frames), state_tensor)
+        self._write_chunk(self.real_clip(frames))
 
     @torch.no_grad()
     def generate(self, *, seed: int | None = None) -> Generation:
-        """Denoise the next chunk's video latents and actions. seed None continues the model's own generator."""
+        """Denoise the next chunk's video latents and actions.
+
+        Noise: `seed` given -> drawn afresh from it for this call; else the sampler's `noise_seed` when set (the
+        release: 1140 on every call); else the model's own generator continues."""
         if self._prompt is None:
             raise RuntimeError("generate() before set_instruction(): the model needs an instruction")
         if not self._episode_started:
             raise RuntimeError("generate() before observe(): the episode has no first frame yet")
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed) if seed is not None else self._generator
+        chunk = self._written + 1
         h, w = self.config.latent_size
         request = ChunkRequest(
-            contexts=self._contexts, y=self._chunk_y, state=self._chunk_state, chunk=self._next_chunk,
-            frame_offset=self._frame_offset(self._next_chunk),
+            contexts=self._contexts, y=self._chunk_y(chunk), state=self._chunk_state, chunk=chunk,
+            frame_offset=self._frame_offset(chunk),
             latent_shape=(self.config.latent_channels, self.config.latent_frames_per_chunk, h, w),
             horizon=self.horizon, action_dim=self.config.max_action_dim, embodiment_id=self.config.embodiment_id,
         )  # fmt: skip
-        sample = self.sampler.sample(self.transformer, request, self.cache, generator)
-        self._pending_actions = sample.actions
+        if seed is not None:
+            saved = self.sampler.settings.noise_seed
+            self.sampler.settings.noise_seed = seed
+            try:
+                sample = self.sampler.sample(self.transformer, request, self.cache)
+            finally:
+                self.sampler.settings.noise_seed = saved
+        else:
+            sample = self.sampler.sample(self.transformer, request, self.cache, self._generator)
+        self._generated = chunk
         actions = sample.actions[0, :, : self.action_dim].float().cpu().numpy().astype(np.float32)
         return Generation(actions, sample.video_latents, sample.dit_forwards, time.perf_counter() - start)
 
@@ -239,6 +264,21 @@ class WorldActionModel:
         if context is not None and context.shape[-2:] == latents.shape[-2:]:
             return self.vae.decode(torch.cat([context.to(latents.dtype), latents], dim=2))[1:]
         return self.vae.decode(latents)
+
+    def real_clip(self, frames: np.ndarray) -> np.ndarray:
+        """The clip of a chunk's received real frames [T, H, W, 3] that the VAE encodes (1 + frames_per_chunk):
+        T == frames_per_chunk + 1 as it is; T dividing frames_per_chunk into groups of 4 (4 or 8): each frame
+        repeated frames_per_chunk / T times and the first prepended, as the release; any other T is first resampled
+        evenly to frames_per_chunk (newest kept)."""
+        count = self.frames_per_chunk
+        total = frames.shape[0]
+        if total == count + 1:
+            return frames
+        if total % 4 or count % total:
+            log.debug("observe: resampling %d frames to %d", total, count)
+            frames = frames[np.round(np.linspace(0, total - 1, count)).astype(int)]
+        frames = np.repeat(frames, count // frames.shape[0], axis=0)
+        return np.concatenate([frames[:1], frames])
 
     # ---- internals -------------------------------------------------------------------------------------------
 
@@ -254,17 +294,20 @@ class WorldActionModel:
         padded[0, : self.state_dim] = torch.from_numpy(state).to(self.device, self.dtype)
         return padded
 
-    def _resample(self, frames: np.ndarray) -> np.ndarray:
-        """Pick frames_per_chunk frames evenly (newest kept) when a chunk delivered a different count."""
-        count = self.frames_per_chunk
-        if frames.shape[0] == count:
-            return frames
-        log.debug("observe: resampling %d frames to %d", frames.shape[0], count)
-        index = np.round(np.linspace(0, frames.shape[0] - 1, count)).astype(int)
-        return frames[index]
-
     def _frame_offset(self, chunk: int) -> int:
+        """Latent frame index of chunk `chunk`'s first latent frame: 2k - 1."""
         return 1 + (chunk - 1) * self.config.latent_frames_per_chunk
+
+    def _chunk_y(self, chunk: int) -> torch.Tensor | None:
+        """y's latent frames 2k-1 .. 2k of chunk k (the last ones once past the end, as the release clamps), with
+        the 4 mask channels in front (all 0: the mask is 1 on latent frame 0 only)."""
+        if self._y is None:
+            return None
+        per_chunk = self.config.latent_frames_per_chunk
+        start = min(self._frame_offset(chunk), self._y.total - per_chunk)
+        latents = self._y.latents(start + per_chunk)[:, :, start:].to(self.dtype)
+        mask = torch.zeros(1, 4, *latents.shape[2:], device=self.device, dtype=self.dtype)
+        return torch.cat([mask, latents], dim=1)  # [mask][latent], the release's channel order
 
     def _project_contexts(self, image_tokens: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if self._negative_text is None:
@@ -280,52 +323,43 @@ class WorldActionModel:
         if self._prompt is None:
             raise RuntimeError("observe() before set_instruction(): the first frame needs the instruction's context")
         self.cache.reset()
-        first = self.vae.start_stream(frame).to(self.dtype)  # [1, z, 1, h, w]
         image_tokens = self.image_encoder.encode(frame).to(self.dtype) if self.image_encoder is not None else None
         self._contexts = self._project_contexts(image_tokens)
-        first_input = first
         if self.config.conditioning == "i2v":
-            # y = [4 mask channels (1 on the first latent frame), VAE latent of first frame + zero frames]
+            self._y = ConditionStream(self.vae, frame, self.config.condition_frames)
+            first = self._y.latents(1).to(self.dtype)
             ones = torch.ones(1, 4, *first.shape[2:], device=self.device, dtype=self.dtype)
-            first_input = torch.cat([first, ones, first], dim=1)
-            zero_latents = self.vae.zero_frames_latents(self.config.latent_frames_per_chunk).to(self.dtype)
-            mask = torch.zeros(1, 4, *zero_latents.shape[2:], device=self.device, dtype=self.dtype)
-            self._chunk_y = torch.cat([mask, zero_latents], dim=1)
+            first_input = torch.cat([first, ones, first], dim=1)  # latent ++ y frame 0 ([mask = 1][latent])
+        else:
+            first = self.vae.encode_clip(frame[None]).to(self.dtype)
+            first_input = first
         zero_t = torch.zeros(len(BRANCHES), device=self.device)
         self.transformer.forward_chunk(first_input.expand(len(BRANCHES), -1, -1, -1, -1), zero_t,
                                        self._batched_contexts(), chunk=0, frame_offset=0, cache=self.cache,
                                        embodiment_id=self.config.embodiment_id)  # fmt: skip
         self.cache.commit((Segment(SegmentKind.FIRST, 0, self.config.tokens_per_latent_frame),))
         self._episode_started = True
-        self._next_chunk = 1
+        self._written = self._generated = 0
         self._chunk_state = state
-        self._pending_actions = None
         self._last_latent = first
 
     @torch.no_grad()
-    def _write_chunk(self, frames: np.ndarray, state: torch.Tensor) -> None:
-        """Encode the executed chunk's real frames and write them into both caches at t = 0."""
-        chunk = self._next_chunk
-        latents = self.vae.continue_stream(frames).to(self.dtype)  # [1, z, F, h, w]
-        video = latents if self._chunk_y is None else torch.cat([latents, self._chunk_y], dim=1)
-        actions = self._pending_actions
-        if actions is None:
-            # observe() twice without generate(): no executed chunk of the model's to pair the frames with
-            log.warning("observe: no generated actions for chunk %d; writing its frames with zero actions", chunk)
-            actions = torch.zeros(1, self.horizon, self.config.max_action_dim, device=self.device, dtype=self.dtype)
+    def _write_chunk(self, clip: np.ndarray) -> None:
+        """Encode the real clip from scratch and write its last latent frames (chunk `generated`) into both caches
+        with a video-only forward at t = 0."""
+        chunk = self._generated
+        per_chunk = self.config.latent_frames_per_chunk
+        latents = self.vae.encode_clip(clip).to(self.dtype)[:, :, -per_chunk:]  # [1, z, F, h, w]
+        y = self._chunk_y(chunk)
+        video = latents if y is None else torch.cat([latents, y], dim=1)
         branches = len(BRANCHES)
         zero_t = torch.zeros(branches, device=self.device)
         self.transformer.forward_chunk(
             video.expand(branches, -1, -1, -1, -1), zero_t, self._batched_contexts(), chunk=chunk,
-            frame_offset=self._frame_offset(chunk), actions=actions.to(self.dtype).expand(branches, -1, -1),
-            action_timestep=zero_t, state=self._chunk_state.expand(branches, -1), cache=self.cache,
-            embodiment_id=self.config.embodiment_id,
+            frame_offset=self._frame_offset(chunk), cache=self.cache, embodiment_id=self.config.embodiment_id,
         )  # fmt: skip
-        frame_tokens = self.config.tokens_per_latent_frame * latents.shape[2]
-        self.cache.commit((Segment(SegmentKind.VIDEO, chunk, frame_tokens),))
-        self._next_chunk = chunk + 1
-        self._chunk_state = state
-        self._pending_actions = None
+        self.cache.commit((Segment(SegmentKind.VIDEO, chunk, self.config.tokens_per_latent_frame * per_chunk),))
+        self._written = chunk
         self._last_latent = latents[:, :, -1:]
 
 

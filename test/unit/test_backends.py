@@ -158,6 +158,22 @@ def test_local_backend_templates_the_prompt_normalises_and_returns_absolute_si()
     assert model.calls[-1] == ("generate", 6)  # seed + chunk index: an episode replays exactly
 
 
+def test_local_backend_restarts_its_seed_count_on_a_one_frame_observation_and_leaves_per_call_seeding_to_the_model():
+    model = FakeWam(24, 8, droid_metadata())
+    backend = LocalBackend(DROID, model, seed=5)
+    backend.set_instruction("pick up the cup")
+    for count in (1, 4, 4, 1, 4):
+        backend.infer(observation(DROID, 3.0, HOME_DROID, frames=count))
+    seeds = [c[1] for c in model.calls if c[0] == "generate"]
+    assert seeds == [5, 6, 7, 5, 6]  # a 1-frame observation starts a new episode in the model
+    seeded = FakeWam(24, 8, droid_metadata())
+    seeded.noise_seed = 1140  # the model draws every call's noise itself, as the release
+    backend = LocalBackend(DROID, seeded, seed=5)
+    backend.set_instruction("pick up the cup")
+    backend.infer(observation(DROID, 3.0, HOME_DROID, frames=1))
+    assert [c for c in seeded.calls if c[0] == "generate"] == [("generate", None)]
+
+
 def test_local_backend_changes_instruction_only_when_it_differs_and_refuses_bad_inputs():
     model = FakeWam(48, 22)
     backend = LocalBackend(G1, model)
