@@ -84,34 +84,34 @@ def test_absolute_model_units_are_the_wire_reply_and_invert_exactly():
     assert np.all((absolute[:, 7] >= 0) & (absolute[:, 7] <= 1))  # gripper stays in the model's [0, 1]
 
 
-def test_agibot_relative_effectors_and_absolute_base_velocity_extras():
+def test_agibot_relative_effectors_and_absolute_robot_velocity_extras():
     statistics = {
         "state": stats({g.name: ([0.0] * len(g.joints), [0.0] * len(g.joints)) for g in G1.state}),  # identity
         "action": {
             **stats({g.name: ([0.0] * len(g.joints), [0.0] * len(g.joints)) for g in G1.action}),
-            **stats({"base_velocity": ([-0.5, -1.0], [0.5, 1.0])}),
+            **stats({"robot_velocity": ([-0.5, -1.0], [0.5, 1.0])}),
         },
     }
     space = ActionSpace(G1, statistics)
     assert space.action_dim == 22 and space.joint_action_dim == 20
     state = np.zeros(20)
     state[14], state[15] = 0.2, 0.6  # effectors, model value == joint value (0..1 <-> 0..1)
-    actions = np.zeros((48, 22))
+    actions = np.zeros((24, 22))
     actions[:, 14] = 0.1  # effector deltas (identity normalisation)
     actions[:, 20] = 0.5  # base linear_x: (0.5 + 1) / 2 * 1.0 - 0.5 = 0.25 m/s
     actions[:, 21] = -1.0  # base angular_z: -1.0 rad/s
     positions, extras = space.decode_actions(actions, state)
     np.testing.assert_allclose(positions[:, 14], 0.3)
     np.testing.assert_allclose(positions[:, 15], 0.6)
-    assert list(extras) == ["base_velocity"]
-    np.testing.assert_allclose(extras["base_velocity"], np.tile([0.25, -1.0], (48, 1)))
+    assert list(extras) == ["robot_velocity"]
+    np.testing.assert_allclose(extras["robot_velocity"], np.tile([0.25, -1.0], (24, 1)))
 
 
 def test_yam_relative_gripper_is_added_in_model_units_then_mapped_to_metres():
     space = ActionSpace(YAM)
     state = np.zeros(14)
     state[6] = 0.0185  # left gripper half open -> model 0.5
-    actions = np.zeros((48, 14))
+    actions = np.zeros((24, 14))
     actions[:, 6] = 0.2  # model delta -> 0.7 -> 0.7 * 0.037 m
     positions, _ = space.decode_actions(actions, state)
     np.testing.assert_allclose(positions[:, 6], 0.7 * 0.037)
@@ -159,8 +159,8 @@ def test_wrong_shapes_and_non_finite_values_name_what_was_expected():
         space.unnormalise_actions(np.zeros((24, 7)))
     with pytest.raises(ValueError, match="NaN or inf"):
         space.encode_state(np.full(8, np.nan))
-    with pytest.raises(ValueError, match="extras: missing group 'base_velocity'"):
-        ActionSpace(G1).si_to_model_actions(np.zeros((48, 20)), {})
+    with pytest.raises(ValueError, match="extras: missing group 'robot_velocity'"):
+        ActionSpace(G1).si_to_model_actions(np.zeros((24, 20)), {})
 
 
 @settings(max_examples=40, deadline=None)
