@@ -321,7 +321,7 @@ def infer_config(
     except ReleaseError as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
     config = preset_config(
-        preset, dim=dim, num_layers=layers, num_heads=dim // 128, ffn_dim=shape("blocks.0.ffn.0.weight")[0],
+        preset, dim=dim, num_layers=layers, patch_size=shape("patch_embedding.weight")[2:], num_heads=dim // 128, ffn_dim=shape("blocks.0.ffn.0.weight")[0],
         freq_dim=shape("time_embedding.0.weight")[1], text_dim=shape("text_embedding.0.weight")[1],
         latent_channels=shape("head.head.weight")[0] // 4, max_action_dim=shape("action_encoder.W1.W")[1],
         max_state_dim=shape("state_encoder.layer1.W")[1], encoder_hidden=shape("state_encoder.layer1.W")[2],

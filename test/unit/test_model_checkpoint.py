@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+import wan_reference as wan
 from model_helpers import frames, one_torch_thread, state, tiny_model  # noqa: F401
 
 torch = pytest.importorskip("torch")
@@ -219,3 +220,141 @@ def test_missing_keys_are_refused_and_unexpected_keys_reported_by_their_released
 def test_a_folder_without_weights_is_refused_with_the_folder_named(tmp_path):
     with pytest.raises(CheckpointError, match="neither model.safetensors nor"):
         WorldActionModel.from_checkpoint(tmp_path)
+
+
+# ---- Wan-native encoder names (the release's own layout) ----------------------------------------------------------
+
+T5_PREFIX, CLIP_PREFIX, VAE_PREFIX = "action_head.text_encoder.", "action_head.image_encoder.", "action_head.vae."
+
+
+def replace_component(tensors: dict, prefix: str, native: dict) -> dict:
+    """The checkpoint's tensors with one component's keys swapped for Wan-named ones."""
+    return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **native}
+
+
+def tiny_wan_t5(config) -> wan.WanT5Encoder:
+    t5 = config.text_encoder
+    return wan.WanT5Encoder(vocab=t5["vocab_size"], dim=t5["d_model"], dim_attn=t5["d_kv"] * t5["num_heads"],
+                            dim_ffn=t5["d_ff"], num_heads=t5["num_heads"], num_layers=t5["num_layers"],
+                            num_buckets=t5["relative_attention_num_buckets"],
+                            max_dist=t5["relative_attention_max_distance"]).eval()  # fmt: skip
+
+
+def tiny_wan_clip(config) -> wan.WanImageEncoder:
+    c = config.image_encoder
+    return wan.WanImageEncoder(image_size=c["image_size"], patch_size=c["patch_size"], dim=c["hidden_size"],
+                               mlp_dim=c["intermediate_size"], out_dim=c.get("projection_dim", 16),
+                               num_heads=c["num_attention_heads"], num_layers=c["num_hidden_layers"],
+                               activation=c.get("hidden_act", "quick_gelu")).eval()  # fmt: skip
+
+
+def tiny_wan_vae(config) -> wan.WanVideoVAE:
+    v = config.vae
+    return wan.WanVideoVAE(dim=v["base_dim"], z_dim=v["z_dim"], dim_mult=v["dim_mult"],
+                           num_res_blocks=v["num_res_blocks"], temperal_downsample=v["temperal_downsample"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def native_folder(writer, tmp_path_factory):
+    """The writer's checkpoint with all three encoders rewritten in Wan's native names by Wan-structured modules."""
+    folder = save_checkpoint(writer, tmp_path_factory.mktemp("native") / "ckpt")
+    tensors = load_file(str(folder / "model.safetensors"))
+    t5, clip, vae = tiny_wan_t5(writer.config), tiny_wan_clip(writer.config), tiny_wan_vae(writer.config)
+    native = {**wan.native_state(t5, T5_PREFIX, 11), **wan.native_state(clip, CLIP_PREFIX, 12),
+              **wan.native_state(vae, VAE_PREFIX, 13)}  # fmt: skip
+    save_file(replace_component(tensors, "action_head.text_encoder.", native), str(folder / "model.safetensors"))
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = replace_component(tensors, CLIP_PREFIX, {k: v for k, v in native.items() if k.startswith(CLIP_PREFIX)})
+    tensors = replace_component(tensors, VAE_PREFIX, {k: v for k, v in native.items() if k.startswith(VAE_PREFIX)})
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder, native, t5, clip
+
+
+def test_wan_native_names_are_what_the_release_stores_under_each_encoder_prefix(native_folder):
+    _, native, _, _ = native_folder
+    # names quoted in DREAMZERO_FACTS.md, "Checkpoint layout of the release"
+    assert "action_head.text_encoder.blocks.0.attn.q.weight" in native
+    assert any(k.startswith("action_head.image_encoder.model.visual.") for k in native)
+    assert "action_head.vae.model.conv1.weight" in native
+    assert any(k.startswith("action_head.vae.model.encoder.downsamples.") for k in native)
+
+
+def test_a_checkpoint_with_wan_native_encoders_loads_with_nothing_missing_or_unexpected(native_folder):
+    folder, native, _, _ = native_folder
+    loaded = WorldActionModel.from_checkpoint(folder)
+    report = loaded.load_report
+    assert report.missing == [] and report.unexpected == []
+    assert sorted(report.native) == ["image_encoder", "text_encoder", "vae"]
+    # CLIP's projection head and temperature are stored but unused by the WAM (it takes block tokens)
+    assert sorted(report.ignored) == [CLIP_PREFIX + "model.log_scale", CLIP_PREFIX + "model.visual.head"]
+    # every native tensor landed in exactly one of our parameters (the tied umT5 embedding in both of its names)
+    ours = {**{T5_PREFIX + k: v for k, v in loaded.text_encoder.state_dict().items()},
+            **{VAE_PREFIX + k: v for k, v in loaded.vae.state_dict().items()}}  # fmt: skip
+    used = [k for k, v in native.items() if k.startswith((T5_PREFIX, VAE_PREFIX))
+            and sum(torch.equal(v, w) for w in ours.values()) >= 1]  # fmt: skip
+    assert sorted(used) == sorted(k for k in native if k.startswith((T5_PREFIX, VAE_PREFIX)))
+
+
+def test_wan_native_umt5_weights_reproduce_the_wan_text_encoder_that_wrote_them(native_folder):
+    folder, _, t5, _ = native_folder
+    loaded = WorldActionModel.from_checkpoint(folder)
+    prompt = "a robot stacks the red block on the blue one"
+    ids, mask = loaded.text_encoder.tokenizer(prompt, loaded.config.text_len)
+    with torch.no_grad():
+        expected = t5(ids, mask) * mask.unsqueeze(-1)
+    got = loaded.text_encoder.encode(prompt)
+    assert float(expected.abs().max()) > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_wan_native_clip_weights_reproduce_the_wan_vision_tower_tokens(native_folder):
+    folder, _, _, clip = native_folder
+    loaded = WorldActionModel.from_checkpoint(folder)
+    size = loaded.config.image_encoder["image_size"]
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = clip.model.visual(pixels)  # the release's use_31_block: all blocks but the last
+        got = loaded.image_encoder.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    assert got.shape == expected.shape == (1, loaded.config.image_tokens, loaded.config.image_dim)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_wan_vae_renaming_equals_diffusers_own_conversion_on_the_released_vae_layout():
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from dreamzero_ros.model.native_names import vae_to_module
+
+    # the released Wan 2.1 VAE layout (num_res_blocks 2, dim_mult [1, 2, 4, 4]) at a small width
+    vae = wan.WanVideoVAE(dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                          temperal_downsample=[False, True, True])  # fmt: skip
+    native = wan.native_state(vae, "", 21)
+    expected = {"model." + k: v for k, v in convert_wan_vae_to_diffusers(
+        {k[len("model."):]: v for k, v in native.items()}).items()}  # fmt: skip
+    got, ignored = vae_to_module(native, num_res_blocks=2)
+    assert ignored == [] and sorted(got) == sorted(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_the_tiny_vae_renaming_matches_hand_listed_pairs():
+    """One residual block per stage: the decoder's flat list is [res, res, resample] x 3 + [res, res]."""
+    from dreamzero_ros.model.native_names import vae_to_module
+
+    pairs = {
+        "model.encoder.conv1.weight": "model.encoder.conv_in.weight",
+        "model.encoder.downsamples.1.resample.1.weight": "model.encoder.down_blocks.1.resample.1.weight",
+        "model.encoder.downsamples.3.time_conv.bias": "model.encoder.down_blocks.3.time_conv.bias",
+        "model.encoder.downsamples.2.residual.3.gamma": "model.encoder.down_blocks.2.norm2.gamma",
+        "model.encoder.middle.1.to_qkv.weight": "model.encoder.mid_block.attentions.0.to_qkv.weight",
+        "model.encoder.middle.2.residual.6.bias": "model.encoder.mid_block.resnets.1.conv2.bias",
+        "model.encoder.head.2.weight": "model.encoder.conv_out.weight",
+        "model.conv1.bias": "model.quant_conv.bias",
+        "model.conv2.weight": "model.post_quant_conv.weight",
+        "model.decoder.upsamples.1.residual.2.weight": "model.decoder.up_blocks.0.resnets.1.conv1.weight",
+        "model.decoder.upsamples.2.time_conv.weight": "model.decoder.up_blocks.0.upsamplers.0.time_conv.weight",
+        "model.decoder.upsamples.3.shortcut.weight": "model.decoder.up_blocks.1.resnets.0.conv_shortcut.weight",
+        "model.decoder.upsamples.8.resample.1.bias": "model.decoder.up_blocks.2.upsamplers.0.resample.1.bias",
+        "model.decoder.upsamples.10.residual.0.gamma": "model.decoder.up_blocks.3.resnets.1.norm1.gamma",
+        "model.decoder.head.0.gamma": "model.decoder.norm_out.gamma",
+    }
+    got, _ = vae_to_module({k: torch.tensor([float(i)]) for i, k in enumerate(pairs)}, num_res_blocks=1)
+    assert {k: float(v) for k, v in got.items()} == {pairs[k]: float(i) for i, k in enumerate(pairs)}
