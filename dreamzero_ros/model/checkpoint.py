@@ -34,6 +34,7 @@ from dreamzero_ros.model.release import (
     CheckpointInfo,
     ReleaseError,
     dims_from_metadata,
+    find_mapping,
     find_tokenizer,
     infer_encoder_configs,
     pick_tag,
@@ -320,10 +321,14 @@ def infer_config(
         encoders = infer_encoder_configs(tensors)
     except ReleaseError as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
+    # heads are not in the weights: config.json's diffusion_model_cfg.num_heads, else Wan's head dim of 128
+    heads = int(find_mapping(raw, "diffusion_model_cfg").get("num_heads") or dim // 128)
+    patch = shape("patch_embedding.weight")[2:]
     config = preset_config(
-        preset, dim=dim, num_layers=layers, patch_size=shape("patch_embedding.weight")[2:], num_heads=dim // 128, ffn_dim=shape("blocks.0.ffn.0.weight")[0],
+        preset, dim=dim, num_layers=layers, patch_size=patch, num_heads=heads,
+        ffn_dim=shape("blocks.0.ffn.0.weight")[0],
         freq_dim=shape("time_embedding.0.weight")[1], text_dim=shape("text_embedding.0.weight")[1],
-        latent_channels=shape("head.head.weight")[0] // 4, max_action_dim=shape("action_encoder.W1.W")[1],
+        latent_channels=shape("head.head.weight")[0] // (patch[0] * patch[1] * patch[2]), max_action_dim=shape("action_encoder.W1.W")[1],
         max_state_dim=shape("state_encoder.layer1.W")[1], encoder_hidden=shape("state_encoder.layer1.W")[2],
         num_embodiments=shape("state_encoder.layer1.W")[0], horizon=timing.get("horizon", 24),
         latent_frames_per_chunk=timing.get("latent_frames_per_chunk", 2), step_cache=sampler["step_cache"],

@@ -97,6 +97,18 @@ def find_key(tree: Any, name: str) -> Any:
     return None
 
 
+def find_mapping(tree: Any, name: str) -> dict:
+    """The first dict stored under `name` anywhere in a nested dict; {} if absent."""
+    if isinstance(tree, dict):
+        if isinstance(tree.get(name), dict):
+            return tree[name]
+        for value in tree.values():
+            found = find_mapping(value, name)
+            if found:
+                return found
+    return {}
+
+
 def tag_to_name(tag: str | None) -> str | None:
     """The release's embodiment tag (oxe_droid, agibot, yam) -> our config name; None if unknown."""
     if tag is None:

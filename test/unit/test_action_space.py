@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -169,3 +170,38 @@ def test_state_normalisation_always_lands_in_minus_one_one_on_normalised_compone
     space = ActionSpace(DROID, droid_statistics())
     out = space.encode_state(np.array(joints[:7] + [finger]))
     assert np.all(np.abs(out[:7]) <= 1.0)
+
+
+# The release's statistics keys and sizes per embodiment tag, in its concatenation order (DREAMZERO_FACTS.md,
+# "Checkpoint statistics keys"; the release's modality configs): written here by hand, not read from our configs.
+RELEASED_KEYS = {
+    "franka_droid": ("oxe_droid", [("joint_position", 7), ("gripper_position", 1)], []),
+    "agibot_g1": ("agibot", [("left_arm_joint_position", 7), ("right_arm_joint_position", 7),
+                             ("left_effector_position", 1), ("right_effector_position", 1),
+                             ("head_position", 2), ("waist_position", 2)], [("robot_velocity", 2)]),
+    "yam": ("yam", [("left_joint_pos", 6), ("left_gripper_pos", 1), ("right_joint_pos", 6),
+                    ("right_gripper_pos", 1)], []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_KEYS))
+def test_a_released_metadata_json_with_the_release_group_keys_normalises_in_the_release_order(name, tmp_path):
+    tag, state_groups, extra_groups = RELEASED_KEYS[name]
+    action_groups = state_groups + extra_groups
+    # group i spans [i, i + 2] in state and [-(i + 1), i + 1] in action, so a value's group shows in the result;
+    # the file lists the groups in reverse to show the order comes from the group keys, not the file
+    state = {k: {"q01": [float(i)] * n, "q99": [i + 2.0] * n} for i, (k, n) in enumerate(state_groups)}
+    action = {k: {"q01": [-(i + 1.0)] * n, "q99": [i + 1.0] * n} for i, (k, n) in enumerate(action_groups)}
+    metadata = {tag: {"statistics": {"state": dict(reversed(state.items())), "action": dict(reversed(action.items())),
+                                     }, "modalities": {}}, "other_robot": {"statistics": {}}}  # fmt: skip
+    path = tmp_path / "experiment_cfg" / "metadata.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(metadata))
+
+    space = ActionSpace.from_metadata(load_embodiment(name), json.loads(path.read_text()))
+    # state in model units = 1.5 everywhere -> 2 (1.5 - i) / 2 - 1 = 0.5 - i, clipped to [-1, 1]
+    expected_state = np.concatenate([np.full(n, np.clip(0.5 - i, -1, 1)) for i, (_, n) in enumerate(state_groups)])
+    np.testing.assert_allclose(space.normalise_state(np.full(space.state_dim, 1.5)), expected_state)
+    # normalised action 0.5 -> (0.5 + 1) / 2 * 2 (i + 1) - (i + 1) = 0.5 (i + 1)
+    expected_action = np.concatenate([np.full(n, 0.5 * (i + 1)) for i, (_, n) in enumerate(action_groups)])
+    np.testing.assert_allclose(space.unnormalise_actions(np.full((24, space.action_dim), 0.5))[0], expected_action)

@@ -11,6 +11,7 @@ import yaml
 from dreamzero_ros.core.embodiment import (
     ConfigError,
     available_embodiments,
+    check_checkpoint_timing,
     config_dir,
     load_embodiment,
 )
@@ -171,3 +172,17 @@ def test_invalid_yaml_syntax_names_the_file(tmp_path):
 def test_an_unknown_embodiment_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown embodiment 'nao'.*franka_droid"):
         load_embodiment("nao")
+
+
+def test_a_checkpoint_with_other_chunk_timing_is_refused_naming_both_values():
+    g1 = load_embodiment("agibot_g1")
+    # the released recipe: 24 steps at 30 Hz, 8 frames per chunk = 10 fps -> agrees
+    check_checkpoint_timing(g1, horizon=24, control_rate_hz=30.0, video_fps=10.0, frames_per_chunk=8, source="ckpt")
+    # a checkpoint trained with the paper's 48-step AgiBot setting
+    with pytest.raises(ConfigError, match=r"control\.horizon is 24 in the config but 48 in the checkpoint \(ckpt/a\)"):
+        check_checkpoint_timing(g1, horizon=48, source="ckpt/a")
+    with pytest.raises(ConfigError, match=r"control\.rate_hz is 30 in the config but 15 in the checkpoint.*"
+                                          r"video\.fps is 10 in the config but 5 in the checkpoint"):
+        check_checkpoint_timing(g1, horizon=24, control_rate_hz=15.0, video_fps=5.0, source="ckpt/b")
+    # values a checkpoint does not state are not checked
+    check_checkpoint_timing(load_embodiment("yam"), horizon=24, source="own save")

@@ -17,6 +17,7 @@ from dreamzero_ros.model.checkpoint import (  # noqa: E402
     CheckpointError,
     module_to_released_name,
     released_name,
+    released_state_dict,
     released_to_module_name,
     save_checkpoint,
 )
@@ -358,3 +359,225 @@ def test_the_tiny_vae_renaming_matches_hand_listed_pairs():
     }
     got, _ = vae_to_module({k: torch.tensor([float(i)]) for i, k in enumerate(pairs)}, num_res_blocks=1)
     assert {k: float(v) for k, v in got.items()} == {pairs[k]: float(i) for i, k in enumerate(pairs)}
+
+
+# ---- a folder of the release: its own config.json / conf.yaml / metadata.json, no section of ours ------------------
+
+AGIBOT_GROUPS = [("left_arm_joint_position", 7), ("right_arm_joint_position", 7), ("left_effector_position", 1),
+                 ("right_effector_position", 1), ("head_position", 2), ("waist_position", 2)]  # fmt: skip
+
+
+def write_tokenizer(folder) -> None:
+    """A small word-level tokenizer saved the way transformers saves umT5's (tokenizer_config.json etc.)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", *"a multi-view video shows that robot stack the blocks".split()]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(str(folder))  # fmt: skip
+
+
+def released_config_json(horizon: int = 24) -> dict:
+    """Keys of the release's config.json (its VLAConfig with the action head's WANPolicyHeadConfig)."""
+    return {
+        "model_type": "vla", "action_horizon": horizon, "action_dim": 32, "compute_dtype": "bfloat16",
+        "backbone_cfg": {"_target_": "groot.vla.model.dreamzero.backbone.identity.IdentityBackbone"},
+        "action_head_cfg": {
+            "_target_": "groot.vla.model.dreamzero.action_head.wan_flow_matching_action_tf.WANPolicyHead",
+            "config": {
+                "action_horizon": horizon, "action_dim": 32, "max_state_dim": 64, "num_frames": 33,
+                "num_frame_per_block": 2, "lora_rank": 4, "lora_alpha": 4, "train_architecture": "lora",
+                "decouple_inference_noise": False, "video_inference_final_noise": 0.8,
+                "diffusion_model_cfg": {"model_type": "i2v", "dim": 32, "num_heads": 2, "num_layers": 2,
+                                        "num_action_per_block": horizon,
+                                        "num_frame_per_block": 2, "num_state_per_block": 1},
+            },
+        },
+    }  # fmt: skip
+
+
+def released_conf_yaml(horizon: int = 24) -> str:
+    """The resolved training config's keys that matter (groot/vla/configs/data/dreamzero/*, scripts/train/*)."""
+    return (f"action_horizon: {horizon}\nnum_action_per_block: {horizon}\nnum_frame_per_block: 2\n"
+            "num_state_per_block: 1\nnum_frames: 33\nmax_state_dim: 64\nfps:\n  yam: 30\n"
+            "train_dataset:\n  mixture_spec:\n  - dataset_path:\n      agibot:\n      - ./data/agibot_lerobot\n"
+            "    dataset_weight: 1.0\n")  # fmt: skip
+
+
+def agibot_metadata() -> dict:
+    state = {k: {"q01": [-1.0] * n, "q99": [1.0] * n} for k, n in AGIBOT_GROUPS}
+    action = {**state, "robot_velocity": {"q01": [-0.5, -1.0], "q99": [0.5, 1.0]}}
+    return {"agibot": {"statistics": {"state": state, "action": action}}}
+
+
+@pytest.fixture(scope="module")
+def released_folder(tmp_path_factory):
+    """A tiny folder in the release's layout: DiT weights from a tiny model, encoders written by Wan-structured
+    modules under their native names, the release's config.json / conf.yaml / metadata.json, a tokenizer folder."""
+    # CLIP width 160 = 2 heads of ViT-H's 80 (the head count is not in the weights)
+    clip = dict(hidden_size=160, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                patch_size=14, projection_dim=16, hidden_act="gelu")  # fmt: skip
+    dit = tiny_model(seed=7, action_dim=22, state_dim=20, image_dim=160, image_tokens=5, image_encoder=clip)
+    folder = tmp_path_factory.mktemp("released") / "DreamZero-AgiBot"
+    (folder / "experiment_cfg").mkdir(parents=True)
+    t5_cfg = {**dit.config.text_encoder, "relative_attention_max_distance": 128}  # Wan's T5 buckets reach 128
+    t5 = tiny_wan_t5(dit.config.replace(text_encoder=t5_cfg))
+    clip_module, vae = tiny_wan_clip(dit.config), tiny_wan_vae(dit.config)
+    tensors = {k: v for k, v in released_state_dict(dit).items() if k.startswith("action_head.model.")}
+    tensors.update({**wan.native_state(t5, T5_PREFIX, 31), **wan.native_state(clip_module, CLIP_PREFIX, 32),
+                    **wan.native_state(vae, VAE_PREFIX, 33)})  # fmt: skip
+    save_file({k: v.clone().to(torch.bfloat16) for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(released_config_json()))
+    (folder / "experiment_cfg" / "conf.yaml").write_text(released_conf_yaml())
+    (folder / "experiment_cfg" / "metadata.json").write_text(json.dumps(agibot_metadata()))
+    write_tokenizer(folder / "tokenizer")
+    return folder, dit, t5
+
+
+def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_weights(released_folder):
+    folder, dit, t5 = released_folder
+    loaded = WorldActionModel.from_checkpoint(folder)
+    assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
+    info, config = loaded.checkpoint_info, loaded.config
+    # the released recipe for AgiBot: 24 steps per chunk at the dataset's 30 Hz, 8 frames per chunk -> 10 fps
+    assert (info.released, info.tag, info.embodiment) == (True, "agibot", "agibot_g1")
+    assert (info.horizon, info.control_rate_hz, info.frames_per_chunk) == (24, 30.0, 8)
+    assert info.video_fps == pytest.approx(10.0) and info.chunk_duration == pytest.approx(0.8)
+    assert (info.state_dim, info.action_dim) == (14 + 2 + 2 + 2, 20 + 2)  # metadata groups, robot_velocity included
+    assert (loaded.state_dim, loaded.action_dim, loaded.horizon) == (20, 22, 24)
+    # the reference server's sampler: fixed 8-of-16 DiT step cache, noise seeded with 1140 on every call
+    assert config.step_cache == "fixed" and info.sampler == {"step_cache": "fixed", "noise_seed": 1140}
+    settings = loaded.sampler.settings
+    if hasattr(settings, "noise_seed"):
+        assert settings.noise_seed == 1140
+    else:
+        assert "sampler option noise_seed=1140 of the checkpoint is not supported by this sampler" in \
+            loaded.load_report.notes  # fmt: skip
+    # sizes from the weights: DiT, Wan T5, ViT, VAE
+    assert (config.dim, config.num_layers, config.patch_size) == (dit.config.dim, 2, (1, 1, 1))
+    assert config.text_encoder["num_layers"] == 1 and config.text_encoder["d_model"] == 16
+    assert config.text_encoder["relative_attention_num_buckets"] == 8 and config.text_encoder["d_kv"] == 8
+    assert (config.image_dim, config.image_tokens, config.image_encoder["num_attention_heads"]) == (160, 5, 2)
+    assert config.image_encoder["image_size"] == 28 and config.image_encoder["patch_size"] == 14
+    assert config.vae["dim_mult"] == [1, 1, 1, 1] and config.vae["num_res_blocks"] == 1
+    assert config.vae["temperal_downsample"] == [False, True, True]
+    # the tokenizer folder's tokenizer feeds the Wan T5 that wrote the weights
+    prompt = "a robot stack the blocks"
+    ids, mask = loaded.text_encoder.tokenizer(prompt, config.text_len)
+    assert ids[0, :5].tolist() == [3, 8, 9, 10, 11]  # a, robot, stack, the, blocks in the vocabulary above
+    with torch.no_grad():
+        expected = t5(ids, mask) * mask.unsqueeze(-1)
+    torch.testing.assert_close(loaded.text_encoder.encode(prompt), expected.to(torch.bfloat16).float(),
+                               atol=0.05, rtol=0.05)  # fmt: skip
+
+
+def test_the_local_backend_takes_the_released_timing_and_refuses_a_config_that_disagrees(released_folder, tmp_path):
+    from dreamzero_ros.backends.local import LocalBackend
+    from dreamzero_ros.core.embodiment import ConfigError, config_dir, load_embodiment
+
+    folder, _, _ = released_folder
+    backend = LocalBackend(load_embodiment("agibot_g1"), checkpoint=folder)
+    assert backend.space.action_dim == 22 and not backend.space.identity
+    # the paper's 48-step AgiBot setting (1.6 s, 5 fps) against a checkpoint of the released recipe
+    paper = (config_dir() / "agibot_g1.yaml").read_text().replace("horizon: 24", "horizon: 48")
+    paper = paper.replace("chunk_duration: 0.8", "chunk_duration: 1.6").replace("fps: 10", "fps: 5")
+    (tmp_path / "agibot_paper.yaml").write_text(paper)
+    with pytest.raises(ConfigError, match=r"control\.horizon is 48 in the config but 24 in the checkpoint.*"
+                                          r"video\.fps is 5 in the config but 10 in the checkpoint"):
+        LocalBackend(load_embodiment(tmp_path / "agibot_paper.yaml"), model=backend.model)
+
+
+def test_without_a_tokenizer_loading_stops_before_the_weights_and_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("DREAMZERO_TOKENIZER", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    folder = tmp_path / "DreamZero-DROID"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(released_config_json()))
+    (folder / "model.safetensors").write_bytes(b"not safetensors: reading the weights would fail differently")
+    with pytest.raises(CheckpointError) as caught:
+        WorldActionModel.from_checkpoint(folder)
+    message = str(caught.value)
+    assert "umT5 tokenizer not found" in message and "google/umt5-xxl" in message
+    assert f"--local-dir {folder / 'tokenizer'}" in message and "DREAMZERO_TOKENIZER" in message
+
+
+def test_a_tokenizer_in_the_local_hugging_face_cache_is_found_offline(tmp_path, monkeypatch):
+    from dreamzero_ros.model.release import find_tokenizer
+
+    monkeypatch.delenv("DREAMZERO_TOKENIZER", raising=False)
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--google--umt5-xxl" / "snapshots" / "0123456789abcdef"
+    write_tokenizer(snapshot)
+    (cache / "models--google--umt5-xxl" / "refs").mkdir()
+    (cache / "models--google--umt5-xxl" / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert find_tokenizer(tmp_path / "ckpt") == snapshot
+    # an explicit folder wins over the cache
+    write_tokenizer(tmp_path / "mine")
+    assert find_tokenizer(tmp_path / "ckpt", tmp_path / "mine") == tmp_path / "mine"
+
+
+# ---- PEFT LoRA saves --------------------------------------------------------------------------------------------
+
+
+def peft_folder(writer, folder, adapter: dict | None, config_lora: dict | None):
+    """The writer's checkpoint as PEFT saves a LoRA-wrapped DiT: every DiT key under base_model.model., the
+    adapted linears as base_layer + lora_A/B.default."""
+    folder = save_checkpoint(writer, folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    gen = torch.Generator().manual_seed(9)
+    factors = {}
+    out = {}
+    for key, value in tensors.items():
+        if not key.startswith("action_head.model."):
+            out[key] = value
+            continue
+        name = key[len("action_head.model."):]
+        wrapped = "action_head.model.base_model.model."
+        module = name.rsplit(".", 1)[0]
+        if module in ("blocks.0.self_attn.q", "blocks.1.ffn.0"):
+            out[f"{wrapped}{module}.base_layer.{name.rsplit('.', 1)[1]}"] = value
+            if name.endswith(".weight"):
+                a, b = torch.randn(4, value.shape[1], generator=gen), torch.randn(value.shape[0], 4, generator=gen)
+                out[f"{wrapped}{module}.lora_A.default.weight"] = a
+                out[f"{wrapped}{module}.lora_B.default.weight"] = b
+                factors[module] = (value, a, b)
+        else:
+            out[wrapped + name] = value
+    save_file(out, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    if config_lora is not None:
+        config["action_head_cfg"] = {"config": config_lora}
+    (folder / "config.json").write_text(json.dumps(config))
+    if adapter is not None:
+        (folder / "adapter_config.json").write_text(json.dumps(adapter))
+    return folder, factors
+
+
+@pytest.mark.parametrize(("adapter", "config_lora", "scale"), [
+    (None, {"lora_rank": 4, "lora_alpha": 16}, 16 / 4),  # the release's config.json keys: alpha / r
+    ({"r": 4, "lora_alpha": 8, "use_rslora": False}, None, 8 / 4),  # PEFT's adapter_config.json
+    ({"r": 4, "lora_alpha": 8, "use_rslora": True}, None, 8 / 2),  # rank-stabilised: alpha / sqrt(r)
+])  # fmt: skip
+def test_a_peft_lora_save_loads_and_merges_w_plus_alpha_over_r_times_b_a(writer, tmp_path, adapter, config_lora,
+                                                                          scale):  # fmt: skip
+    folder, factors = peft_folder(writer, tmp_path / "ckpt", adapter, config_lora)
+    loaded = WorldActionModel.from_checkpoint(folder)
+    assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
+    got = {"blocks.0.self_attn.q": loaded.transformer.blocks[0].attn1.to_q.weight,
+           "blocks.1.ffn.0": loaded.transformer.blocks[1].ffn.net[0].proj.weight}  # fmt: skip
+    for module, (weight, a, b) in factors.items():
+        expected = weight.double() + scale * (b.double() @ a.double())
+        torch.testing.assert_close(got[module].double(), expected, atol=1e-5, rtol=1e-5)
+    assert sorted(loaded.load_report.merged_lora) == ["action_head.model.blocks.0.self_attn.q.weight",
+                                                      "action_head.model.blocks.1.ffn.0.weight"]  # fmt: skip
+    # the rest of the DiT came through the base_model.model. wrapper unchanged
+    assert torch.equal(loaded.transformer.proj_out.weight, writer.transformer.proj_out.weight)
+
+
+def test_a_lora_rank_that_disagrees_with_the_factors_is_refused(writer, tmp_path):
+    folder, _ = peft_folder(writer, tmp_path / "ckpt", {"r": 8, "lora_alpha": 8}, None)
+    with pytest.raises(CheckpointError, match=r"adapter_config.json: LoRA rank 8, but the lora_A weights have \[4\]"):
+        WorldActionModel.from_checkpoint(folder)
