@@ -224,9 +224,11 @@ def _lora_scale(folder: Path, raw_config: dict[str, Any], tensors: dict[str, tor
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
         source, found = adapter, _find_keys(json.loads(adapter.read_text()), ("lora_alpha", "r", "use_rslora"))
+        rank = found.get("r")
     else:
-        source, found = folder / "config.json", _find_keys(raw_config, ("lora_alpha", "lora_rank", "r", "use_rslora"))
-    alpha, rank = found.get("lora_alpha"), found.get("r", found.get("lora_rank"))
+        source, found = folder / "config.json", _find_keys(raw_config, ("lora_alpha", "lora_rank", "use_rslora"))
+        rank = found.get("lora_rank")
+    alpha = found.get("lora_alpha")
     if alpha is None or rank is None:
         report.notes.append(f"LoRA alpha/rank not in {source.name}: merged with scale 1.0")
         return 1.0
