@@ -581,3 +581,23 @@ def test_a_lora_rank_that_disagrees_with_the_factors_is_refused(writer, tmp_path
     folder, _ = peft_folder(writer, tmp_path / "ckpt", {"r": 8, "lora_alpha": 8}, None)
     with pytest.raises(CheckpointError, match=r"adapter_config.json: LoRA rank 8, but the lora_A weights have \[4\]"):
         WorldActionModel.from_checkpoint(folder)
+
+
+def test_the_local_backend_loads_a_checkpoint_of_our_own_save_path_and_refuses_a_robot_of_other_sizes(writer,
+                                                                                                       tmp_path):  # fmt: skip
+    from dreamzero_ros.backends.local import LocalBackend
+    from dreamzero_ros.core.embodiment import ConfigError, load_embodiment
+
+    def entry(n: int) -> dict:
+        return {"q01": [-1.0] * n, "q99": [1.0] * n}
+
+    metadata = {"oxe_droid": {"statistics": {"state": {"joint_position": entry(7), "gripper_position": entry(1)},
+                                             "action": {"joint_position": entry(7), "gripper_position": entry(1)}}}}
+    folder = save_checkpoint(writer, tmp_path / "ckpt", metadata=metadata)
+    backend = LocalBackend(load_embodiment("franka_droid"), checkpoint=folder)
+    info = backend.model.checkpoint_info
+    assert (info.released, info.tag, info.embodiment, info.horizon) == (False, "oxe_droid", "franka_droid", 24)
+    assert info.control_rate_hz is None and not backend.space.identity
+    # YAM: the same 24-step horizon, but 14 state values where the checkpoint's model has 8
+    with pytest.raises(ConfigError, match=r"yam\.yaml: action: 14 values in the config but 8 in the checkpoint"):
+        LocalBackend(load_embodiment("yam"), model=backend.model)
