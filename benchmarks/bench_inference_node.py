@@ -9,7 +9,9 @@ stamped with the current ROS time) and measures, per ActionChunk:
     conditioned on), i.e. frame age when the worker picked it up + generation + publish + DDS;
   * reported: ActionChunk.inference_latency (the node's ready time - stamp, no DDS);
   * backend_call: the node's time inside backend.infer() (diagnostics generation_s), which for
-    remote includes the websocket round trip and the server's stitching.
+    remote includes the websocket round trip and the server's stitching;
+  * landing margin: the running chunk's end (its stamp + horizon x dt) - the next chunk's arrival,
+    > 0 when the asynchronous schedule lands it in time (0.8 s chunks for agibot_g1 and yam).
 
 The first `--warmup` chunks of each case are excluded. The server's per-request overhead
 against calling the backend in-process is bench_server.py's measurement; `--server-overhead`
@@ -107,11 +109,17 @@ def run_case(case: str, embodiment_name: str, duration: float, warmup: int, torc
         gen = [generations[c.chunk_id] for _, c in timed if c.chunk_id in generations]
     obs_to_chunk = [(t - (c.header.stamp.sec * 1_000_000_000 + c.header.stamp.nanosec)) * 1e-6 for t, c in timed]
     span_s = (timed[-1][0] - timed[0][0]) * 1e-9 if len(timed) > 1 else float("nan")
+    # asynchronous execution holds when each chunk arrives before the one running ends (its stamp + horizon x dt)
+    margins = [((p.header.stamp.sec + p.header.stamp.nanosec * 1e-9) + p.horizon * p.dt - t * 1e-9) * 1e3
+               for (_, p), (t, _) in zip(timed, timed[1:], strict=False)]  # fmt: skip
     return {
         "case": case,
         "embodiment": e.name,
         "chunks": len(timed),
         "chunk_rate_hz": (len(timed) - 1) / span_s if len(timed) > 1 else 0.0,
+        "chunk_duration_s": e.control.chunk_duration,
+        "landed_before_running_chunk_ended": f"{sum(m > 0 for m in margins)}/{len(margins)}",
+        "landing_margin_ms": summarize(margins),
         "obs_to_chunk_ms": summarize(obs_to_chunk),
         "reported_inference_latency_ms": summarize([c.inference_latency * 1e3 for _, c in timed]),
         "backend_call_ms": summarize([g * 1e3 for g in gen]),
@@ -139,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in results for m in ("obs_to_chunk", "reported_inference_latency", "backend_call")]
     print_table(rows, columns=["case", "metric", "n", "p50", "p95", "max", "mean"],
                 title=f"inference node, tiny model, {args.embodiment} (ms, {args.warmup} warm-up chunks excluded)")
-    print_table([{k: r[k] for k in ("case", "chunks", "chunk_rate_hz")} for r in results])
+    print_table([{k: r[k] for k in ("case", "chunks", "chunk_rate_hz", "chunk_duration_s",
+                                    "landed_before_running_chunk_ended")} for r in results])  # fmt: skip
+    print_table([{"case": r["case"], **r["landing_margin_ms"]} for r in results],
+                columns=["case", "n", "p50", "p95", "max", "mean"],
+                title="landing margin: running chunk's end - next chunk's arrival (ms; > 0 = on time)")  # fmt: skip
     payload = {"benchmark": "bench_inference_node", "args": vars(args), "results": results}
     if args.server_overhead:
         import bench_server

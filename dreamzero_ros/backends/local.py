@@ -33,7 +33,7 @@ import numpy as np
 
 from dreamzero_ros.backends.base import BackendError, ChunkResult, Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
-from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.embodiment import ConfigError, EmbodimentConfig, check_checkpoint_timing
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +52,10 @@ def load_model(
     from dreamzero_ros.model.wam import WorldActionModel  # torch import deferred: scripted/remote never pay it
 
     if checkpoint:
-        return WorldActionModel.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        from dreamzero_ros.model.checkpoint import load_world_action_model
+
+        return load_world_action_model(WorldActionModel, Path(checkpoint), device=device, dtype=dtype,
+                                       embodiment=embodiment.name)  # fmt: skip
     action_dim = len(embodiment.action_joints) + sum(len(g.components) for g in embodiment.extra_actions)
     kwargs: dict[str, Any] = {
         "action_dim": action_dim,
@@ -65,6 +68,19 @@ def load_model(
     if dtype is not None:
         kwargs["dtype"] = dtype
     return WorldActionModel.from_preset(preset, **kwargs, **overrides)
+
+
+def check_checkpoint(embodiment: EmbodimentConfig, info: Any, source: str) -> None:
+    """Refuse an embodiment config whose chunk timing or vector sizes differ from a loaded checkpoint's
+    (`model.checkpoint_info`, see model.release.CheckpointInfo), naming both values."""
+    check_checkpoint_timing(embodiment, horizon=info.horizon, control_rate_hz=info.control_rate_hz,
+                            video_fps=info.video_fps, frames_per_chunk=info.frames_per_chunk, source=source)  # fmt: skip
+    action_dim = len(embodiment.action_joints) + sum(len(g.components) for g in embodiment.extra_actions)
+    for what, mine, theirs in (("action", action_dim, info.action_dim),
+                               ("state", len(embodiment.state_joints), info.state_dim)):  # fmt: skip
+        if mine != theirs:
+            raise ConfigError(embodiment.source, what, f"{mine} values in the config but {theirs} in the "
+                              f"checkpoint's model ({source})")  # fmt: skip
 
 
 class LocalBackend(PolicyBackend):
@@ -102,6 +118,9 @@ class LocalBackend(PolicyBackend):
             model = load_model(embodiment, checkpoint=checkpoint, preset=preset, seed=seed or 0,
                                device=device, dtype=dtype)
         self.model = model
+        info = getattr(model, "checkpoint_info", None)
+        if info is not None:
+            check_checkpoint(embodiment, info, str(checkpoint or "the loaded checkpoint"))
         self.space = ActionSpace.from_metadata(embodiment, getattr(model, "metadata", None), key=metadata_key)
         self.seed = seed
         self.decode_video = decode_video

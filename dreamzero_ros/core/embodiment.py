@@ -632,3 +632,35 @@ def _parse_command(r: _Reader, value: Any) -> CommandConfig:
         topic=r.topic(m["topic"], "command.topic"),
         joint_states_topic=r.topic(m["joint_states_topic"], "command.joint_states_topic"),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A loaded checkpoint's timing against the config
+# --------------------------------------------------------------------------------------------
+
+
+def check_checkpoint_timing(
+    embodiment: EmbodimentConfig,
+    *,
+    horizon: int,
+    source: str,
+    control_rate_hz: float | None = None,
+    video_fps: float | None = None,
+    frames_per_chunk: int | None = None,
+) -> None:
+    """Refuse a config whose chunk timing differs from the checkpoint's: a model trained on 24 steps at 30 Hz must
+    not be driven with 48-step chunks or at 15 Hz. Values the checkpoint does not state (None) are not checked.
+    The ConfigError names the config field, both values and the checkpoint."""
+    wanted = (
+        ("control.horizon", embodiment.control.horizon, horizon),
+        ("control.rate_hz", embodiment.control.rate_hz, control_rate_hz),
+        ("video.fps", embodiment.video.fps, video_fps),
+        ("video.frames_per_chunk", embodiment.video.frames_per_chunk, frames_per_chunk),
+    )
+    wrong = [(f, mine, theirs) for f, mine, theirs in wanted if theirs is not None and abs(mine - theirs) > 1e-6]
+    if wrong:
+        detail = "; ".join(f"{f} is {mine:g} in the config but {theirs:g} in the checkpoint" for f, mine, theirs in wrong)
+        raise ConfigError(
+            embodiment.source, wrong[0][0],
+            f"{detail} ({source}); use a config with the checkpoint's chunk timing",
+        )  # fmt: skip

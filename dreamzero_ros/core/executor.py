@@ -74,8 +74,9 @@ class ExecutorSettings:
         savgol_order: Savitzky-Golay polynomial order (>= 0).
         chunk_timeout: s; hold once the newest chunk's observation stamp is older than this.
         max_chunk_age: s; a chunk whose stamp is older than this when it arrives is dropped. The
-            default (1.5 s, just under the 1.6 s chunks of the shipped robots) uses any chunk that
-            still has rows ahead: asynchronous execution only needs inference to beat the chunk.
+            default (1.5 s, just under the longest shipped chunk, DROID's 1.6 s; AgiBot G1 and YAM
+            run 0.8 s chunks, whose rows have all passed long before) uses any chunk that still has
+            rows ahead: asynchronous execution only needs inference to beat the chunk.
         max_future: s; a chunk stamped further than this ahead of `now` is rejected (clock mismatch).
     """
 

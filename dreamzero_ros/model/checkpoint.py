@@ -9,7 +9,10 @@ released key names (original Wan names under `action_head.model.`: `blocks.N.sel
 Nothing here touches the network.
 
 Text encoder, image encoder and VAE weights live under `action_head.text_encoder.`, `action_head.image_encoder.`
-and `action_head.vae.` with transformers'/diffusers' own parameter names inside the prefix.
+and `action_head.vae.`: the release stores them under Wan's own module names (mapped by model.native_names), our
+own saves under transformers'/diffusers' names; both load. A folder without our config section is a released one:
+its sizes, chunk timing, embodiment and sampler defaults come from its files and weight shapes (model.release), and
+the umT5 tokenizer must be found locally before any weight is read.
 """
 
 from __future__ import annotations
@@ -25,7 +28,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dreamzero_ros.model import native_names
 from dreamzero_ros.model.config import WamConfig, preset_config
+from dreamzero_ros.model.release import (
+    CheckpointInfo,
+    ReleaseError,
+    dims_from_metadata,
+    find_mapping,
+    find_tokenizer,
+    infer_encoder_configs,
+    pick_tag,
+    read_conf_yaml,
+    release_timing,
+    released_sampler,
+    tag_to_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +135,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     merged_lora: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # known weights the deployed model does not use (CLIP head)
+    native: list[str] = field(default_factory=list)  # components stored under Wan's own names
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -126,7 +145,7 @@ class LoadReport:
 
         parts = [f"missing {len(self.missing)}" + (f" [{head(self.missing)}]" if self.missing else ""),
                  f"unexpected {len(self.unexpected)}" + (f" [{head(self.unexpected)}]" if self.unexpected else ""),
-                 f"merged LoRA {len(self.merged_lora)}"]  # fmt: skip
+                 f"merged LoRA {len(self.merged_lora)}", f"ignored {len(self.ignored)}"]  # fmt: skip
         return "; ".join(parts + self.notes)
 
 
@@ -161,6 +180,14 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 _LORA = re.compile(r"^(?P<base>.+)\.lora_(?P<ab>[AB])(\.[A-Za-z0-9_]+)?\.weight$")
+_PEFT_WRAPPER = "base_model.model."
+
+
+def strip_peft_wrapper(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """PEFT wraps the DiT as `base_model.model.<name>`: `action_head.model.base_model.model.X` -> `action_head.model.X`
+    (LoRA factors and `base_layer` keep their suffixes for merge_lora)."""
+    wrapped = DIT_PREFIX + _PEFT_WRAPPER
+    return {(DIT_PREFIX + k[len(wrapped) :] if k.startswith(wrapped) else k): v for k, v in tensors.items()}
 
 
 def merge_lora(tensors: dict[str, torch.Tensor], scale: float, report: LoadReport) -> dict[str, torch.Tensor]:
@@ -188,15 +215,26 @@ def merge_lora(tensors: dict[str, torch.Tensor], scale: float, report: LoadRepor
     return merged
 
 
-def _lora_scale(raw_config: dict[str, Any], tensors: dict[str, torch.Tensor], report: LoadReport) -> float:
-    if not any(_LORA.match(k) for k in tensors):
+def _lora_scale(folder: Path, raw_config: dict[str, Any], tensors: dict[str, torch.Tensor], report: LoadReport) -> float:
+    """PEFT's scaling: lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), from `adapter_config.json` (PEFT's
+    own file) or config.json (the release's `lora_alpha` / `lora_rank`). The rank must match the lora_A rows."""
+    ranks = {int(v.shape[0]) for k, v in tensors.items() if (m := _LORA.match(k)) and m.group("ab") == "A"}
+    if not ranks:
         return 1.0
-    found = _find_keys(raw_config, ("lora_alpha", "lora_rank", "r"))
-    alpha, rank = found.get("lora_alpha"), found.get("lora_rank", found.get("r"))
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        source, found = adapter, _find_keys(json.loads(adapter.read_text()), ("lora_alpha", "r", "use_rslora"))
+        rank = found.get("r")
+    else:
+        source, found = folder / "config.json", _find_keys(raw_config, ("lora_alpha", "lora_rank", "use_rslora"))
+        rank = found.get("lora_rank")
+    alpha = found.get("lora_alpha")
     if alpha is None or rank is None:
-        report.notes.append("LoRA alpha/rank not in config.json: merged with scale 1.0")
+        report.notes.append(f"LoRA alpha/rank not in {source.name}: merged with scale 1.0")
         return 1.0
-    return float(alpha) / float(rank)
+    if ranks != {int(rank)}:
+        raise CheckpointError(f"{source}: LoRA rank {rank}, but the lora_A weights have {sorted(ranks)} rows")
+    return float(alpha) / (float(rank) ** 0.5 if found.get("use_rslora") else float(rank))
 
 
 def _find_keys(tree: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -220,22 +258,53 @@ def read_metadata(folder: Path) -> dict | None:
     return metadata
 
 
-def read_config(folder: Path, tensors: dict[str, torch.Tensor]) -> tuple[WamConfig, dict[str, Any], dict]:
-    """-> (WamConfig, {"action_dim", "state_dim"}, the raw config.json). Our own section when present, else
-    sizes inferred from the DiT tensors on top of the 14B/5B preset they match."""
+def read_config_json(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder}: config.json not found")
     raw = json.loads(path.read_text())
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def needs_pretrained_tokenizer(raw: dict) -> bool:
+    """Released folders always need umT5's tokenizer; our saves say which tokenizer they use."""
     section = raw.get(CONFIG_SECTION)
+    if section is None:
+        return True
+    return section.get("wam_config", {}).get("tokenizer", "pretrained") == "pretrained"
+
+
+def read_config(
+    folder: Path, tensors: dict[str, torch.Tensor], raw: dict | None = None, *, metadata: dict | None = None,
+    embodiment: str | None = None,
+) -> tuple[WamConfig, CheckpointInfo, dict]:  # fmt: skip
+    """-> (WamConfig, CheckpointInfo, the raw config.json). Our own section when present, else everything inferred
+    from the released files and the tensor shapes. `embodiment` (our config name) picks among several tags."""
+    raw = read_config_json(folder) if raw is None else raw
+    path = folder / "config.json"
+    section = raw.get(CONFIG_SECTION)
+    conf = read_conf_yaml(folder)
+    tag = pick_tag(metadata, conf, embodiment)
     if section is not None:
         config = WamConfig.from_dict(section["wam_config"], source=f"{path}: {CONFIG_SECTION}.wam_config")
-        return config, {"action_dim": section["action_dim"], "state_dim": section["state_dim"]}, raw
-    return infer_config(tensors, raw, source=str(path))
+        info = CheckpointInfo(
+            released=False, embodiment=section.get("embodiment") or tag_to_name(tag), tag=tag, horizon=config.horizon,
+            frames_per_chunk=config.frames_per_chunk, control_rate_hz=section.get("control_rate_hz"),
+            video_fps=section.get("video_fps"), action_dim=section["action_dim"], state_dim=section["state_dim"],
+            sources={"horizon": f"config.json: {CONFIG_SECTION}.wam_config.horizon"},
+        )  # fmt: skip
+        return config, info, raw
+    return infer_config(tensors, raw, source=str(path), conf=conf, metadata=metadata, tag=tag)
 
 
-def infer_config(tensors: dict[str, torch.Tensor], raw: dict, *, source: str) -> tuple[WamConfig, dict, dict]:
-    """Sizes of a checkpoint without our config section, from tensor shapes (head dim 128 as in every Wan)."""
+def infer_config(
+    tensors: dict[str, torch.Tensor], raw: dict, *, source: str, conf: dict | None = None,
+    metadata: dict | None = None, tag: str | None = None,
+) -> tuple[WamConfig, CheckpointInfo, dict]:  # fmt: skip
+    """A checkpoint without our config section: DiT and encoder sizes from tensor shapes (head dim 128 as in every
+    Wan), chunk timing from conf.yaml / config.json, robot dims from the metadata, the release's sampler."""
 
     def shape(name: str) -> tuple[int, ...]:
         key = DIT_PREFIX + name
@@ -243,23 +312,42 @@ def infer_config(tensors: dict[str, torch.Tensor], raw: dict, *, source: str) ->
             raise CheckpointError(f"{source}: cannot infer the model size: {key} not in the checkpoint")
         return tuple(tensors[key].shape)
 
+    conf = conf or {}
     dim, in_channels = shape("patch_embedding.weight")[:2]
     layers = 1 + max(int(k.split(".")[3]) for k in tensors if k.startswith(DIT_PREFIX + "blocks."))
     has_image = DIT_PREFIX + "img_emb.proj.1.weight" in tensors
     preset = "dreamzero_14b" if has_image else "dreamzero_5b"
-    found = _find_keys(raw, ("action_horizon", "num_action_per_block"))
-    horizon = int(found.get("num_action_per_block", found.get("action_horizon", 24)))
+    timing, sources = release_timing(raw, conf, metadata, tag)
+    sampler = released_sampler(raw)
+    try:
+        encoders = infer_encoder_configs(tensors)
+    except ReleaseError as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
+    # heads are not in the weights: config.json's diffusion_model_cfg.num_heads, else Wan's head dim of 128
+    heads = int(find_mapping(raw, "diffusion_model_cfg").get("num_heads") or dim // 128)
+    patch = shape("patch_embedding.weight")[2:]
     config = preset_config(
-        preset, dim=dim, num_layers=layers, num_heads=dim // 128, ffn_dim=shape("blocks.0.ffn.0.weight")[0],
+        preset, dim=dim, num_layers=layers, patch_size=patch, num_heads=heads,
+        ffn_dim=shape("blocks.0.ffn.0.weight")[0],
         freq_dim=shape("time_embedding.0.weight")[1], text_dim=shape("text_embedding.0.weight")[1],
-        latent_channels=shape("head.head.weight")[0] // 4, max_action_dim=shape("action_encoder.W1.W")[1],
+        latent_channels=shape("head.head.weight")[0] // (patch[0] * patch[1] * patch[2]), max_action_dim=shape("action_encoder.W1.W")[1],
         max_state_dim=shape("state_encoder.layer1.W")[1], encoder_hidden=shape("state_encoder.layer1.W")[2],
-        num_embodiments=shape("state_encoder.layer1.W")[0], horizon=horizon,
+        num_embodiments=shape("state_encoder.layer1.W")[0], horizon=timing.get("horizon", 24),
+        latent_frames_per_chunk=timing.get("latent_frames_per_chunk", 2), step_cache=sampler["step_cache"],
+        **encoders,
     )  # fmt: skip
     if config.in_channels != in_channels:
         raise CheckpointError(f"{source}: patch_embedding has {in_channels} input channels, the inferred "
                               f"{preset} layout expects {config.in_channels}")  # fmt: skip
-    return config, {"action_dim": config.max_action_dim, "state_dim": config.max_state_dim}, raw
+    dims = dims_from_metadata(metadata, tag) or {"action_dim": config.max_action_dim, "state_dim": config.max_state_dim}
+    rate = timing.get("control_rate_hz")
+    info = CheckpointInfo(
+        released=True, embodiment=tag_to_name(tag), tag=tag, horizon=config.horizon,
+        frames_per_chunk=config.frames_per_chunk, control_rate_hz=rate,
+        video_fps=None if rate is None else rate * config.frames_per_chunk / config.horizon,
+        action_dim=dims["action_dim"], state_dim=dims["state_dim"], sampler=sampler, sources=sources,
+    )  # fmt: skip
+    return config, info, raw
 
 
 # ---- mapping and loading -------------------------------------------------------------------------------------------
@@ -312,8 +400,34 @@ def load_component(
     module.load_state_dict(usable, strict=False, assign=True)
 
 
-def load_world_action_model(cls: type, folder: Path, *, device: str = "cpu", dtype: torch.dtype | None = None):
-    """Build a `WorldActionModel` (cls) from a checkpoint folder in the released layout."""
+def convert_native(
+    component: str, state: dict[str, torch.Tensor], config: WamConfig, module: torch.nn.Module, report: LoadReport
+) -> dict[str, torch.Tensor]:
+    """A component stored under Wan's own names -> our module's names (unchanged when already ours)."""
+    if not native_names.is_native(component, set(state)):
+        return state
+    if component == "text_encoder":
+        converted, ignored = native_names.t5_to_module(state)
+    elif component == "image_encoder":
+        anchor = "embeddings.class_embedding"
+        prefix = next((k[: -len(anchor)] for k in module.state_dict() if k.endswith(anchor)), "model.")
+        converted, ignored = native_names.clip_to_module(state, prefix)
+    else:
+        converted, ignored = native_names.vae_to_module(state, int(config.vae.get("num_res_blocks", 2)))
+    report.native.append(component)
+    report.ignored += [COMPONENT_PREFIXES[component] + k for k in ignored]
+    return converted
+
+
+def load_world_action_model(
+    cls: type, folder: Path, *, device: str = "cpu", dtype: torch.dtype | None = None,
+    tokenizer: str | Path | None = None, embodiment: str | None = None,
+):  # fmt: skip
+    """Build a `WorldActionModel` (cls) from a checkpoint folder in the released layout.
+
+    tokenizer: a folder with the umT5 tokenizer (default: `<folder>/tokenizer`, $DREAMZERO_TOKENIZER, the local
+    Hugging Face cache); looked up before any weight is read. embodiment: our config name, to pick the statistics
+    and timing of one embodiment tag when the metadata holds several. The result carries `checkpoint_info`."""
     from accelerate import init_empty_weights
 
     from dreamzero_ros.model.encoders import ImageEncoder, PretrainedTokenizer, TextEncoder, VideoVae
@@ -321,21 +435,31 @@ def load_world_action_model(cls: type, folder: Path, *, device: str = "cpu", dty
 
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: checkpoint folder not found")
+    if not (folder / "model.safetensors").is_file() and not (folder / "model.safetensors.index.json").is_file():
+        raise CheckpointError(f"{folder}: neither model.safetensors nor model.safetensors.index.json found")
+    raw = read_config_json(folder)
+    tokenizer_dir = None
+    if needs_pretrained_tokenizer(raw):
+        try:
+            tokenizer_dir = find_tokenizer(folder, tokenizer)
+        except ReleaseError as exc:
+            raise CheckpointError(f"{folder}: {exc}") from exc
     report = LoadReport()
-    tensors = read_tensors(folder)
-    config, dims, raw = read_config(folder, tensors)
-    tensors = merge_lora(tensors, _lora_scale(raw, tensors, report), report)
+    metadata = read_metadata(folder)
+    tensors = strip_peft_wrapper(read_tensors(folder))
+    config, info, raw = read_config(folder, tensors, raw, metadata=metadata, embodiment=embodiment)
+    tensors = merge_lora(tensors, _lora_scale(folder, raw, tensors, report), report)
     parts = split_components(tensors, report)
     checkpoint_dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
     if dtype is None:
         dtype = checkpoint_dtype if torch.device(device).type == "cuda" else torch.float32
 
-    tokenizer = PretrainedTokenizer(folder / "tokenizer") if config.tokenizer == "pretrained" else None
+    text_tokenizer = PretrainedTokenizer(tokenizer_dir) if tokenizer_dir is not None else None
     # parameters on the meta device (no random init of billions of weights); buffers stay real
     with init_empty_weights(include_buffers=False):
         modules = {
             "transformer": WamTransformer.from_wam_config(config),
-            "text_encoder": TextEncoder(config, tokenizer),
+            "text_encoder": TextEncoder(config, text_tokenizer),
             "vae": VideoVae(config),
             "image_encoder": ImageEncoder(config) if config.image_encoder is not None else None,
         }
@@ -343,16 +467,35 @@ def load_world_action_model(cls: type, folder: Path, *, device: str = "cpu", dty
         if module is None:
             report.unexpected += [COMPONENT_PREFIXES[component] + k for k in parts[component]]
             continue
+        if component != "transformer":
+            parts[component] = convert_native(component, parts[component], config, module, report)
         load_component(component, module, parts[component], report)
     if report.missing:
         raise CheckpointError(f"{folder}: checkpoint lacks weights the model needs: {report.summary()}")
     if report.unexpected:
         log.warning("checkpoint %s: %s", folder, report.summary())
     model = cls(config, modules["transformer"], modules["text_encoder"], modules["vae"], modules["image_encoder"],
-                action_dim=dims["action_dim"], state_dim=dims["state_dim"], device=device, dtype=dtype,
-                metadata=read_metadata(folder))  # fmt: skip
+                action_dim=info.action_dim, state_dim=info.state_dim, device=device, dtype=dtype,
+                metadata=metadata)  # fmt: skip
+    _apply_sampler_defaults(model, info, report)
     model.load_report = report
+    model.checkpoint_info = info
     return model
+
+
+def _apply_sampler_defaults(model: Any, info: CheckpointInfo, report: LoadReport) -> None:
+    """Set the checkpoint's sampler defaults on the model's sampler (step_cache is already in the WamConfig);
+    options this sampler does not have yet are noted, not silently dropped."""
+    settings = getattr(getattr(model, "sampler", None), "settings", None)
+    for name, value in info.sampler.items():
+        if name == "step_cache":
+            continue
+        if settings is not None and hasattr(settings, name):
+            setattr(settings, name, value)
+        else:
+            report.notes.append(f"sampler option {name}={value!r} of the checkpoint is not supported by this sampler")
+    if settings is not None and hasattr(settings, "validate"):
+        settings.validate()
 
 
 # ---- writing -------------------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def test_commands_with_an_unknown_joint_or_nan_are_rejected_counted_and_survived
 
 
 def test_embodiments_with_a_mobile_base_listen_for_twist_on_the_base_velocity_topic(sim):
-    groups = [g for g in sim.embodiment.extra_actions if g.name == "base_velocity"]
+    groups = [g for g in sim.embodiment.extra_actions if tuple(g.components) == ("linear_x", "angular_z")]
     for group in groups:
         assert wait_until(lambda g=group: sim.probe.node.count_subscribers(g.topic) >= 1, 10), group.topic
     if not groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -84,34 +85,34 @@ def test_absolute_model_units_are_the_wire_reply_and_invert_exactly():
     assert np.all((absolute[:, 7] >= 0) & (absolute[:, 7] <= 1))  # gripper stays in the model's [0, 1]
 
 
-def test_agibot_relative_effectors_and_absolute_base_velocity_extras():
+def test_agibot_relative_effectors_and_absolute_robot_velocity_extras():
     statistics = {
         "state": stats({g.name: ([0.0] * len(g.joints), [0.0] * len(g.joints)) for g in G1.state}),  # identity
         "action": {
             **stats({g.name: ([0.0] * len(g.joints), [0.0] * len(g.joints)) for g in G1.action}),
-            **stats({"base_velocity": ([-0.5, -1.0], [0.5, 1.0])}),
+            **stats({"robot_velocity": ([-0.5, -1.0], [0.5, 1.0])}),
         },
     }
     space = ActionSpace(G1, statistics)
     assert space.action_dim == 22 and space.joint_action_dim == 20
     state = np.zeros(20)
     state[14], state[15] = 0.2, 0.6  # effectors, model value == joint value (0..1 <-> 0..1)
-    actions = np.zeros((48, 22))
+    actions = np.zeros((24, 22))
     actions[:, 14] = 0.1  # effector deltas (identity normalisation)
     actions[:, 20] = 0.5  # base linear_x: (0.5 + 1) / 2 * 1.0 - 0.5 = 0.25 m/s
     actions[:, 21] = -1.0  # base angular_z: -1.0 rad/s
     positions, extras = space.decode_actions(actions, state)
     np.testing.assert_allclose(positions[:, 14], 0.3)
     np.testing.assert_allclose(positions[:, 15], 0.6)
-    assert list(extras) == ["base_velocity"]
-    np.testing.assert_allclose(extras["base_velocity"], np.tile([0.25, -1.0], (48, 1)))
+    assert list(extras) == ["robot_velocity"]
+    np.testing.assert_allclose(extras["robot_velocity"], np.tile([0.25, -1.0], (24, 1)))
 
 
 def test_yam_relative_gripper_is_added_in_model_units_then_mapped_to_metres():
     space = ActionSpace(YAM)
     state = np.zeros(14)
     state[6] = 0.0185  # left gripper half open -> model 0.5
-    actions = np.zeros((48, 14))
+    actions = np.zeros((24, 14))
     actions[:, 6] = 0.2  # model delta -> 0.7 -> 0.7 * 0.037 m
     positions, _ = space.decode_actions(actions, state)
     np.testing.assert_allclose(positions[:, 6], 0.7 * 0.037)
@@ -159,8 +160,8 @@ def test_wrong_shapes_and_non_finite_values_name_what_was_expected():
         space.unnormalise_actions(np.zeros((24, 7)))
     with pytest.raises(ValueError, match="NaN or inf"):
         space.encode_state(np.full(8, np.nan))
-    with pytest.raises(ValueError, match="extras: missing group 'base_velocity'"):
-        ActionSpace(G1).si_to_model_actions(np.zeros((48, 20)), {})
+    with pytest.raises(ValueError, match="extras: missing group 'robot_velocity'"):
+        ActionSpace(G1).si_to_model_actions(np.zeros((24, 20)), {})
 
 
 @settings(max_examples=40, deadline=None)
@@ -169,3 +170,38 @@ def test_state_normalisation_always_lands_in_minus_one_one_on_normalised_compone
     space = ActionSpace(DROID, droid_statistics())
     out = space.encode_state(np.array(joints[:7] + [finger]))
     assert np.all(np.abs(out[:7]) <= 1.0)
+
+
+# The release's statistics keys and sizes per embodiment tag, in its concatenation order (DREAMZERO_FACTS.md,
+# "Checkpoint statistics keys"; the release's modality configs): written here by hand, not read from our configs.
+RELEASED_KEYS = {
+    "franka_droid": ("oxe_droid", [("joint_position", 7), ("gripper_position", 1)], []),
+    "agibot_g1": ("agibot", [("left_arm_joint_position", 7), ("right_arm_joint_position", 7),
+                             ("left_effector_position", 1), ("right_effector_position", 1),
+                             ("head_position", 2), ("waist_position", 2)], [("robot_velocity", 2)]),
+    "yam": ("yam", [("left_joint_pos", 6), ("left_gripper_pos", 1), ("right_joint_pos", 6),
+                    ("right_gripper_pos", 1)], []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_KEYS))
+def test_a_released_metadata_json_with_the_release_group_keys_normalises_in_the_release_order(name, tmp_path):
+    tag, state_groups, extra_groups = RELEASED_KEYS[name]
+    action_groups = state_groups + extra_groups
+    # group i spans [i, i + 2] in state and [-(i + 1), i + 1] in action, so a value's group shows in the result;
+    # the file lists the groups in reverse to show the order comes from the group keys, not the file
+    state = {k: {"q01": [float(i)] * n, "q99": [i + 2.0] * n} for i, (k, n) in enumerate(state_groups)}
+    action = {k: {"q01": [-(i + 1.0)] * n, "q99": [i + 1.0] * n} for i, (k, n) in enumerate(action_groups)}
+    metadata = {tag: {"statistics": {"state": dict(reversed(state.items())), "action": dict(reversed(action.items())),
+                                     }, "modalities": {}}, "other_robot": {"statistics": {}}}  # fmt: skip
+    path = tmp_path / "experiment_cfg" / "metadata.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(metadata))
+
+    space = ActionSpace.from_metadata(load_embodiment(name), json.loads(path.read_text()))
+    # state in model units = 1.5 everywhere -> 2 (1.5 - i) / 2 - 1 = 0.5 - i, clipped to [-1, 1]
+    expected_state = np.concatenate([np.full(n, np.clip(0.5 - i, -1, 1)) for i, (_, n) in enumerate(state_groups)])
+    np.testing.assert_allclose(space.normalise_state(np.full(space.state_dim, 1.5)), expected_state)
+    # normalised action 0.5 -> (0.5 + 1) / 2 * 2 (i + 1) - (i + 1) = 0.5 (i + 1)
+    expected_action = np.concatenate([np.full(n, 0.5 * (i + 1)) for i, (_, n) in enumerate(action_groups)])
+    np.testing.assert_allclose(space.unnormalise_actions(np.full((24, space.action_dim), 0.5))[0], expected_action)

@@ -175,7 +175,7 @@ def test_local_backend_restarts_its_seed_count_on_a_one_frame_observation_and_le
 
 
 def test_local_backend_changes_instruction_only_when_it_differs_and_refuses_bad_inputs():
-    model = FakeWam(48, 22)
+    model = FakeWam(24, 22)
     backend = LocalBackend(G1, model)
     with pytest.raises(BackendError, match="no instruction set"):
         backend.infer(observation(G1))
@@ -187,7 +187,7 @@ def test_local_backend_changes_instruction_only_when_it_differs_and_refuses_bad_
     with pytest.raises(BackendError, match=r"frames: expected uint8 \[T>=1, 352, 640, 3\], got uint8 \[1, 176, 320"):
         backend.infer(bad)
     result = backend.infer(observation(G1))
-    assert result.positions.shape == (48, 20) and result.extras["base_velocity"].shape == (48, 2)
+    assert result.positions.shape == (24, 20) and result.extras["robot_velocity"].shape == (24, 2)
 
 
 def test_local_backend_with_the_real_tiny_preset_produces_a_finite_chunk_inside_the_contract():

@@ -11,6 +11,7 @@ import yaml
 from dreamzero_ros.core.embodiment import (
     ConfigError,
     available_embodiments,
+    check_checkpoint_timing,
     config_dir,
     load_embodiment,
 )
@@ -34,7 +35,10 @@ def test_each_shipped_embodiment_loads(name):
     assert cfg.name == name
     assert len(cfg.cameras) == 3
     assert cfg.stitch.frame_size == (352, 640)
-    assert abs(cfg.control.chunk_duration - 1.6) < 1e-9
+    # released recipe: 24 control periods per chunk, 8 video frames at a stride of 3 periods
+    assert cfg.control.horizon == 24 and cfg.video.frames_per_chunk == 8
+    assert abs(cfg.control.chunk_duration - 24 / cfg.control.rate_hz) < 1e-9
+    assert abs(cfg.video.fps - cfg.control.rate_hz / 3) < 1e-9
     assert set(cfg.joint_limits) >= set(cfg.action_joints)
 
 
@@ -45,19 +49,38 @@ def test_shipped_embodiments_are_discoverable_by_name():
 def test_the_facts_of_each_embodiment_are_in_its_config():
     droid, g1, yam = (load_embodiment(n) for n in EMBODIMENTS)
     assert (droid.control.rate_hz, droid.control.horizon) == (15, 24)
-    assert (g1.control.rate_hz, g1.control.horizon) == (30, 48)
-    assert (yam.control.rate_hz, yam.control.horizon) == (30, 48)
+    assert (g1.control.rate_hz, g1.control.horizon) == (30, 24)
+    assert (yam.control.rate_hz, yam.control.horizon) == (30, 24)
+    # released recipe timing (DREAMZERO_FACTS.md): DROID 1.6 s at 5 fps, AgiBot G1 and YAM 0.8 s at 10 fps
+    assert (droid.control.chunk_duration, droid.video.fps) == (1.6, 5)
+    assert (g1.control.chunk_duration, g1.video.fps) == (0.8, 10)
+    assert (yam.control.chunk_duration, yam.video.fps) == (0.8, 10)
     assert droid.stitch.layout == "droid" and g1.stitch.layout == yam.stitch.layout == "grid_2x2"
     assert [c.source_size for c in droid.cameras] == [(180, 320)] * 3
     assert [c.source_size for c in g1.cameras] == [(480, 640)] * 3
     assert len(droid.state_joints) == 8 and len(droid.action_joints) == 8
     assert [g.relative for g in droid.action] == [True, False]
     assert len(g1.state_joints) == 20 and len(g1.action_joints) == 20
-    assert [e.name for e in g1.extra_actions] == ["base_velocity"]
+    assert [e.name for e in g1.extra_actions] == ["robot_velocity"]
     assert len(yam.state_joints) == 14 and all(g.relative for g in yam.action)
     assert {droid.command.interface, g1.command.interface, yam.command.interface} == {
         "forward_position", "joint_trajectory", "joint_state"}
     assert droid.cameras[0].wire_key == "exterior_image_0_left"
+
+
+def test_group_names_are_the_released_statistics_keys_in_the_released_concatenation_order():
+    droid, g1, yam = (load_embodiment(n) for n in EMBODIMENTS)
+    # DREAMZERO_FACTS.md, "Checkpoint statistics keys (and concatenation order) of the release"
+    assert [(g.name, len(g.joints)) for g in droid.state] == [("joint_position", 7), ("gripper_position", 1)]
+    assert [g.name for g in droid.action] == ["joint_position", "gripper_position"]
+    g1_groups = [("left_arm_joint_position", 7), ("right_arm_joint_position", 7), ("left_effector_position", 1),
+                 ("right_effector_position", 1), ("head_position", 2), ("waist_position", 2)]
+    assert [(g.name, len(g.joints)) for g in g1.state] == g1_groups
+    assert [(g.name, len(g.joints)) for g in g1.action] == g1_groups
+    assert [(g.name, len(g.components)) for g in g1.extra_actions] == [("robot_velocity", 2)]
+    yam_groups = [("left_joint_pos", 6), ("left_gripper_pos", 1), ("right_joint_pos", 6), ("right_gripper_pos", 1)]
+    assert [(g.name, len(g.joints)) for g in yam.state] == yam_groups
+    assert [(g.name, len(g.joints)) for g in yam.action] == yam_groups
 
 
 def test_prompt_template_wraps_and_lower_cases_the_instruction():
@@ -149,3 +172,17 @@ def test_invalid_yaml_syntax_names_the_file(tmp_path):
 def test_an_unknown_embodiment_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown embodiment 'nao'.*franka_droid"):
         load_embodiment("nao")
+
+
+def test_a_checkpoint_with_other_chunk_timing_is_refused_naming_both_values():
+    g1 = load_embodiment("agibot_g1")
+    # the released recipe: 24 steps at 30 Hz, 8 frames per chunk = 10 fps -> agrees
+    check_checkpoint_timing(g1, horizon=24, control_rate_hz=30.0, video_fps=10.0, frames_per_chunk=8, source="ckpt")
+    # a checkpoint trained with the paper's 48-step AgiBot setting
+    with pytest.raises(ConfigError, match=r"control\.horizon is 24 in the config but 48 in the checkpoint \(ckpt/a\)"):
+        check_checkpoint_timing(g1, horizon=48, source="ckpt/a")
+    with pytest.raises(ConfigError, match=r"control\.rate_hz is 30 in the config but 15 in the checkpoint.*"
+                                          r"video\.fps is 10 in the config but 5 in the checkpoint"):
+        check_checkpoint_timing(g1, horizon=24, control_rate_hz=15.0, video_fps=5.0, source="ckpt/b")
+    # values a checkpoint does not state are not checked
+    check_checkpoint_timing(load_embodiment("yam"), horizon=24, source="own save")

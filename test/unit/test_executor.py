@@ -270,13 +270,13 @@ def test_base_velocity_follows_the_chunk_and_is_zero_while_holding():
         g1.control.dt,
         h,
         np.tile((lo + hi) / 2, (h, 1)).ravel(),
-        {"base_velocity": (("linear_x", "angular_z"), vel.ravel())},
+        {"robot_velocity": (("linear_x", "angular_z"), vel.ravel())},
     )
     assert core.on_chunk(raw, 0.0).ok
-    np.testing.assert_allclose(core.tick(g1.control.dt).extras["base_velocity"], [0.2, -0.3])
+    np.testing.assert_allclose(core.tick(g1.control.dt).extras["robot_velocity"], [0.2, -0.3])
     held = core.tick(1.0)
     assert held.holding
-    np.testing.assert_array_equal(held.extras["base_velocity"], [0.0, 0.0])
+    np.testing.assert_array_equal(held.extras["robot_velocity"], [0.0, 0.0])
 
 
 # ------------------------------------------------------------------------------- settings
