@@ -33,6 +33,30 @@ G1 = load_embodiment("agibot_g1")
 YAM = load_embodiment("yam")
 HOME_DROID = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8, 0.02])
 
+# The reference server's handshake (DREAMZERO_FACTS.md, Remote serving protocol); AgiBot and YAM
+# views are stored at 480x640 (Inputs).
+_DROID_HANDSHAKE = {"image_resolution": [180, 320], "needs_wrist_camera": True, "n_external_cameras": 2,
+                    "needs_stereo_camera": False, "needs_session_id": True, "action_space": "joint_position"}
+REFERENCE_HANDSHAKE = {
+    "franka_droid": _DROID_HANDSHAKE,
+    "agibot_g1": {**_DROID_HANDSHAKE, "image_resolution": [480, 640]},
+    "yam": {**_DROID_HANDSHAKE, "image_resolution": [480, 640]},
+}
+FACT_RATES = {"franka_droid": 15, "agibot_g1": 30, "yam": 30}  # Embodiments table
+FACT_ACTION_DIMS = {"franka_droid": 8, "agibot_g1": 22, "yam": 14}
+
+
+@dataclass
+class ReferencePolicyServerConfig:
+    """The reference client's view of the handshake: PolicyServerConfig(**config) fails on any other key."""
+
+    image_resolution: tuple[int, int] | None = (224, 224)
+    needs_wrist_camera: bool = True
+    n_external_cameras: int = 1
+    needs_stereo_camera: bool = False
+    needs_session_id: bool = False
+    action_space: str = "joint_position"
+
 
 # --------------------------------------------------------------------------------------------
 # A client written from the protocol description (DREAMZERO_FACTS.md), not from our codec
@@ -168,11 +192,10 @@ def test_a_client_written_from_the_protocol_description_completes_handshake_infe
     server = serve(fake_local(DROID))
     with raw_connect(server.url) as ws:
         config = raw_unpack(ws.recv(timeout=5))
-        assert {k: config[k] for k in ("image_resolution", "needs_wrist_camera", "n_external_cameras",
-                                       "needs_stereo_camera", "needs_session_id", "action_space")} == {
-            "image_resolution": [180, 320], "needs_wrist_camera": True, "n_external_cameras": 2,
-            "needs_stereo_camera": False, "needs_session_id": True, "action_space": "joint_position"}
-        ws.send(raw_pack(droid_request()))
+        assert config == REFERENCE_HANDSHAKE["franka_droid"]
+        ReferencePolicyServerConfig(**config)  # the reference client's check: no key beyond the six
+        assert ws.subprotocol is None
+        ws.send(raw_pack({**droid_request(), "observation/cartesian_position": np.zeros(6)}))  # as it sends
         reply = raw_unpack(ws.recv(timeout=10))
         assert isinstance(reply, np.ndarray) and reply.dtype == np.float32 and reply.shape == (24, 8)
         # identity normalisation: absolute model units = fixed action + state (model units) on the 7 joints
@@ -181,6 +204,40 @@ def test_a_client_written_from_the_protocol_description_completes_handshake_infe
         np.testing.assert_allclose(reply, expected, atol=1e-6)
         ws.send(raw_pack({"endpoint": "reset", "session_id": "s1"}))
         assert ws.recv(timeout=5) == "reset successful"
+        ws.send(raw_pack({"endpoint": "reset"}))  # the reference client's reset({}) carries no session id
+        assert ws.recv(timeout=5) == "reset successful"
+
+
+@pytest.mark.parametrize("e", [DROID, G1, YAM], ids=lambda e: e.name)
+def test_every_embodiment_greets_with_exactly_the_six_reference_fields_and_no_subprotocol(serve, e):
+    server = serve(ScriptedBackend(e), e)
+    with raw_connect(server.url) as ws:
+        config = raw_unpack(ws.recv(timeout=5))
+        assert config == REFERENCE_HANDSHAKE[e.name]
+        ReferencePolicyServerConfig(**config)
+        assert ws.subprotocol is None
+
+
+@pytest.mark.parametrize("e", [DROID, G1, YAM], ids=lambda e: e.name)
+def test_a_client_offering_our_subprotocol_gets_the_metadata_on_request(serve, e):
+    server = serve(ScriptedBackend(e), e)
+    with raw_connect(server.url, subprotocols=["dreamzero.v2"]) as ws:
+        assert ws.subprotocol == "dreamzero.v2"
+        assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE[e.name]  # same greeting for everyone
+        ws.send(raw_pack({"endpoint": "metadata"}))
+        meta = raw_unpack(ws.recv(timeout=5))
+    assert meta["embodiment"] == e.name
+    assert meta["cameras"] == [{"name": c.name, "wire_key": c.wire_key, "image_resolution": list(c.source_size)}
+                               for c in e.cameras]
+    assert meta["action_horizon"] == e.control.horizon and meta["control_rate_hz"] == FACT_RATES[e.name]
+    assert meta["action_dim"] == FACT_ACTION_DIMS[e.name] == sum(meta["action_groups"].values())
+    assert meta["state_keys"] == {f"observation/{g.name}": len(g.joints) for g in e.state}
+
+
+def test_a_remote_backend_for_another_embodiment_with_the_same_handshake_is_refused_by_the_metadata(serve):
+    server = serve(ScriptedBackend(YAM), YAM)  # AgiBot and YAM share the six fields (480x640, 3 views)
+    with pytest.raises(BackendError, match="embodiment: expected 'agibot_g1', got 'yam'"):
+        RemoteBackend(G1, server.url, connect_now=False).connect()
 
 
 def test_the_real_tiny_model_serves_a_raw_client():
@@ -240,7 +297,7 @@ BAD_REQUESTS = [
     (raw_pack({**droid_request(), "prompt": "x" * 1001}), "prompt: expected at most 1000 characters, got 1001"),
     (raw_pack({**droid_request(), "prompt": "x" * 10_000_000}),  # 10 MB: under the message limit, refused by length
      "prompt: expected at most 1000 characters, got 10000000"),
-    (raw_pack({**droid_request(), "endpoint": "train"}), "endpoint: expected one of ['infer', 'reset'], got 'train'"),
+    (raw_pack({**droid_request(), "endpoint": "train"}), "endpoint: expected one of ['infer', 'reset', 'metadata'], got 'train'"),
     (raw_pack({**droid_request(), "session_id": 7}), "session_id: expected a non-empty string, got 7"),
 ]
 
@@ -279,7 +336,7 @@ def test_a_missing_or_wrong_token_is_refused_with_1008_and_a_reason(serve, heade
             ws.recv(timeout=5)
     assert info.value.rcvd.code == 1008 and "unauthorized" in info.value.rcvd.reason
     with raw_connect(server.url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
-        assert raw_unpack(ws.recv(timeout=5))["embodiment"] == "franka_droid"
+        assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
 
 
 def test_a_second_concurrent_client_is_refused_and_the_first_keeps_being_served(serve):
@@ -293,7 +350,8 @@ def test_a_second_concurrent_client_is_refused_and_the_first_keeps_being_served(
         first.send(raw_pack(droid_request()))
         assert raw_unpack(first.recv(timeout=5)).shape == (24, 8)
     with raw_connect(server.url) as third:  # the slot frees when the first client leaves
-        assert "action_horizon" in raw_unpack(third.recv(timeout=5))
+        assert raw_unpack(third.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+    assert server.takeovers == 0
 
 
 def test_an_inference_failure_sends_the_traceback_closes_1011_and_the_server_survives(serve):
