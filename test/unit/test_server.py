@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -478,3 +479,134 @@ def _call(remote: RemoteBackend, state: np.ndarray, views: dict):
         return remote.infer(Observation(time.time(), np.zeros((1, 352, 640, 3), np.uint8), state, views))
     except BackendError as exc:
         return exc
+
+
+# --------------------------------------------------------------------------------------------
+# Reconnecting after an abnormal end: the newcomer takes over a session whose socket is gone
+# --------------------------------------------------------------------------------------------
+
+
+def _end_abnormally(ws, how: str) -> None:
+    """End a connection the way a robot's link or process does, returning as soon as it has ended."""
+    if how == "closed_1009":  # a message over the server's limit: the server closes with 1009
+        ws.send(raw_pack(droid_request(frames=4)))  # ~2 MB against a 1 MiB limit
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        return
+    sock = ws.socket
+    if how == "reset":  # RST, as the kernel sends for a killed process with unread data
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.shutdown(socket.SHUT_RDWR)  # "dropped": FIN with no websocket close frame
+    ws.close()
+
+
+@pytest.mark.parametrize("in_flight", [False, True], ids=["idle", "request_in_flight"])
+@pytest.mark.parametrize("how", ["closed_1009", "dropped", "reset"])
+def test_a_client_reconnecting_right_after_an_abnormal_end_is_served_every_time(serve, how, in_flight):
+    """With a request in flight the old connection's handler is still awaiting the model when the
+    newcomer arrives, so the server cannot have cleaned up yet: the race is hit every time."""
+    delay, rounds = (0.1, 20) if in_flight else (0.0, 50)
+    server = serve(ScriptedBackend(DROID, delay=delay), max_message_size=1024 * 1024)
+    ws = raw_connect(server.url)
+    assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+    for i in range(rounds):
+        if in_flight:
+            ws.send(raw_pack(droid_request(session=f"old{i}")))
+        _end_abnormally(ws, how)
+        ws = raw_connect(server.url)  # at once: the server may not have noticed the end yet
+        first = ws.recv(timeout=5)  # a refusal would raise ConnectionClosed (1013) here
+        assert raw_unpack(first) == REFERENCE_HANDSHAKE["franka_droid"], i
+        ws.send(raw_pack(droid_request(session=f"s{i}")))
+        assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8), i
+    ws.close()
+    assert server.requests_served >= rounds
+
+
+_KILLED_CLIENT = """
+import sys
+from websockets.sync.client import connect
+ws = connect(sys.argv[1], max_size=None, proxy=None, open_timeout=5)
+ws.recv(timeout=5)
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_client_reconnecting_right_after_its_previous_process_was_killed_is_served(serve):
+    server = serve(ScriptedBackend(DROID))
+    for i in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_CLIENT, server.url], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert proc.stdout.readline().strip() == "holding"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+            proc.stdin.close()
+            proc.stdout.close()
+        with raw_connect(server.url) as ws:
+            assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"], i
+            ws.send(raw_pack(droid_request(session=f"s{i}")))
+            assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8), i
+
+
+def _server_frames(sock: socket.socket, deadline: float):
+    """(opcode, payload) of the unmasked frames a server sends, read from a raw socket."""
+    buf = b""
+
+    def take(n: int) -> bytes:
+        nonlocal buf
+        while len(buf) < n:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    while True:
+        b0, b1 = take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", take(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", take(8))[0]
+        yield b0 & 0x0F, take(n)
+
+
+def test_a_silent_holder_whose_link_is_gone_is_taken_over_after_the_probe_and_closed_4001(serve):
+    """The holder completed the websocket handshake and then went silent (a link that dropped
+    without a FIN): it answers no ping, so the newcomer gets the session after takeover_probe_s."""
+    server = serve(ScriptedBackend(DROID), takeover_probe_s=0.5)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    silent.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += silent.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    try:
+        t0 = time.monotonic()
+        with raw_connect(server.url) as ws:
+            assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+            waited = time.monotonic() - t0
+            ws.send(raw_pack(droid_request()))
+            assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8)
+        assert 0.5 <= waited < 3.0, waited
+        frames = _server_frames(silent, time.monotonic() + 5)
+        opcode, payload = next(frames)
+        assert opcode == 0x2 and msgpack.unpackb(payload) == REFERENCE_HANDSHAKE["franka_droid"]  # greeting
+        opcodes, close = [], b""
+        for opcode, body in frames:
+            opcodes.append(opcode)
+            if opcode == 0x8:
+                close = body
+                break
+        assert opcodes[:-1] and set(opcodes[:-1]) == {0x9}  # the probe ping(s), never answered
+        assert struct.unpack(">H", close[:2])[0] == 4001 and b"superseded" in close
+        assert server.takeovers == 1
+    finally:
+        silent.close()
