@@ -548,6 +548,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest websocket message in MiB (default: %(default)g)")
     parser.add_argument("--max-prompt-chars", type=int, default=DEFAULT_MAX_PROMPT_CHARS,
                         help="longest accepted prompt (default: %(default)s)")
+    parser.add_argument("--takeover-probe-s", type=float, default=DEFAULT_TAKEOVER_PROBE_S,
+                        help="s a session holder that still looks connected has to answer a ping before a "
+                             "reconnecting client takes the session over (default: %(default)g)")
     parser.add_argument("--scripted-delay", type=float, default=0.0,
                         help="s of simulated inference time for --backend scripted (tests, benchmarks)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads, 0 = torch default")
@@ -584,6 +587,7 @@ def run(args: argparse.Namespace) -> int:
     server = PolicyServer(
         factory, embodiment, host=args.host, port=args.port, token=args.token or None,
         max_message_size=int(args.max_message_mb * 2**20), max_prompt_chars=args.max_prompt_chars,
+        takeover_probe_s=args.takeover_probe_s,
     )
     try:
         server.start()

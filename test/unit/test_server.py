@@ -390,6 +390,8 @@ def test_keepalive_pings_are_answered_while_a_long_inference_runs(serve):
 def test_remote_backend_through_the_server_matches_the_local_backend_for_each_embodiment(serve, e):
     server = serve(fake_local(e), e, token="tok")
     remote = RemoteBackend(e, server.url, token="tok")
+    assert remote.server_config == REFERENCE_HANDSHAKE[e.name]
+    assert remote.server_metadata["embodiment"] == e.name  # asked for, since our server selected dreamzero.v2
     direct = fake_local(e)
     lo, hi, _ = e.limits_arrays(e.state_joints)
     state = lo + 0.3 * (hi - lo)
