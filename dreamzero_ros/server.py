@@ -330,7 +330,7 @@ class PolicyServer:
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
     async def _handle_message(self, ws: ServerConnection, message: str | bytes) -> bool:
-        """Serve one request; False when the connection was closed because inference failed."""
+        """Serve one request; False when the connection is done (inference failed and it was closed, or superseded)."""
         if self._active is not ws:  # superseded: its requests never reach the model again
             return False
         t0 = time.perf_counter()

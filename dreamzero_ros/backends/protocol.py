@@ -6,7 +6,8 @@ Wire format (matches the reference release byte for byte where it matters):
   * numpy arrays -> a map with BIN keys {b"__ndarray__": True, b"data": C-order bytes,
     b"dtype": dtype.str (e.g. "|u1", "<f4"), b"shape": [..]}; numpy scalars ->
     {b"__npgeneric__": True, b"data": value.item(), b"dtype": dtype.str}, decoded as
-    np.dtype(dtype).type(data). Top-level keys are str. No pickle: object, void, complex and
+    np.dtype(dtype).type(data) (np.float64 subclasses Python float, so msgpack packs it as a
+    plain float before the hook is asked, with the reference packer too). Top-level keys are str. No pickle: object, void, complex and
     datetime values are refused on both sides.
   * The server sends its config (the handshake) first, as one binary frame: exactly the six
     fields of the reference server's PolicyServerConfig (see server_config). The reference
@@ -20,11 +21,12 @@ Wire format (matches the reference release byte for byte where it matters):
     (the reference sends the traceback then closes with 1011).
 
 Our own extension, invisible to the reference client: the richer description of the embodiment
-(server_metadata: name, cameras, state keys, action groups, horizon, rates, joint names) is
-served only to a client that offers the websocket subprotocol SUBPROTOCOL on connect and then
-sends {"endpoint": "metadata"}. The reference client offers no subprotocol and never sends that
-endpoint; a reference server selects no subprotocol, so our client, seeing none selected, never
-sends the request there (a reference server would run inference on it and close with 1011).
+(server_metadata: name, cameras, state keys, action groups, horizon, rates, joint names) is the
+reply to {"endpoint": "metadata"}. Our client offers the websocket subprotocol SUBPROTOCOL on
+connect and sends that request only when the server selected it (ours does). The reference
+client offers no subprotocol and never sends that endpoint; a reference server selects no
+subprotocol, so our client never sends it there (a reference server would run inference on it
+and close with 1011).
 """
 
 from __future__ import annotations
