@@ -24,6 +24,7 @@ CASES = (
     ("yam 3x480x640", "yam", (480, 640)),
     ("franka_droid 3x180x320", "franka_droid", (180, 320)),
     ("franka_droid 3x720x1280 (pre-resize)", "franka_droid", (720, 1280)),
+    ("franka_droid 3x480x640 (4:3, letterboxed)", "franka_droid", (480, 640)),
 )
 
 

@@ -5,9 +5,13 @@ Wire format (matches the reference release byte for byte where it matters):
     raw=False (so str stays str and bytes stay bytes; invalid UTF-8 in a str is an error).
   * numpy arrays -> a map with BIN keys {b"__ndarray__": True, b"data": C-order bytes,
     b"dtype": dtype.str (e.g. "|u1", "<f4"), b"shape": [..]}; numpy scalars ->
-    {b"__npgeneric__": True, b"data": bytes, b"dtype": dtype.str}. Top-level keys are str.
-    No pickle: object arrays are refused on both sides.
-  * The server sends its config (the handshake) first, as one binary frame.
+    {b"__npgeneric__": True, b"data": value.item(), b"dtype": dtype.str}, decoded as
+    np.dtype(dtype).type(data) (np.float64 subclasses Python float, so msgpack packs it as a
+    plain float before the hook is asked, with the reference packer too). Top-level keys are str. No pickle: object, void, complex and
+    datetime values are refused on both sides.
+  * The server sends its config (the handshake) first, as one binary frame: exactly the six
+    fields of the reference server's PolicyServerConfig (see server_config). The reference
+    client builds PolicyServerConfig(**config) from it and fails on any other key.
   * Request: {"observation/<wire_key>": uint8 [H, W, 3] or [T, H, W, 3] per camera,
     "observation/<state group>": float [D] in MODEL units (DROID: joint_position [7] rad,
     gripper_position [1] in [0, 1]), "prompt": str (the RAW instruction: the server applies the
@@ -16,8 +20,13 @@ Wire format (matches the reference release byte for byte where it matters):
     (DROID [24, 8]). Reset reply: the TEXT frame "reset successful". Errors: a text frame
     (the reference sends the traceback then closes with 1011).
 
-The handshake keeps the reference DROID keys and adds keys that describe any embodiment
-(see server_config); a client validates it with validate_server_config.
+Our own extension, invisible to the reference client: the richer description of the embodiment
+(server_metadata: name, cameras, state keys, action groups, horizon, rates, joint names) is the
+reply to {"endpoint": "metadata"}. Our client offers the websocket subprotocol SUBPROTOCOL on
+connect and sends that request only when the server selected it (ours does). The reference
+client offers no subprotocol and never sends that endpoint; a reference server selects no
+subprotocol, so our client never sends it there (a reference server would run inference on it
+and close with 1011).
 """
 
 from __future__ import annotations
@@ -30,9 +39,21 @@ import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: websocket subprotocol our client offers and our server selects; it unlocks the metadata endpoint
+SUBPROTOCOL = "dreamzero.v2"
 RESET_REPLY = "reset successful"
-ENDPOINTS = ("infer", "reset")
+METADATA_ENDPOINT = "metadata"
+ENDPOINTS = ("infer", "reset", METADATA_ENDPOINT)
+#: the reference server's PolicyServerConfig fields, in its order, with their wire types
+HANDSHAKE_FIELDS: dict[str, tuple[type, ...]] = {
+    "image_resolution": (list, tuple),
+    "needs_wrist_camera": (bool,),
+    "n_external_cameras": (int,),
+    "needs_stereo_camera": (bool,),
+    "needs_session_id": (bool,),
+    "action_space": (str,),
+}
 #: frames the server feeds the model per request: 1 on the first call of an episode, then the last 4
 FIRST_CALL_FRAMES = 1
 LATER_CALL_FRAMES = 4
@@ -42,6 +63,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 _ND = b"__ndarray__"
 _NG = b"__npgeneric__"
+# dtype kinds that never cross the wire: object / void (would need pickle), complex and datetime
+# (their .item() is no msgpack type)
+_REFUSED_KINDS = "OVcMm"
 
 
 class ProtocolError(ValueError):
@@ -55,14 +79,14 @@ class ProtocolError(ValueError):
 
 def _encode(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in "OV":  # object / void arrays would need pickle: never on this wire
+        if obj.dtype.kind in _REFUSED_KINDS:
             raise ProtocolError(f"cannot encode an ndarray of dtype {obj.dtype} (object arrays are not allowed)")
         data = np.ascontiguousarray(obj).tobytes()  # C order, whatever the array's strides
         return {_ND: True, b"data": data, b"dtype": obj.dtype.str, b"shape": list(obj.shape)}
     if isinstance(obj, np.generic):
-        if obj.dtype.kind in "OV":
+        if obj.dtype.kind in _REFUSED_KINDS:
             raise ProtocolError(f"cannot encode a numpy scalar of dtype {obj.dtype}")
-        return {_NG: True, b"data": obj.tobytes(), b"dtype": obj.dtype.str}
+        return {_NG: True, b"data": obj.item(), b"dtype": obj.dtype.str}
     return obj
 
 
@@ -74,7 +98,7 @@ def _decode(obj: dict) -> Any:
             data = obj[b"data"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed ndarray map: {exc}") from exc
-        if dtype.kind in "OV":
+        if dtype.kind in _REFUSED_KINDS:
             raise ProtocolError(f"refusing ndarray of dtype {dtype} (object arrays are not allowed)")
         if not isinstance(data, bytes):
             raise ProtocolError(f"ndarray data: expected bytes, got {type(data).__name__}")
@@ -86,11 +110,17 @@ def _decode(obj: dict) -> Any:
     if _NG in obj:
         try:
             dtype = np.dtype(obj[b"dtype"])
-            if dtype.kind in "OV":
-                raise ProtocolError(f"refusing numpy scalar of dtype {dtype}")
-            return np.frombuffer(obj[b"data"], dtype=dtype)[0]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            value = obj[b"data"]
+        except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed numpy scalar map: {exc}") from exc
+        if dtype.kind in _REFUSED_KINDS:
+            raise ProtocolError(f"refusing numpy scalar of dtype {dtype}")
+        if not isinstance(value, (bool, int, float, str, bytes)):
+            raise ProtocolError(f"numpy scalar data: expected a number, str or bytes, got {type(value).__name__}")
+        try:
+            return dtype.type(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"numpy scalar: {value!r} is not a valid {dtype.str}: {exc}") from exc
     return obj
 
 
@@ -131,18 +161,15 @@ def state_key(group: str) -> str:
 
 
 def server_config(embodiment: EmbodimentConfig) -> dict[str, Any]:
-    """The config map the server sends first.
+    """The handshake the server sends first: exactly the reference server's six PolicyServerConfig fields.
 
-    Reference DROID keys (kept so released clients work): image_resolution [H, W] (of the first
-    camera; all cameras share it in the shipped configs), needs_wrist_camera, n_external_cameras
-    (cameras - 1), needs_stereo_camera, needs_session_id, action_space.
-    Generalised keys: protocol_version, embodiment, cameras [{name, wire_key, image_resolution}],
-    state_keys {request key: dim}, action_groups {group: dim} (joint groups then extras),
-    action_horizon, action_dim, control_rate_hz, frames_per_request [first call, later calls].
+    DROID gets the reference values verbatim ([180, 320], wrist, 2 external cameras, no stereo,
+    session id, joint_position). Other embodiments use the same six fields with their own values:
+    image_resolution [H, W] of the first camera (all cameras share it in the shipped configs),
+    the first two cameras counted as external and the last as the wrist camera (the reference
+    schema has no other way to say "three views"). Everything else is in server_metadata.
     """
     e = embodiment
-    groups = {g.name: len(g.joints) for g in e.action}
-    groups.update({g.name: len(g.components) for g in e.extra_actions})
     return {
         "image_resolution": list(e.cameras[0].source_size),
         "needs_wrist_camera": True,
@@ -150,40 +177,48 @@ def server_config(embodiment: EmbodimentConfig) -> dict[str, Any]:
         "needs_stereo_camera": False,
         "needs_session_id": True,
         "action_space": "joint_position",
+    }
+
+
+def server_metadata(embodiment: EmbodimentConfig) -> dict[str, Any]:
+    """The reply to {"endpoint": "metadata"}: what our client checks beyond the six handshake fields.
+
+    protocol_version, embodiment (name), cameras [{name, wire_key, image_resolution}], state_keys
+    {request key: dim}, state_joints, action_groups {group: dim} (joint groups then extras),
+    action_joints, action_horizon, action_dim, control_rate_hz, video_fps,
+    frames_per_request [first call, later calls].
+    """
+    e = embodiment
+    groups = {g.name: len(g.joints) for g in e.action}
+    groups.update({g.name: len(g.components) for g in e.extra_actions})
+    return {
         "protocol_version": PROTOCOL_VERSION,
         "embodiment": e.name,
         "cameras": [
             {"name": c.name, "wire_key": c.wire_key, "image_resolution": list(c.source_size)} for c in e.cameras
         ],
         "state_keys": {state_key(g.name): len(g.joints) for g in e.state},
+        "state_joints": list(e.state_joints),
         "action_groups": groups,
+        "action_joints": list(e.action_joints),
         "action_horizon": e.control.horizon,
         "action_dim": sum(groups.values()),
         "control_rate_hz": e.control.rate_hz,
+        "video_fps": e.video.fps,
         "frames_per_request": [FIRST_CALL_FRAMES, LATER_CALL_FRAMES],
     }
 
 
-_REFERENCE_KEYS = {
-    "image_resolution": (list, tuple),
-    "needs_wrist_camera": (bool,),
-    "n_external_cameras": (int,),
-    "needs_stereo_camera": (bool,),
-    "needs_session_id": (bool,),
-    "action_space": (str,),
-}
-
-
 def validate_server_config(config: Any, embodiment: EmbodimentConfig, *, where: str = "server") -> dict[str, Any]:
-    """Check a handshake against the embodiment we drive; raises ProtocolError naming the mismatch.
+    """Check a six-field handshake against the embodiment we drive; raises ProtocolError naming the mismatch.
 
-    Works with the released DROID server (reference keys only) and with ours (generalised keys,
-    each checked when present).
+    Any server speaking the reference protocol (the released DROID server, ours) passes this.
+    Keys beyond the six are tolerated here; our server never sends any.
     """
     e = embodiment
     if not isinstance(config, Mapping):
         raise ProtocolError(f"{where}: handshake: expected a config map, got {type(config).__name__}")
-    for key, types in _REFERENCE_KEYS.items():
+    for key, types in HANDSHAKE_FIELDS.items():
         if key not in config:
             raise ProtocolError(f"{where}: handshake: missing key {key!r}; got keys {sorted(map(str, config))}")
         if not isinstance(config[key], types):
@@ -198,30 +233,42 @@ def validate_server_config(config: Any, embodiment: EmbodimentConfig, *, where: 
         raise ProtocolError(
             f"{where}: handshake: server wants {n_cams} cameras, {e.name} has {len(e.cameras)} {list(e.camera_names)}"
         )
-    if "embodiment" in config and config["embodiment"] != e.name:
-        raise ProtocolError(f"{where}: handshake: embodiment: expected {e.name!r}, got {config['embodiment']!r}")
-    if "cameras" in config:
-        got = [(c.get("wire_key"), list(c.get("image_resolution", []))) for c in config["cameras"]
-               if isinstance(c, Mapping)]
-        want = [(c.wire_key, list(c.source_size)) for c in e.cameras]
-        if got != want:
-            raise ProtocolError(f"{where}: handshake: cameras: expected (wire_key, [H, W]) {want}, got {got}")
-    else:
-        res = list(config["image_resolution"])
-        for cam in e.cameras:
-            if list(cam.source_size) != res:
-                raise ProtocolError(
-                    f"{where}: handshake: image_resolution: server wants {res}, camera {cam.name!r} is "
-                    f"{list(cam.source_size)}"
-                )
-    if "state_keys" in config:
-        want_state = {state_key(g.name): len(g.joints) for g in e.state}
-        if dict(config["state_keys"]) != want_state:
-            raise ProtocolError(f"{where}: handshake: state_keys: expected {want_state}, got {config['state_keys']}")
-    for key, want in (("action_horizon", e.control.horizon), ("action_dim", _action_dim(e))):
-        if key in config and config[key] != want:
-            raise ProtocolError(f"{where}: handshake: {key}: expected {want}, got {config[key]!r}")
+    res = list(config["image_resolution"])
+    for cam in e.cameras:
+        if list(cam.source_size) != res:
+            raise ProtocolError(
+                f"{where}: handshake: image_resolution: server wants {res}, camera {cam.name!r} is "
+                f"{list(cam.source_size)}"
+            )
     return dict(config)
+
+
+def validate_server_metadata(metadata: Any, embodiment: EmbodimentConfig, *, where: str = "server") -> dict[str, Any]:
+    """Check our server's metadata reply against the embodiment we drive; raises ProtocolError naming the mismatch."""
+    e = embodiment
+    if not isinstance(metadata, Mapping):
+        raise ProtocolError(f"{where}: metadata: expected a map, got {type(metadata).__name__}")
+    want_version = PROTOCOL_VERSION
+    if metadata.get("protocol_version") != want_version:
+        got = metadata.get("protocol_version")
+        raise ProtocolError(f"{where}: metadata: protocol_version: expected {want_version}, got {got!r}")
+    if metadata.get("embodiment") != e.name:
+        raise ProtocolError(f"{where}: metadata: embodiment: expected {e.name!r}, got {metadata.get('embodiment')!r}")
+    cams = metadata.get("cameras")
+    got = [(c.get("wire_key"), list(c.get("image_resolution", []))) for c in cams if isinstance(c, Mapping)] \
+        if isinstance(cams, list) else cams
+    want = [(c.wire_key, list(c.source_size)) for c in e.cameras]
+    if got != want:
+        raise ProtocolError(f"{where}: metadata: cameras: expected (wire_key, [H, W]) {want}, got {got}")
+    want_state = {state_key(g.name): len(g.joints) for g in e.state}
+    got_state = metadata.get("state_keys")
+    if not isinstance(got_state, Mapping) or dict(got_state) != want_state:
+        raise ProtocolError(f"{where}: metadata: state_keys: expected {want_state}, got {got_state!r}")
+    for key, value in (("action_horizon", e.control.horizon), ("action_dim", _action_dim(e)),
+                       ("action_joints", list(e.action_joints))):
+        if metadata.get(key) != value:
+            raise ProtocolError(f"{where}: metadata: {key}: expected {value}, got {metadata.get(key)!r}")
+    return dict(metadata)
 
 
 def _action_dim(e: EmbodimentConfig) -> int:
@@ -274,3 +321,8 @@ def infer_request(
 
 def reset_request(session_id: str) -> dict[str, Any]:
     return {"endpoint": "reset", "session_id": session_id}
+
+
+def metadata_request() -> dict[str, Any]:
+    """Our extension: ask our server for server_metadata (only after it selected SUBPROTOCOL)."""
+    return {"endpoint": METADATA_ENDPOINT}

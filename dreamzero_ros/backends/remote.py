@@ -17,8 +17,16 @@ What it sends per infer() (see protocol.py for the map):
     "reset"; an instruction change starts a new session (both servers reset on a new id).
 The reply, float32 [H, A] absolute in model units, goes through ActionSpace.model_to_si_actions.
 
+Handshake: the client offers the websocket subprotocol protocol.SUBPROTOCOL. Every server sends
+the reference's six-field config first, which is validated against the embodiment. When the
+server selected the subprotocol (ours does), the client then asks {"endpoint": "metadata"} and
+validates the embodiment name, cameras, state keys, horizon, action dimension and joints too
+(server_metadata). A server that selected none (the reference) is never sent that request:
+it would run inference on it and close the connection.
+
 Robustness rules:
-  * the handshake is validated against the embodiment on every (re)connect;
+  * the handshake (and metadata, where served) is validated against the embodiment on every
+    (re)connect;
   * any failed request (timeout, closed connection, error text, malformed reply) DROPS the
     connection: the protocol has no request ids, so a reply that arrives late on a live
     connection could otherwise be taken for the next request's. A new connection always starts a
@@ -111,7 +119,8 @@ class RemoteBackend(PolicyBackend):
         self.ping_timeout = ping_timeout if ping_timeout is not None else max(60.0, self.request_timeout)
         self.backoff_initial = float(backoff_initial)
         self.backoff_max = float(backoff_max)
-        self.server_config: dict[str, Any] | None = None
+        self.server_config: dict[str, Any] | None = None  # the six-field handshake
+        self.server_metadata: dict[str, Any] | None = None  # ours only; None from a reference server
         self.instruction = ""
         self.session_id = ""
         self._first_call = True
@@ -147,6 +156,7 @@ class RemoteBackend(PolicyBackend):
                 ping_timeout=self.ping_timeout,
                 close_timeout=2.0,
                 compression=None,  # images do not deflate well; compression only costs CPU here
+                subprotocols=[protocol.SUBPROTOCOL],  # unlocks the metadata request on our server
                 proxy=None,  # policy servers are on the robot's network; never route via env proxies
                 legacy=True,  # websockets >= 17.1: a long-lived connection, not a context manager
             )
@@ -161,9 +171,10 @@ class RemoteBackend(PolicyBackend):
                         f"expected the server config as a binary msgpack frame, got a text frame: {first[:200]!r}"
                     )
                 config = protocol.validate_server_config(protocol.unpackb(first), self.embodiment, where=self.url)
+                metadata = self._metadata(ws) if ws.subprotocol == protocol.SUBPROTOCOL else None
             except TimeoutError as exc:
                 ws.close()
-                raise self._failed(f"{self.url}: no server config within {self.connect_timeout:g} s") from exc
+                raise self._failed(f"{self.url}: no server config or metadata within {self.connect_timeout:g} s") from exc
             except ConnectionClosed as exc:
                 raise self._failed(f"{self.url}: server closed the connection during the handshake: "
                                    f"{_close_text(exc)}") from exc
@@ -172,11 +183,20 @@ class RemoteBackend(PolicyBackend):
                 raise self._failed(f"{self.url}: not a compatible DreamZero policy server: {exc}") from exc
             self._ws = ws
             self.server_config = config
+            self.server_metadata = metadata
             self._failures = 0
             self._last_error = ""
             self._new_session()
-            LOG.info("remote connected url=%s embodiment=%s session=%s", self.url,
-                     config.get("embodiment", "?"), self.session_id)
+            LOG.info("remote connected url=%s server=%s embodiment=%s session=%s", self.url,
+                     "dreamzero" if metadata is not None else "reference", self.embodiment.name, self.session_id)
+
+    def _metadata(self, ws: ClientConnection) -> dict[str, Any]:
+        """Ask our server for its metadata and validate it; raises ProtocolError, TimeoutError, ConnectionClosed."""
+        ws.send(protocol.packb(protocol.metadata_request()))
+        reply = ws.recv(timeout=self.connect_timeout)
+        if isinstance(reply, str):
+            raise protocol.ProtocolError(f"metadata: expected a binary msgpack map, got the text {reply[:200]!r}")
+        return protocol.validate_server_metadata(protocol.unpackb(reply), self.embodiment, where=self.url)
 
     def _ensure_connected(self) -> ClientConnection:
         if self.connected:

@@ -1,15 +1,28 @@
 """`dreamzero serve`: the websocket policy server (the GPU box side of the remote backend).
 
-Speaks backends.protocol (the reference release's wire format, generalised handshake) in front
-of one PolicyBackend (normally the local model):
+Speaks backends.protocol (the reference release's wire format and six-field handshake, plus a
+metadata request only our client makes) in front of one PolicyBackend (normally the local model):
 
   * binds 127.0.0.1 unless told otherwise; optional shared token, presented by the client as
     "Authorization: Bearer <token>" on the websocket handshake (a missing or wrong token is
     closed with 1008 and a reason before anything is sent);
-  * one active client at a time per model: a second concurrent client is closed with 1013
-    ("busy") and the first keeps being served, so two robots can never interleave frames into
-    one KV cache;
-  * sends its config first, as one binary frame;
+  * one active client at a time per model, so two robots can never interleave frames into one
+    KV cache. Admission rule when a connection arrives while another one holds the session
+    (decided under one lock, so simultaneous arrivals are admitted one after the other):
+      - the holder's socket is gone or going (closing handshake started, e.g. after 1009 or
+        1011, or closed, e.g. dropped or killed): the newcomer takes the session at once;
+      - the holder still looks open: it is pinged; no pong within takeover_probe_s (default
+        2 s), or the connection dies meanwhile, means it is gone and the newcomer takes the
+        session; a pong means a live client holds it and the newcomer is closed with 1013
+        ("busy"), the holder served on.
+    A superseded holder is closed with 4001 and none of its later requests reach the model (one
+    already running finishes; its reply is dropped). A takeover does not reset the episode by
+    itself: as in the release, a request with a new session id does (our client always starts
+    one on a new connection; a client that reconnects with its session id continues it);
+  * sends its config first, as one binary frame: exactly the reference server's six fields
+    (protocol.server_config), so the reference client's PolicyServerConfig(**config) works; a
+    client that offered protocol.SUBPROTOCOL may then ask {"endpoint": "metadata"} for
+    protocol.server_metadata (our client does; the reference client never does);
   * keeps per-camera frame buffers like the reference: each request's frames are appended, the
     model gets 1 frame on the first call of an episode and the last 4 (padded at the front with
     the oldest when fewer arrived) afterwards, each time step stitched with core.stitch;
@@ -39,13 +52,15 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from dreamzero_ros.backends import protocol
 from dreamzero_ros.backends.base import Observation, PolicyBackend
@@ -57,6 +72,8 @@ LOG = logging.getLogger("dreamzero_ros.backends.server")
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_PROMPT_CHARS = MAX_INSTRUCTION_CHARS
+DEFAULT_TAKEOVER_PROBE_S = 2.0
+SUPERSEDED_CLOSE_CODE = 4001
 TOKEN_ENV = "DREAMZERO_SERVER_TOKEN"
 
 StitchFn = Callable[[dict[str, np.ndarray], EmbodimentConfig], np.ndarray]
@@ -91,6 +108,7 @@ class PolicyServer:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 60.0,
         stitch: StitchFn | None = None,
+        takeover_probe_s: float = DEFAULT_TAKEOVER_PROBE_S,
     ) -> None:
         """
         Args:
@@ -102,9 +120,13 @@ class PolicyServer:
             max_prompt_chars: longest accepted prompt (the model's text context is 512 tokens).
             stitch: stitch_views(views {camera: [H, W, 3]}, embodiment) -> uint8 [352, 640, 3];
                 None = dreamzero_ros.model.stitching.stitch_views.
+            takeover_probe_s: s a connection that holds the session and still looks open gets to
+                answer a ping before a newcomer takes the session over (see the module docstring).
         """
         if max_prompt_chars < 1:
             raise ValueError(f"server: max_prompt_chars: expected >= 1, got {max_prompt_chars}")
+        if not takeover_probe_s > 0:
+            raise ValueError(f"server: takeover_probe_s: expected a positive number of seconds, got {takeover_probe_s!r}")
         self.embodiment = embodiment
         self.host = host
         self.port = int(port)
@@ -114,6 +136,8 @@ class PolicyServer:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.config = protocol.server_config(embodiment)
+        self.metadata = protocol.server_metadata(embodiment)
+        self.takeover_probe_s = float(takeover_probe_s)
         self.space = ActionSpace(embodiment, None, warn_if_identity=False)  # units only; the backend normalises
         self._backend_source = backend
         self._owns_backend = not isinstance(backend, PolicyBackend)
@@ -127,6 +151,9 @@ class PolicyServer:
         self._stitch_cache: dict[tuple[int, ...], tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
         # Serving state, touched only on the event loop.
         self._active: ServerConnection | None = None
+        self._admission: asyncio.Lock | None = None
+        self._retiring: set[asyncio.Task] = set()
+        self.takeovers = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -185,6 +212,7 @@ class PolicyServer:
                  self.max_message_size)
 
     async def _open(self) -> None:
+        self._admission = asyncio.Lock()
         self._server = await serve(
             self._handle_connection,
             self.host,
@@ -192,7 +220,9 @@ class PolicyServer:
             max_size=self.max_message_size,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            close_timeout=2.0,
             compression=None,
+            select_subprotocol=_select_subprotocol,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -252,12 +282,24 @@ class PolicyServer:
             LOG.warning("refused peer=%s reason=unauthorised", peer)
             await ws.close(1008, "unauthorized: missing or wrong bearer token")
             return
-        if self._active is not None:
-            LOG.warning("refused peer=%s reason=busy active=%s", peer, _peer(self._active))
+        assert self._admission is not None
+        async with self._admission:
+            holder = self._active
+            gone = None if holder is None else await self._gone(holder)
+            admitted = holder is None or gone is not None
+            if admitted:
+                self._active = ws
+        if not admitted:
+            LOG.warning("refused peer=%s reason=busy active=%s", peer, _peer(holder))
             await ws.close(1013, "busy: another client is being served; one session per model")
             return
-        self._active = ws
-        LOG.info("connected peer=%s", peer)
+        if holder is not None:
+            self.takeovers += 1
+            LOG.warning("takeover peer=%s previous=%s reason=%s", peer, _peer(holder), gone)
+            task = asyncio.create_task(holder.close(SUPERSEDED_CLOSE_CODE, "superseded: a new connection took over"))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        LOG.info("connected peer=%s subprotocol=%s", peer, ws.subprotocol or "-")
         try:
             await ws.send(protocol.packb(self.config))
             async for message in ws:
@@ -270,18 +312,36 @@ class PolicyServer:
                 self._active = None
             LOG.info("disconnected peer=%s code=%s", peer, ws.close_code)
 
+    async def _gone(self, holder: ServerConnection) -> str | None:
+        """Why the session holder's connection is gone or going, or None when it answers a ping in time."""
+        if holder.state is not State.OPEN:
+            return f"state={holder.state.name}"
+        try:
+            pong = await holder.ping()
+            await asyncio.wait_for(pong, self.takeover_probe_s)
+        except ConnectionClosed:
+            return "closed while probed"
+        except TimeoutError:
+            return f"no pong within {self.takeover_probe_s:g} s"
+        return None
+
     def _authorised(self, ws: ServerConnection) -> bool:
         header = ws.request.headers.get("Authorization", "") if ws.request is not None else ""
         scheme, _, value = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
     async def _handle_message(self, ws: ServerConnection, message: str | bytes) -> bool:
-        """Serve one request; False when the connection was closed because inference failed."""
+        """Serve one request; False when the connection is done (inference failed and it was closed, or superseded)."""
+        if self._active is not ws:  # superseded: its requests never reach the model again
+            return False
         t0 = time.perf_counter()
         endpoint = "?"
         try:
             request = self._parse(message)
             endpoint = request.get("endpoint", "infer")
+            if endpoint == protocol.METADATA_ENDPOINT:
+                await ws.send(protocol.packb(self.metadata))
+                return True
             if endpoint == "reset":
                 session = _optional_session(request)
                 await self._run(self._reset_episode, session)
@@ -441,6 +501,11 @@ def _last_n(buf: collections.deque, n: int) -> list[np.ndarray]:
     return [frames[0]] * (n - len(frames)) + frames
 
 
+def _select_subprotocol(ws: ServerConnection, offered: Sequence[str]) -> Subprotocol | None:
+    """Ours when offered; no subprotocol otherwise (the reference client offers none and is served as usual)."""
+    return Subprotocol(protocol.SUBPROTOCOL) if protocol.SUBPROTOCOL in offered else None
+
+
 def _optional_session(request: dict[str, Any]) -> str | None:
     session = request.get("session_id")
     if session is not None and (not isinstance(session, str) or not session):
@@ -484,6 +549,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest websocket message in MiB (default: %(default)g)")
     parser.add_argument("--max-prompt-chars", type=int, default=DEFAULT_MAX_PROMPT_CHARS,
                         help="longest accepted prompt (default: %(default)s)")
+    parser.add_argument("--takeover-probe-s", type=float, default=DEFAULT_TAKEOVER_PROBE_S,
+                        help="s a session holder that still looks connected has to answer a ping before a "
+                             "reconnecting client takes the session over (default: %(default)g)")
     parser.add_argument("--scripted-delay", type=float, default=0.0,
                         help="s of simulated inference time for --backend scripted (tests, benchmarks)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads, 0 = torch default")
@@ -520,6 +588,7 @@ def run(args: argparse.Namespace) -> int:
     server = PolicyServer(
         factory, embodiment, host=args.host, port=args.port, token=args.token or None,
         max_message_size=int(args.max_message_mb * 2**20), max_prompt_chars=args.max_prompt_chars,
+        takeover_probe_s=args.takeover_probe_s,
     )
     try:
         server.start()

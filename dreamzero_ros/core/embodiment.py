@@ -21,6 +21,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 LAYOUTS = ("droid", "grid_2x2")
 STALE_POLICIES = ("black", "hold", "stop")
+#: how a camera image whose aspect differs from source_size gets there: "letterbox" (the reference
+#: client's resize_with_pad: keep aspect, PIL bilinear, black bars) or "stretch" (squash to fit)
+ASPECTS = ("letterbox", "stretch")
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory", "joint_state")
 
 
@@ -48,6 +51,7 @@ class CameraConfig:
     source_size: tuple[int, int]  # (H, W) the training data stored; images are resized to it first
     wire_key: str  # key in the remote protocol, e.g. "exterior_image_0_left"
     frame: str  # URDF link the camera is mounted on (optical frame)
+    aspect: str = "letterbox"  # one of ASPECTS: how an image of another aspect reaches source_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,7 +483,7 @@ def _find_urdf(name: str, base_dir: Path) -> Path | None:
 
 def _parse_cameras(r: _Reader, value: Any, urdf_links: set[str]) -> tuple[CameraConfig, ...]:
     cams = []
-    keys = ("name", "topic", "compressed", "source_size", "wire_key", "frame")
+    keys = ("name", "topic", "compressed", "source_size", "wire_key", "frame", "aspect")
     for i, item in enumerate(r.items(value, "cameras")):
         f = f"cameras[{i}]"
         m = r.mapping(item, f, keys, ("name", "topic", "source_size", "wire_key", "frame"))
@@ -495,6 +499,7 @@ def _parse_cameras(r: _Reader, value: Any, urdf_links: set[str]) -> tuple[Camera
                 source_size=size,
                 wire_key=r.string(m["wire_key"], f"{f}.wire_key"),
                 frame=frame,
+                aspect=r.string(m.get("aspect", "letterbox"), f"{f}.aspect", ASPECTS),
             )
         )
     for field in ("name", "topic", "wire_key"):

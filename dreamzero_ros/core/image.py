@@ -3,7 +3,8 @@
 Owns the pixel-format half of cv_bridge (not available as a wheel): turning the plain fields of a
 `sensor_msgs/Image` (encoding, height, width, step, data) or a `sensor_msgs/CompressedImage`
 (format, data) into an RGB uint8 array [H, W, 3], and the reverse for publishing. No rclpy here:
-the node copies the fields out of the message and calls these functions.
+the node copies the fields out of the message and calls these functions. Also `letterbox`, the
+reference client's aspect-keeping resize to a view's training resolution.
 
 Every rejected input raises `ImageDecodeError` (a ValueError) whose message names what was wrong,
 what was expected and what was received.
@@ -15,6 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 # encoding -> (channels, cv2 conversion to RGB or None when the data already is RGB)
 _DECODERS: dict[str, tuple[int, int | None]] = {
@@ -108,6 +110,34 @@ def encode_image(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[str, int, byt
         raise ImageDecodeError(f"encode_image expects a uint8 [H, W, 3] RGB array, got {got}")
     pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
     return encoding, rgb.shape[1] * 3, np.ascontiguousarray(pixels).tobytes()
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 [h, w, 3] -> [H, W, 3] with size = (H, W), aspect kept, black bars: the reference
+    client's `resize_with_pad(image, H, W)` (openpi image_tools), which DreamZero's DROID client
+    applies to every camera (180x320).
+
+    ratio = max(w / W, h / H); the picture is resized with PIL bilinear to int(w / ratio) x
+    int(h / ratio) and pasted at top = int((H - rh) / 2), left = int((W - rw) / 2), so an odd
+    leftover row or column of black goes to the bottom or right. A 4:3 640x480 camera -> 180x320
+    is a 240x180 picture between two 40-column bars. An image already at size is returned as is;
+    one of the same aspect is only resized (PIL bilinear, which averages over the shrink factor).
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ImageDecodeError(f"letterbox expects a uint8 [H, W, 3] RGB array, got {got}")
+    h, w = image.shape[:2]
+    out_h, out_w = int(size[0]), int(size[1])
+    if (h, w) == (out_h, out_w):
+        return image
+    ratio = max(w / out_w, h / out_h)
+    # max(1, ...): a degenerate sliver of an image still yields a row/column instead of a PIL error
+    rh, rw = max(1, int(h / ratio)), max(1, int(w / ratio))
+    resized = np.asarray(Image.fromarray(image).resize((rw, rh), resample=Image.BILINEAR))
+    out = np.zeros((out_h, out_w, 3), dtype=np.uint8)
+    top, left = max(0, int((out_h - rh) / 2)), max(0, int((out_w - rw) / 2))
+    out[top : top + rh, left : left + rw] = resized
+    return out
 
 
 def _as_bytes_array(data: Any) -> np.ndarray:

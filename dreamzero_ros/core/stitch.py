@@ -4,7 +4,8 @@ The pixel pipeline from decoded camera images (RGB uint8) to the one 352x640 uin
 model sees, matching the reference release exactly (shared/design/DREAMZERO_FACTS.md, Inputs):
 
 1. resize each image to its camera's `source_size` (the resolution the training data stored) if
-   it differs; see `resize_to_source` for the interpolation used in this pre-step;
+   it differs: letterboxed by default (aspect kept, black bars, as the reference client does),
+   or stretched where the camera's config says `aspect: stretch`; see `resize_to_source`;
 2. centre crop: ch = int(H * s), cw = int(W * s), top = int(round((H - ch) / 2)), left likewise
    (Python round, half to even), with s = stitch.crop_scale (0.95);
 3. resize to stitch.view_size (176x320) on float32 in [0, 1] with torch's bilinear,
@@ -30,7 +31,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dreamzero_ros.core.embodiment import CameraConfig
+from dreamzero_ros.core.embodiment import ASPECTS, CameraConfig
+from dreamzero_ros.core.image import letterbox
 
 
 class StitchError(ValueError):
@@ -47,19 +49,23 @@ def crop_box(height: int, width: int, scale: float = 0.95) -> tuple[int, int, in
     return int(round((height - ch) / 2)), int(round((width - cw) / 2)), ch, cw
 
 
-def resize_to_source(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`image` [h, w, 3] uint8 resized to size = (H, W); returned unchanged when it already is.
+def resize_to_source(image: np.ndarray, size: tuple[int, int], aspect: str = "letterbox") -> np.ndarray:
+    """`image` [h, w, 3] uint8 brought to size = (H, W); returned unchanged when it already is.
 
-    This pre-step stands in for whatever produced the training data's stored resolution, which the
-    release does not pin down, so it aims at a faithful picture rather than bit-exactness:
-    cv2.INTER_AREA when shrinking (an anti-aliased area average; on integer ratios such as a
-    720x1280 ZED image -> 180x320 it is the exact box average, with no aliasing of fine texture)
-    and cv2.INTER_LINEAR when enlarging (INTER_AREA degenerates to nearest-like there). Both run on
-    uint8 in well under a millisecond. The model-exact resize is the torch one in step 3.
+    aspect (the camera's `aspect` config field):
+      "letterbox" (default): the reference client's resize_with_pad (core.image.letterbox): aspect
+        kept, PIL bilinear, black bars, e.g. a 4:3 camera on DROID's 180x320 views. For a camera
+        of the view's own aspect it is a plain PIL bilinear resize, as the reference client sends.
+      "stretch": squash to size with cv2.INTER_AREA when shrinking (an anti-aliased area average)
+        and cv2.INTER_LINEAR when enlarging.
     """
     h, w = image.shape[:2]
     if (h, w) == tuple(size):
         return image
+    if aspect == "letterbox":
+        return letterbox(image, size)
+    if aspect != "stretch":
+        raise StitchError(f"aspect: expected one of {list(ASPECTS)}, got {aspect!r}")
     shrinking = h >= size[0] and w >= size[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)

@@ -70,7 +70,7 @@ def prepare_views(views: Mapping[str, np.ndarray], embodiment: EmbodimentConfig)
         got = rgb_problem(img)
         if got:
             raise StitchError(f"{embodiment.name}: view {cam.name!r}: expected RGB uint8 [H, W, 3], got {got}")
-        sources.append(resize_to_source(img, cam.source_size))
+        sources.append(resize_to_source(img, cam.source_size, cam.aspect))
     return crop_and_resize(sources, embodiment.stitch.view_size, embodiment.stitch.crop_scale)
 
 

@@ -67,7 +67,7 @@ class CameraViews:
 
     def _on_image(self, cam, msg) -> None:
         try:
-            rgb = resize_to_source(image_to_rgb(msg), cam.source_size)
+            rgb = resize_to_source(image_to_rgb(msg), cam.source_size, cam.aspect)
         except ValueError as exc:
             self.errors += 1
             self._node.get_logger().warning(f"camera {cam.name} ({cam.topic}): {exc}", throttle_duration_sec=5.0)

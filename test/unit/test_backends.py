@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import msgpack
 import numpy as np
 import pytest
 from websockets.asyncio.server import serve
@@ -280,7 +281,7 @@ def raw_server():
         ("hello from some other server", "got a text frame"),
         (b"\xc1\xc1 not msgpack", "not a valid msgpack frame"),
         (protocol.packb({"image_resolution": [180, 320]}), "missing key 'needs_wrist_camera'"),
-        (protocol.packb(protocol.server_config(YAM)), "expected 'franka_droid', got 'yam'"),
+        (protocol.packb(protocol.server_config(YAM)), r"image_resolution: server wants \[480, 640\]"),
     ],
 )
 def test_remote_refuses_a_server_that_speaks_something_else(raw_server, first_frame, match):
@@ -354,6 +355,44 @@ def test_remote_sends_one_frame_first_then_the_last_four_model_unit_state_and_th
     assert first["session_id"] == second["session_id"]
     assert reset == {"endpoint": "reset", "session_id": third["session_id"]}
     assert third["session_id"] != first["session_id"]
+
+
+REFERENCE_DROID_HANDSHAKE = {  # DREAMZERO_FACTS.md, Remote serving protocol
+    "image_resolution": [180, 320], "needs_wrist_camera": True, "n_external_cameras": 2,
+    "needs_stereo_camera": False, "needs_session_id": True, "action_space": "joint_position",
+}
+
+
+def test_remote_drives_a_reference_behaving_server_and_never_sends_it_anything_but_infer_and_reset(raw_server):
+    """A peer written from the facts: no subprotocol, the six-field greeting, "infer" answered with a
+    float32 [24, 8] array and anything else with the reset text, as the released server does."""
+    endpoints: list[str] = []
+    offered: list[str | None] = []
+
+    async def reference_peer(ws):
+        offered.append(ws.request.headers.get("Sec-WebSocket-Protocol"))
+        await ws.send(msgpack.packb(REFERENCE_DROID_HANDSHAKE, use_bin_type=True))
+        async for message in ws:
+            req = msgpack.unpackb(message, raw=False)
+            endpoints.append(req["endpoint"])
+            if req["endpoint"] == "reset":
+                await ws.send("reset successful")
+            else:  # the release runs the policy on every non-reset request
+                chunk = np.full((24, 8), 0.25, "<f4")
+                await ws.send(msgpack.packb({b"__ndarray__": True, b"data": chunk.tobytes(), b"dtype": "<f4",
+                                             b"shape": [24, 8]}, use_bin_type=True))
+
+    server = raw_server(reference_peer)
+    backend = RemoteBackend(DROID, server.url)
+    assert backend.connected and backend.server_config == REFERENCE_DROID_HANDSHAKE
+    assert backend.server_metadata is None  # nothing beyond the six fields from a reference server
+    backend.set_instruction("wave")
+    result = backend.infer(observation(DROID))
+    np.testing.assert_allclose(result.positions[:, :7], 0.25)  # model units are SI radians for the joints
+    backend.reset()
+    backend.infer(observation(DROID))
+    assert endpoints == ["infer", "reset", "infer"]
+    assert offered == ["dreamzero.v2"]  # offered, not selected: the peer ignores it like the release
 
 
 def test_remote_fails_fast_with_backoff_when_nothing_listens():

@@ -1,4 +1,5 @@
-"""Image message fields decode to exact RGB pixels, honour row padding, and reject malformed input."""
+"""Image message fields decode to exact RGB pixels, honour row padding, and reject malformed input;
+letterboxing follows the reference client's resize_with_pad geometry."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import array
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from dreamzero_ros.core.image import (
     SUPPORTED_ENCODINGS,
@@ -14,6 +16,7 @@ from dreamzero_ros.core.image import (
     decode_compressed,
     decode_image,
     encode_image,
+    letterbox,
 )
 
 H, W = 5, 7
@@ -158,3 +161,74 @@ def test_the_stitched_frame_id_round_trips_the_stale_views():
     assert stitched_frame_id() == STITCHED_FRAME_ID and stale_views_of(STITCHED_FRAME_ID) == ()
     assert stale_views_of(stitched_frame_id(("wrist", "exterior_1"))) == ("wrist", "exterior_1")
     assert stale_views_of("some_other_frame") == ()
+
+
+# --------------------------------------------------------------------------------------------
+# letterbox: the reference client's resize_with_pad(img, H, W)
+# --------------------------------------------------------------------------------------------
+
+RED, BLUE, GREEN = (200, 30, 10), (10, 40, 220), (20, 180, 60)
+
+
+def blocks(height: int, width: int, split: int, axis: int) -> np.ndarray:
+    """Two constant colour blocks, RED before `split` and BLUE from it on, along `axis` (0 rows, 1 columns)."""
+    img = np.empty((height, width, 3), np.uint8)
+    img[...] = BLUE
+    if axis == 1:
+        img[:, :split] = RED
+    else:
+        img[:split] = RED
+    return img
+
+
+def test_a_4_3_camera_is_letterboxed_into_180x320_between_two_40_column_bars():
+    # 640x480 -> 180x320: ratio = max(640/320, 480/180) = 8/3; picture 640*3/8 = 240 wide,
+    # 480*3/8 = 180 high; bars (320 - 240) / 2 = 40 columns each side
+    img = blocks(480, 640, 320, axis=1)  # left half red, right half blue
+    out = letterbox(img, (180, 320))
+    assert out.shape == (180, 320, 3) and out.dtype == np.uint8
+    assert not out[:, :40].any() and not out[:, 280:].any()
+    # the picture is 240 wide: red for its first 120 columns, blue for the rest; the bilinear
+    # filter spans 8/3 source pixels per output pixel, so only columns next to the edge may blend
+    assert (out[:, 40 : 40 + 118] == RED).all() and (out[:, 40 + 122 : 280] == BLUE).all()
+    assert (out[:, 40] == RED).all() and (out[:, 279] == BLUE).all()  # no blend into the bars
+
+
+def test_letterbox_inner_picture_is_pils_bilinear_resize_at_the_hand_computed_place():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    out = letterbox(img, (180, 320))
+    inner = np.asarray(Image.fromarray(img).resize((240, 180), resample=Image.BILINEAR))
+    np.testing.assert_array_equal(out[:, 40:280], inner)
+    assert not out[:, :40].any() and not out[:, 280:].any()
+
+
+def test_a_16_9_camera_on_a_480x640_view_gets_60_row_bars_top_and_bottom():
+    # 1280x720 -> 480x640: ratio = max(1280/640, 720/480) = 2; picture 640x360; bars (480-360)/2 = 60
+    img = blocks(720, 1280, 360, axis=0)  # top half red, bottom half blue
+    out = letterbox(img, (480, 640))
+    assert not out[:60].any() and not out[420:].any()
+    assert (out[60 : 60 + 178] == RED).all() and (out[60 + 182 : 420] == BLUE).all()
+
+
+def test_an_odd_leftover_goes_to_the_bottom_and_right_as_int_truncation_places_it():
+    # 321x180 -> 180x320: ratio = 321/320; picture int(320.0) = 320 wide, int(180*320/321) = 179 high;
+    # top pad int((180 - 179) / 2) = 0, so the one black row is the last
+    img = np.empty((180, 321, 3), np.uint8)
+    img[...] = GREEN
+    out = letterbox(img, (180, 320))
+    assert (out[:179] == GREEN).all() and not out[179].any()
+
+
+def test_same_aspect_is_a_plain_bilinear_resize_and_the_target_size_is_returned_untouched():
+    img = blocks(720, 1280, 640, axis=1)
+    out = letterbox(img, (180, 320))
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(img).resize((320, 180), Image.BILINEAR)))
+    assert (out[:, :158] == RED).all() and (out[:, 162:] == BLUE).all()  # no bars
+    same = blocks(180, 320, 10, axis=1)
+    assert letterbox(same, (180, 320)) is same
+
+
+def test_letterbox_refuses_a_non_rgb_uint8_image():
+    with pytest.raises(ImageDecodeError, match=r"letterbox expects a uint8 \[H, W, 3\] RGB array, got float32"):
+        letterbox(np.zeros((4, 4, 3), np.float32), (2, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgpack
 import numpy as np
 import pytest
@@ -53,12 +55,44 @@ def test_non_contiguous_arrays_are_sent_in_c_order():
     np.testing.assert_array_equal(protocol.unpackb(protocol.packb(arr)), arr)
 
 
-def test_numpy_scalars_use_the_npgeneric_marker():
-    packed = protocol.packb({"s": np.float32(2.5), "i": np.int64(-3)})
-    assert b"\xc4\x0d__npgeneric__" in packed
-    out = protocol.unpackb(packed)
-    assert out["s"] == np.float32(2.5) and out["s"].dtype == np.float32
-    assert out["i"] == -3 and out["i"].dtype == np.int64
+@pytest.mark.parametrize(
+    ("value", "python_value", "dtype_str"),
+    [
+        (np.float32(2.5), 2.5, "<f4"),
+        (np.int64(-3), -3, "<i8"),
+        (np.uint16(65535), 65535, "<u2"),
+        (np.uint8(7), 7, "|u1"),
+        (np.bool_(True), True, "|b1"),
+    ],
+)
+def test_numpy_scalars_go_on_the_wire_as_the_reference_npgeneric_map_of_their_python_value(
+        value, python_value, dtype_str):
+    # the reference's map written by hand: {b"__npgeneric__": True, b"data": value.item(), b"dtype": dtype.str}
+    expected = msgpack.packb(
+        {"s": {b"__npgeneric__": True, b"data": python_value, b"dtype": dtype_str}}, use_bin_type=True)
+    assert protocol.packb({"s": value}) == expected
+    out = protocol.unpackb(expected)["s"]
+    assert type(out) is type(value) and out.dtype == np.dtype(dtype_str) and out == value
+
+
+def test_a_float64_scalar_is_a_plain_msgpack_float_as_with_the_reference_packer():
+    # np.float64 subclasses Python float, so msgpack packs it natively and never calls the
+    # default hook: the reference packer (same msgpack, same hook) puts a plain float on the wire too
+    assert protocol.packb(np.float64(-0.125)) == b"\xcb" + np.array(-0.125, ">f8").tobytes()
+
+
+def test_a_numpy_scalar_map_with_a_value_its_dtype_cannot_hold_or_a_forbidden_dtype_is_refused():
+    too_big = msgpack.packb({b"__npgeneric__": True, b"data": 300, b"dtype": "|u1"}, use_bin_type=True)
+    with pytest.raises(protocol.ProtocolError, match=r"numpy scalar: 300 is not a valid \|u1"):
+        protocol.unpackb(too_big)
+    not_a_number = msgpack.packb({b"__npgeneric__": True, b"data": [1], b"dtype": "<f4"}, use_bin_type=True)
+    with pytest.raises(protocol.ProtocolError, match="numpy scalar data: expected a number, str or bytes, got list"):
+        protocol.unpackb(not_a_number)
+    obj = msgpack.packb({b"__npgeneric__": True, b"data": 1, b"dtype": "|O"}, use_bin_type=True)
+    with pytest.raises(protocol.ProtocolError, match="refusing numpy scalar of dtype object"):
+        protocol.unpackb(obj)
+    with pytest.raises(protocol.ProtocolError, match="cannot encode a numpy scalar of dtype complex64"):
+        protocol.packb(np.complex64(1 + 2j))
 
 
 def test_object_arrays_are_refused_both_ways():
@@ -85,16 +119,49 @@ def test_malformed_frames_raise_protocol_error(data, match):
         protocol.unpackb(data)
 
 
-def test_droid_handshake_keeps_every_reference_key_and_value():
-    config = protocol.server_config(DROID)
-    assert {k: config[k] for k in REFERENCE_DROID_CONFIG} == REFERENCE_DROID_CONFIG
-    assert config["embodiment"] == "franka_droid"
-    assert config["state_keys"] == {"observation/joint_position": 7, "observation/gripper_position": 1}
-    assert config["action_horizon"] == 24 and config["action_dim"] == 8
-    assert [c["wire_key"] for c in config["cameras"]] == [
+@dataclass
+class ReferencePolicyServerConfig:
+    """The reference server's PolicyServerConfig fields (DREAMZERO_FACTS.md): the reference client
+    builds it with PolicyServerConfig(**config), which raises TypeError on any other key."""
+
+    image_resolution: tuple[int, int] | None = (224, 224)
+    needs_wrist_camera: bool = True
+    n_external_cameras: int = 1
+    needs_stereo_camera: bool = False
+    needs_session_id: bool = False
+    action_space: str = "joint_position"
+
+
+# per embodiment: the training resolution of its views (DREAMZERO_FACTS.md, Inputs), three views
+HANDSHAKES = {
+    "franka_droid": REFERENCE_DROID_CONFIG,
+    "agibot_g1": {**REFERENCE_DROID_CONFIG, "image_resolution": [480, 640]},
+    "yam": {**REFERENCE_DROID_CONFIG, "image_resolution": [480, 640]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(HANDSHAKES))
+def test_the_handshake_is_exactly_the_reference_six_fields_for_every_embodiment(name):
+    e = load_embodiment(name)
+    config = protocol.unpackb(protocol.packb(protocol.server_config(e)))
+    assert config == HANDSHAKES[name]
+    ReferencePolicyServerConfig(**config)  # what the reference client does with it
+    protocol.validate_server_config(config, e)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'embodiment'"):
+        ReferencePolicyServerConfig(**config, embodiment=name)  # the failure the six fields avoid
+
+
+def test_droid_metadata_describes_the_embodiment_beyond_the_handshake():
+    meta = protocol.unpackb(protocol.packb(protocol.server_metadata(DROID)))
+    assert meta["embodiment"] == "franka_droid" and meta["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert meta["state_keys"] == {"observation/joint_position": 7, "observation/gripper_position": 1}
+    assert meta["action_horizon"] == 24 and meta["action_dim"] == 8 and meta["control_rate_hz"] == 15
+    assert meta["video_fps"] == 5 and meta["frames_per_request"] == [1, 4]
+    assert [c["wire_key"] for c in meta["cameras"]] == [
         "exterior_image_0_left", "exterior_image_1_left", "wrist_image_left"]
-    # it survives the wire and validates against the embodiment it describes
-    protocol.validate_server_config(protocol.unpackb(protocol.packb(config)), DROID)
+    assert all(c["image_resolution"] == [180, 320] for c in meta["cameras"])
+    assert len(meta["action_joints"]) == 8 and len(meta["state_joints"]) == 8
+    protocol.validate_server_metadata(meta, DROID)
 
 
 def test_the_released_droid_handshake_validates_for_franka_but_not_for_agibot():
@@ -109,14 +176,29 @@ def test_the_released_droid_handshake_validates_for_franka_but_not_for_agibot():
         ({"action_space": "cartesian_position"}, "action_space: expected 'joint_position'"),
         ({"n_external_cameras": 1}, "server wants 2 cameras"),
         ({"needs_stereo_camera": True}, "needs stereo cameras"),
-        ({"embodiment": "yam"}, "embodiment: expected 'franka_droid', got 'yam'"),
-        ({"action_dim": 7}, "action_dim: expected 8, got 7"),
         ({"needs_session_id": "yes"}, "needs_session_id: expected bool"),
+        ({"image_resolution": [480, 640]}, r"image_resolution: server wants \[480, 640\]"),
     ],
 )
 def test_handshake_mismatches_are_named(change, match):
     with pytest.raises(protocol.ProtocolError, match=match):
         protocol.validate_server_config({**protocol.server_config(DROID), **change}, DROID)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"embodiment": "yam"}, "embodiment: expected 'franka_droid', got 'yam'"),
+        ({"action_dim": 7}, "action_dim: expected 8, got 7"),
+        ({"action_horizon": 48}, "action_horizon: expected 24, got 48"),
+        ({"protocol_version": 1}, "protocol_version: expected 2, got 1"),
+        ({"state_keys": {"observation/joint_position": 7}}, "state_keys: expected"),
+        ({"cameras": []}, r"cameras: expected \(wire_key, \[H, W\]\)"),
+    ],
+)
+def test_metadata_mismatches_are_named(change, match):
+    with pytest.raises(protocol.ProtocolError, match=match):
+        protocol.validate_server_metadata({**protocol.server_metadata(DROID), **change}, DROID)
 
 
 def test_a_handshake_missing_a_key_or_not_a_map_is_refused():

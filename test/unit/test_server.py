@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -32,6 +33,30 @@ DROID = load_embodiment("franka_droid")
 G1 = load_embodiment("agibot_g1")
 YAM = load_embodiment("yam")
 HOME_DROID = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8, 0.02])
+
+# The reference server's handshake (DREAMZERO_FACTS.md, Remote serving protocol); AgiBot and YAM
+# views are stored at 480x640 (Inputs).
+_DROID_HANDSHAKE = {"image_resolution": [180, 320], "needs_wrist_camera": True, "n_external_cameras": 2,
+                    "needs_stereo_camera": False, "needs_session_id": True, "action_space": "joint_position"}
+REFERENCE_HANDSHAKE = {
+    "franka_droid": _DROID_HANDSHAKE,
+    "agibot_g1": {**_DROID_HANDSHAKE, "image_resolution": [480, 640]},
+    "yam": {**_DROID_HANDSHAKE, "image_resolution": [480, 640]},
+}
+FACT_RATES = {"franka_droid": 15, "agibot_g1": 30, "yam": 30}  # Embodiments table
+FACT_ACTION_DIMS = {"franka_droid": 8, "agibot_g1": 22, "yam": 14}
+
+
+@dataclass
+class ReferencePolicyServerConfig:
+    """The reference client's view of the handshake: PolicyServerConfig(**config) fails on any other key."""
+
+    image_resolution: tuple[int, int] | None = (224, 224)
+    needs_wrist_camera: bool = True
+    n_external_cameras: int = 1
+    needs_stereo_camera: bool = False
+    needs_session_id: bool = False
+    action_space: str = "joint_position"
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,11 +193,10 @@ def test_a_client_written_from_the_protocol_description_completes_handshake_infe
     server = serve(fake_local(DROID))
     with raw_connect(server.url) as ws:
         config = raw_unpack(ws.recv(timeout=5))
-        assert {k: config[k] for k in ("image_resolution", "needs_wrist_camera", "n_external_cameras",
-                                       "needs_stereo_camera", "needs_session_id", "action_space")} == {
-            "image_resolution": [180, 320], "needs_wrist_camera": True, "n_external_cameras": 2,
-            "needs_stereo_camera": False, "needs_session_id": True, "action_space": "joint_position"}
-        ws.send(raw_pack(droid_request()))
+        assert config == REFERENCE_HANDSHAKE["franka_droid"]
+        ReferencePolicyServerConfig(**config)  # the reference client's check: no key beyond the six
+        assert ws.subprotocol is None
+        ws.send(raw_pack({**droid_request(), "observation/cartesian_position": np.zeros(6)}))  # as it sends
         reply = raw_unpack(ws.recv(timeout=10))
         assert isinstance(reply, np.ndarray) and reply.dtype == np.float32 and reply.shape == (24, 8)
         # identity normalisation: absolute model units = fixed action + state (model units) on the 7 joints
@@ -181,6 +205,40 @@ def test_a_client_written_from_the_protocol_description_completes_handshake_infe
         np.testing.assert_allclose(reply, expected, atol=1e-6)
         ws.send(raw_pack({"endpoint": "reset", "session_id": "s1"}))
         assert ws.recv(timeout=5) == "reset successful"
+        ws.send(raw_pack({"endpoint": "reset"}))  # the reference client's reset({}) carries no session id
+        assert ws.recv(timeout=5) == "reset successful"
+
+
+@pytest.mark.parametrize("e", [DROID, G1, YAM], ids=lambda e: e.name)
+def test_every_embodiment_greets_with_exactly_the_six_reference_fields_and_no_subprotocol(serve, e):
+    server = serve(ScriptedBackend(e), e)
+    with raw_connect(server.url) as ws:
+        config = raw_unpack(ws.recv(timeout=5))
+        assert config == REFERENCE_HANDSHAKE[e.name]
+        ReferencePolicyServerConfig(**config)
+        assert ws.subprotocol is None
+
+
+@pytest.mark.parametrize("e", [DROID, G1, YAM], ids=lambda e: e.name)
+def test_a_client_offering_our_subprotocol_gets_the_metadata_on_request(serve, e):
+    server = serve(ScriptedBackend(e), e)
+    with raw_connect(server.url, subprotocols=["dreamzero.v2"]) as ws:
+        assert ws.subprotocol == "dreamzero.v2"
+        assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE[e.name]  # same greeting for everyone
+        ws.send(raw_pack({"endpoint": "metadata"}))
+        meta = raw_unpack(ws.recv(timeout=5))
+    assert meta["embodiment"] == e.name
+    assert meta["cameras"] == [{"name": c.name, "wire_key": c.wire_key, "image_resolution": list(c.source_size)}
+                               for c in e.cameras]
+    assert meta["action_horizon"] == e.control.horizon and meta["control_rate_hz"] == FACT_RATES[e.name]
+    assert meta["action_dim"] == FACT_ACTION_DIMS[e.name] == sum(meta["action_groups"].values())
+    assert meta["state_keys"] == {f"observation/{g.name}": len(g.joints) for g in e.state}
+
+
+def test_a_remote_backend_for_another_embodiment_with_the_same_handshake_is_refused_by_the_metadata(serve):
+    server = serve(ScriptedBackend(YAM), YAM)  # AgiBot and YAM share the six fields (480x640, 3 views)
+    with pytest.raises(BackendError, match="embodiment: expected 'agibot_g1', got 'yam'"):
+        RemoteBackend(G1, server.url, connect_now=False).connect()
 
 
 def test_the_real_tiny_model_serves_a_raw_client():
@@ -240,7 +298,7 @@ BAD_REQUESTS = [
     (raw_pack({**droid_request(), "prompt": "x" * 1001}), "prompt: expected at most 1000 characters, got 1001"),
     (raw_pack({**droid_request(), "prompt": "x" * 10_000_000}),  # 10 MB: under the message limit, refused by length
      "prompt: expected at most 1000 characters, got 10000000"),
-    (raw_pack({**droid_request(), "endpoint": "train"}), "endpoint: expected one of ['infer', 'reset'], got 'train'"),
+    (raw_pack({**droid_request(), "endpoint": "train"}), "endpoint: expected one of ['infer', 'reset', 'metadata'], got 'train'"),
     (raw_pack({**droid_request(), "session_id": 7}), "session_id: expected a non-empty string, got 7"),
 ]
 
@@ -279,7 +337,7 @@ def test_a_missing_or_wrong_token_is_refused_with_1008_and_a_reason(serve, heade
             ws.recv(timeout=5)
     assert info.value.rcvd.code == 1008 and "unauthorized" in info.value.rcvd.reason
     with raw_connect(server.url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
-        assert raw_unpack(ws.recv(timeout=5))["embodiment"] == "franka_droid"
+        assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
 
 
 def test_a_second_concurrent_client_is_refused_and_the_first_keeps_being_served(serve):
@@ -293,7 +351,8 @@ def test_a_second_concurrent_client_is_refused_and_the_first_keeps_being_served(
         first.send(raw_pack(droid_request()))
         assert raw_unpack(first.recv(timeout=5)).shape == (24, 8)
     with raw_connect(server.url) as third:  # the slot frees when the first client leaves
-        assert "action_horizon" in raw_unpack(third.recv(timeout=5))
+        assert raw_unpack(third.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+    assert server.takeovers == 0
 
 
 def test_an_inference_failure_sends_the_traceback_closes_1011_and_the_server_survives(serve):
@@ -331,6 +390,8 @@ def test_keepalive_pings_are_answered_while_a_long_inference_runs(serve):
 def test_remote_backend_through_the_server_matches_the_local_backend_for_each_embodiment(serve, e):
     server = serve(fake_local(e), e, token="tok")
     remote = RemoteBackend(e, server.url, token="tok")
+    assert remote.server_config == REFERENCE_HANDSHAKE[e.name]
+    assert remote.server_metadata["embodiment"] == e.name  # asked for, since our server selected dreamzero.v2
     direct = fake_local(e)
     lo, hi, _ = e.limits_arrays(e.state_joints)
     state = lo + 0.3 * (hi - lo)
@@ -420,3 +481,134 @@ def _call(remote: RemoteBackend, state: np.ndarray, views: dict):
         return remote.infer(Observation(time.time(), np.zeros((1, 352, 640, 3), np.uint8), state, views))
     except BackendError as exc:
         return exc
+
+
+# --------------------------------------------------------------------------------------------
+# Reconnecting after an abnormal end: the newcomer takes over a session whose socket is gone
+# --------------------------------------------------------------------------------------------
+
+
+def _end_abnormally(ws, how: str) -> None:
+    """End a connection the way a robot's link or process does, returning as soon as it has ended."""
+    if how == "closed_1009":  # a message over the server's limit: the server closes with 1009
+        ws.send(raw_pack(droid_request(frames=4)))  # ~2 MB against a 1 MiB limit
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        return
+    sock = ws.socket
+    if how == "reset":  # RST, as the kernel sends for a killed process with unread data
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.shutdown(socket.SHUT_RDWR)  # "dropped": FIN with no websocket close frame
+    ws.close()
+
+
+@pytest.mark.parametrize("in_flight", [False, True], ids=["idle", "request_in_flight"])
+@pytest.mark.parametrize("how", ["closed_1009", "dropped", "reset"])
+def test_a_client_reconnecting_right_after_an_abnormal_end_is_served_every_time(serve, how, in_flight):
+    """With a request in flight the old connection's handler is still awaiting the model when the
+    newcomer arrives, so the server cannot have cleaned up yet: the race is hit every time."""
+    delay, rounds = (0.1, 20) if in_flight else (0.0, 50)
+    server = serve(ScriptedBackend(DROID, delay=delay), max_message_size=1024 * 1024)
+    ws = raw_connect(server.url)
+    assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+    for i in range(rounds):
+        if in_flight:
+            ws.send(raw_pack(droid_request(session=f"old{i}")))
+        _end_abnormally(ws, how)
+        ws = raw_connect(server.url)  # at once: the server may not have noticed the end yet
+        first = ws.recv(timeout=5)  # a refusal would raise ConnectionClosed (1013) here
+        assert raw_unpack(first) == REFERENCE_HANDSHAKE["franka_droid"], i
+        ws.send(raw_pack(droid_request(session=f"s{i}")))
+        assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8), i
+    ws.close()
+    assert server.requests_served >= rounds
+
+
+_KILLED_CLIENT = """
+import sys
+from websockets.sync.client import connect
+ws = connect(sys.argv[1], max_size=None, proxy=None, open_timeout=5)
+ws.recv(timeout=5)
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_client_reconnecting_right_after_its_previous_process_was_killed_is_served(serve):
+    server = serve(ScriptedBackend(DROID))
+    for i in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_CLIENT, server.url], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert proc.stdout.readline().strip() == "holding"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+            proc.stdin.close()
+            proc.stdout.close()
+        with raw_connect(server.url) as ws:
+            assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"], i
+            ws.send(raw_pack(droid_request(session=f"s{i}")))
+            assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8), i
+
+
+def _server_frames(sock: socket.socket, deadline: float):
+    """(opcode, payload) of the unmasked frames a server sends, read from a raw socket."""
+    buf = b""
+
+    def take(n: int) -> bytes:
+        nonlocal buf
+        while len(buf) < n:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    while True:
+        b0, b1 = take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", take(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", take(8))[0]
+        yield b0 & 0x0F, take(n)
+
+
+def test_a_silent_holder_whose_link_is_gone_is_taken_over_after_the_probe_and_closed_4001(serve):
+    """The holder completed the websocket handshake and then went silent (a link that dropped
+    without a FIN): it answers no ping, so the newcomer gets the session after takeover_probe_s."""
+    server = serve(ScriptedBackend(DROID), takeover_probe_s=0.5)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    silent.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += silent.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    try:
+        t0 = time.monotonic()
+        with raw_connect(server.url) as ws:
+            assert raw_unpack(ws.recv(timeout=5)) == REFERENCE_HANDSHAKE["franka_droid"]
+            waited = time.monotonic() - t0
+            ws.send(raw_pack(droid_request()))
+            assert raw_unpack(ws.recv(timeout=5)).shape == (24, 8)
+        assert 0.5 <= waited < 3.0, waited
+        frames = _server_frames(silent, time.monotonic() + 5)
+        opcode, payload = next(frames)
+        assert opcode == 0x2 and msgpack.unpackb(payload) == REFERENCE_HANDSHAKE["franka_droid"]  # greeting
+        opcodes, close = [], b""
+        for opcode, body in frames:
+            opcodes.append(opcode)
+            if opcode == 0x8:
+                close = body
+                break
+        assert opcodes[:-1] and set(opcodes[:-1]) == {0x9}  # the probe ping(s), never answered
+        assert struct.unpack(">H", close[:2])[0] == 4001 and b"superseded" in close
+        assert server.takeovers == 1
+    finally:
+        silent.close()

@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 
-from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.embodiment import ConfigError, config_dir, load_embodiment
 from dreamzero_ros.core.stitch import StitchError, black_view, crop_box, tile
 from dreamzero_ros.model.stitching import crop_and_resize, stitch_views
 
@@ -111,8 +113,69 @@ def test_stitched_frame_is_pixel_exact_against_a_hand_built_layout(name):
 def test_images_not_at_source_size_are_resized_to_it_first():
     emb = load_embodiment("franka_droid")  # source 180x320
     big = {c.name: pattern(10 + i, (720, 1280)) for i, c in enumerate(emb.cameras)}
-    small = {k: cv2.resize(v, (320, 180), interpolation=cv2.INTER_AREA) for k, v in big.items()}
+    # same aspect: the reference client's resize_with_pad is a plain PIL bilinear resize here
+    small = {k: np.asarray(Image.fromarray(v).resize((320, 180), Image.BILINEAR)) for k, v in big.items()}
     np.testing.assert_array_equal(stitch_views(big, emb), stitch_views(small, emb))
+
+
+def hand_letterbox(image: np.ndarray, top: int, left: int, inner: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """A black size canvas with `image` resized (PIL bilinear) to inner = (h, w) pasted at (top, left)."""
+    out = np.zeros((*size, 3), np.uint8)
+    h, w = inner
+    out[top : top + h, left : left + w] = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    return out
+
+
+# (embodiment, camera size, (top, left), inner (h, w)), bar geometry from resize_with_pad's formula:
+# ratio = max(w / W, h / H), inner = int(h / ratio) x int(w / ratio), top/left = int(leftover / 2)
+LETTERBOX_CASES = [
+    ("franka_droid", (480, 640), (0, 40), (180, 240)),  # 4:3 on 180x320: 40-column bars
+    ("agibot_g1", (720, 1280), (60, 0), (360, 640)),  # 16:9 on 480x640: 60-row bars
+    ("yam", (720, 1280), (60, 0), (360, 640)),
+]
+
+
+@pytest.mark.parametrize(("name", "camera", "offset", "inner"), LETTERBOX_CASES, ids=[c[0] for c in LETTERBOX_CASES])
+def test_a_camera_of_another_aspect_is_letterboxed_by_default_for_every_embodiment(name, camera, offset, inner):
+    emb = load_embodiment(name)
+    assert all(c.aspect == "letterbox" for c in emb.cameras)
+    images = {c.name: pattern(20 + i, camera) for i, c in enumerate(emb.cameras)}
+    sources = {c.name: hand_letterbox(images[c.name], *offset, inner, c.source_size) for c in emb.cameras}
+    np.testing.assert_array_equal(stitch_views(images, emb), stitch_views(sources, emb))
+
+
+def test_a_letterboxed_4_3_droid_view_keeps_its_black_bars_through_crop_and_resize():
+    emb = load_embodiment("franka_droid")
+    images = {c.name: np.full((480, 640, 3), 200, np.uint8) for c in emb.cameras}
+    frame = stitch_views(images, emb)
+    # source 180x320: bars are columns [0, 40) and [280, 320); the crop starts at column 8 and keeps
+    # 304 columns, so bars of 32 columns remain each side, scaled by 320/304 to ~33.7 in the view:
+    # the outer 33 columns of exterior 1 (bottom-left tile) are black, the centre is not
+    ext1 = frame[176:, :320]
+    assert not ext1[:, :33].any() and not ext1[:, -33:].any()
+    assert (ext1[:, 40:280] == 200).all()
+
+
+def test_aspect_stretch_squashes_the_camera_to_the_view_as_configured(tmp_path):
+    data = yaml.safe_load((config_dir() / "franka_droid.yaml").read_text())
+    for cam in data["cameras"]:
+        cam["aspect"] = "stretch"
+    path = tmp_path / "stretched.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    emb = load_embodiment(path)
+    assert all(c.aspect == "stretch" for c in emb.cameras)
+    images = {c.name: pattern(30 + i, (480, 640)) for i, c in enumerate(emb.cameras)}
+    squashed = {k: cv2.resize(v, (320, 180), interpolation=cv2.INTER_AREA) for k, v in images.items()}
+    np.testing.assert_array_equal(stitch_views(images, emb), stitch_views(squashed, emb))
+
+
+def test_an_unknown_aspect_is_refused_naming_the_camera_field(tmp_path):
+    data = yaml.safe_load((config_dir() / "yam.yaml").read_text())
+    data["cameras"][1]["aspect"] = "crop"
+    path = tmp_path / "bad_aspect.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"cameras\[1\]\.aspect: .*expected one of \['letterbox', 'stretch'\], got 'crop'"):
+        load_embodiment(path)
 
 
 def test_a_black_view_stays_black_in_its_tile():
