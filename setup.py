@@ -33,6 +33,6 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{name} = {target}" for name, target in NODES.items()]
-        + ["dreamzero = dreamzero_ros.cli:main"],
+        + ["dreamzero = dreamzero_ros.apps.cli:main"],
     },
 )

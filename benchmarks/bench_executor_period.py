@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_output, percentile, print_table, write_json
 
-from dreamzero_ros.ros_env import pick_domain_id, ros_environment
+from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 
 HOG = (
     "import numpy as np\n"
@@ -57,12 +57,12 @@ def run_case(name: str, args: argparse.Namespace, hogs: int) -> list[dict]:
     from dreamzero_msgs.msg import ActionChunk, ActionGroup, PolicyStatus
     from sensor_msgs.msg import JointState
 
-    from dreamzero_ros.bringup import CHUNK_TOPIC, STATUS_TOPIC
+    from dreamzero_ros.bringup.processes import ManagedProcess
     from dreamzero_ros.core.embodiment import load_embodiment
-    from dreamzero_ros.nodes import qos
-    from dreamzero_ros.nodes.common import stamp_to_seconds
-    from dreamzero_ros.processes import ManagedProcess
-    from dreamzero_ros.testing import NodeLauncher, RosProbe
+    from dreamzero_ros.ros import qos
+    from dreamzero_ros.ros.names import CHUNK_TOPIC, STATUS_TOPIC
+    from dreamzero_ros.ros.runtime import stamp_to_seconds
+    from dreamzero_ros.testing.probes import NodeLauncher, RosProbe
 
     emb = load_embodiment(args.embodiment)
     dt = emb.control.dt

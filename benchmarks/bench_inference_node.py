@@ -1,7 +1,7 @@
 """Observation-to-chunk latency through the inference node (tiny model; local, and remote via a server process).
 
 For each case it starts the real processes (the inference node; for `remote` also
-`python -m dreamzero_ros.server --backend local`), streams inputs from this process over DDS
+`python -m dreamzero_ros.backends.server --backend local`), streams inputs from this process over DDS
 (stitched frames at 5 Hz, joint states at 30 Hz, per-camera images for remote; every frame
 stamped with the current ROS time) and measures, per ActionChunk:
 
@@ -29,8 +29,8 @@ import time
 
 from _common import default_output, print_table, summarize, write_json
 
+from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.ros_env import pick_domain_id, ros_environment
 
 INSTRUCTION = "pick up the cup"
 MODULE = "dreamzero_ros.nodes.inference_node"
@@ -48,10 +48,10 @@ def run_case(case: str, embodiment_name: str, duration: float, warmup: int, torc
     from dreamzero_msgs.msg import ActionChunk
     from dreamzero_msgs.srv import SetInstruction
 
-    from dreamzero_ros.bringup import CHUNK_TOPIC, SET_INSTRUCTION_SERVICE
-    from dreamzero_ros.nodes import qos
-    from dreamzero_ros.testing import NodeLauncher, RosProbe, wait_until
-    from dreamzero_ros.testing_inputs import InputStreamer
+    from dreamzero_ros.ros import qos
+    from dreamzero_ros.ros.names import CHUNK_TOPIC, SET_INSTRUCTION_SERVICE
+    from dreamzero_ros.testing.inputs import InputStreamer
+    from dreamzero_ros.testing.probes import NodeLauncher, RosProbe, wait_until
 
     e = load_embodiment(embodiment_name)
     launcher, probe = NodeLauncher(), RosProbe(f"bench_inference_{case}")
@@ -75,7 +75,7 @@ def run_case(case: str, embodiment_name: str, duration: float, warmup: int, torc
         params = {"embodiment": e.name, "torch_threads": torch_threads, "status_rate": 20.0}
         if case == "remote":
             port = free_port()
-            server = launcher.start("server", "dreamzero_ros.server", extra_args=[
+            server = launcher.start("server", "dreamzero_ros.backends.server", extra_args=[
                 "--backend", "local", "--embodiment", e.name, "--port", str(port),
                 "--torch-threads", str(torch_threads), "--log-level", "WARNING"])
             if not server.wait_for_line(lambda s: "listening on" in s, 120):

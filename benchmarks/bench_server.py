@@ -22,9 +22,9 @@ from _common import default_output, print_table, summarize, write_json
 from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.backends.remote import RemoteBackend
 from dreamzero_ros.backends.scripted import ScriptedBackend
+from dreamzero_ros.backends.server import PolicyServer
 from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.core.stitch import stitch_views
-from dreamzero_ros.server import PolicyServer
+from dreamzero_ros.model.stitching import stitch_views
 
 
 def observations(e: EmbodimentConfig, n: int, seed: int = 0) -> list[Observation]:

@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_output, print_table, write_json
 
-from dreamzero_ros.ros_env import pick_domain_id, ros_environment
-from dreamzero_ros.soak import SoakOptions, overall, process_table, rss_series, run_soak, window_table
+from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
+from dreamzero_ros.testing.soak import SoakOptions, overall, process_table, rss_series, run_soak, window_table
 
 WINDOW_COLUMNS = ("window", "start_s", "rate_hz_mean", "period_p50_ms", "period_p99_ms", "period_max_ms",
                   "send_p99_ms", "late", "received", "expected", "lost", "chunks", "chunk_ids_missing", "holds",

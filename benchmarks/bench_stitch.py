@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_output, print_table, summarize, time_calls, write_json
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.core.stitch import stitch_views
+from dreamzero_ros.model.stitching import stitch_views
 
 CASES = (
     ("agibot_g1 3x480x640", "agibot_g1", (480, 640)),

@@ -3,7 +3,7 @@
     ros2 launch dreamzero_ros dreamzero.launch.py embodiment:=franka_droid backend:=remote \
         server:=ws://gpu-box:8000 sim:=false
 
-The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.node_plan,
+The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.plan.node_plan,
 the same function `dreamzero bringup` uses where `ros2 launch` is not installed.
 """
 
@@ -12,38 +12,13 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dreamzero_ros.bringup import BringupOptions, node_plan
+from dreamzero_ros.bringup.plan import BringupOptions, launch_arguments, node_plan
 
-ARGUMENTS = {
-    "embodiment": ("franka_droid", "embodiment name (config/<name>.yaml) or path to a YAML"),
-    "backend": ("local", "policy backend: local | remote | scripted"),
-    "server": ("", "policy server URL for the remote backend, e.g. ws://gpu-box:8000"),
-    "checkpoint": ("", "checkpoint directory for the local backend (empty: tiny random weights)"),
-    "sim": ("false", "start the MuJoCo simulated robot"),
-    "dry_run": ("false", "executor publishes to the preview topic only"),
-    "record": ("", "path of an MCAP file to record to (empty: no recording)"),
-    "instruction": ("", "initial instruction (empty: wait for /dreamzero/instruction)"),
-    "predicted_video": ("false", "decode and publish the model's predicted frames on /dreamzero/predicted_video"),
-}
-
-
-def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+ARGUMENTS = launch_arguments()  # {name: (default, description)}, generated from BringupOptions
 
 
 def _nodes(context, *args, **kwargs):
-    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    options = BringupOptions(
-        embodiment=value["embodiment"],
-        backend=value["backend"],
-        server=value["server"],
-        checkpoint=value["checkpoint"],
-        sim=_truthy(value["sim"]),
-        dry_run=_truthy(value["dry_run"]),
-        record=value["record"],
-        instruction=value["instruction"],
-        predicted_video=_truthy(value["predicted_video"]),
-    )
+    options = BringupOptions.from_strings({name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS})
     return [
         Node(
             package="dreamzero_ros",

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dreamzero_ros.ros_env import pick_domain_id, ros_environment
+from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 
 
 def pytest_configure(config: pytest.Config) -> None:

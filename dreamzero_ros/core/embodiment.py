@@ -9,6 +9,7 @@ Errors name the file and the dotted field: `config/franka.yaml: cameras[1].topic
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,16 +334,20 @@ _TOP_KEYS = (
 )
 _CHUNK_TOLERANCE = 1e-6
 
+#: the embodiment every entry point starts when none is named (the built-in simulator's Franka/DROID)
+DEFAULT_EMBODIMENT = "franka_droid"
+
 
 def config_dir() -> Path:
-    """The directory holding the shipped embodiment YAMLs (source tree or installed share/)."""
-    candidates = [PACKAGE_ROOT / "config"]
-    try:  # installed by colcon: share/dreamzero_ros/config
-        from ament_index_python.packages import get_package_share_directory
+    """The directory holding the shipped embodiment YAMLs (source tree or installed share/).
 
-        candidates.append(Path(get_package_share_directory("dreamzero_ros")) / "config")
-    except Exception:  # noqa: BLE001 - ament index absent or package not installed: source tree only
-        pass
+    An installed package (colcon) has its YAMLs in <prefix>/share/dreamzero_ros/config for a prefix
+    on AMENT_PREFIX_PATH; that variable is read directly, as ament_index_python does, so that this
+    pure module needs no ROS package.
+    """
+    candidates = [PACKAGE_ROOT / "config"]
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        candidates.append(Path(prefix) / "share" / "dreamzero_ros" / "config")
     for cand in candidates:
         if cand.is_dir():
             return cand

@@ -23,24 +23,32 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from dreamzero_ros.bringup import (
+from dreamzero_ros.core.chunk import RawChunk
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.executor import Command, ExecutorCore, ExecutorSettings
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.convert import diagnostic_status
+from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     CHUNK_TOPIC,
+    DIAGNOSTICS_TOPIC,
     ESTOP_TOPIC,
     PREVIEW_TOPIC,
     RESET_ESTOP_SERVICE,
     STATUS_TOPIC,
 )
-from dreamzero_ros.core.chunk import RawChunk
-from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.core.executor import Command, ExecutorCore, ExecutorSettings
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import Param, ParameterError, declare_parameters, run_node, stamp_to_seconds
-from dreamzero_ros.nodes.convert import diagnostic_status
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
+    Param,
+    ParameterError,
+    declare_parameters,
+    run_node,
+    stamp_to_seconds,
+)
 
 _DEFAULTS = ExecutorSettings()
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("dry_run", False, "publish commands to the preview topic only, never to the robot"),
     Param("arm_on_start", False, "arm as soon as the first joint state arrives (simulation only!)"),
     Param("crossfade_steps", _DEFAULTS.crossfade_steps, "steps over which a new chunk fades in", minimum=0),
@@ -82,7 +90,7 @@ class ActionExecutorNode(Node):
             g.name: self.create_publisher(Twist, g.topic, qos.COMMANDS) for g in self.embodiment.extra_actions
         }
         self.status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, qos.STATUS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES)
         # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a

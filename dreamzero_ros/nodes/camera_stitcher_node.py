@@ -19,16 +19,17 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from dreamzero_ros.bringup import STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.staleness import CameraGate
-from dreamzero_ros.core.stitch import stitch_views, stitched_frame_id
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import Param, declare_parameters, run_node, stamp_to_seconds
-from dreamzero_ros.nodes.convert import diagnostic_status, image_to_rgb, rgb_to_image
+from dreamzero_ros.core.stitch import stitched_frame_id
+from dreamzero_ros.model.stitching import stitch_views
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.convert import diagnostic_status, image_to_rgb, rgb_to_image
+from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.ros.runtime import EMBODIMENT_PARAM, Param, declare_parameters, run_node, stamp_to_seconds
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("publish_rate", 0.0, "Hz of stitched frames; 0 = the embodiment's video fps", minimum=0.0, maximum=120.0),
     Param("sync_slop", 0.0, "s, time-sync tolerance between views; 0 = the embodiment's", minimum=0.0),
     Param("sync_queue_size", 0, "images queued per view for time sync; 0 = the embodiment's", minimum=0),
@@ -64,7 +65,7 @@ class CameraStitcherNode(Node):
         self._stamps_kept = 2 * len(self.embodiment.cameras) * max(1, self.embodiment.stitch.sync_queue_size)
 
         self.pub = self.create_publisher(Image, STITCHED_TOPIC, qos.FRAMES)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         for cam in self.embodiment.cameras:
             msg_type = CompressedImage if cam.compressed else Image
             self.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR)

@@ -26,18 +26,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from dreamzero_ros.backends import make_backend
+from dreamzero_ros.backends import BACKEND_KINDS, make_backend
 from dreamzero_ros.backends.base import BackendError, Observation
-from dreamzero_ros.bringup import (
-    BACKENDS,
-    CHUNK_TOPIC,
-    INSTRUCTION_TOPIC,
-    PREDICTED_VIDEO_TOPIC,
-    RESET_EPISODE_SERVICE,
-    SET_INSTRUCTION_SERVICE,
-    STATUS_TOPIC,
-    STITCHED_TOPIC,
-)
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.inference_loop import (
     InferenceLoop,
@@ -46,8 +36,20 @@ from dreamzero_ros.core.inference_loop import (
     validate_instruction,
 )
 from dreamzero_ros.core.stitch import stale_views_of
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import (
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.convert import CameraViews, diagnostic_status, image_to_rgb, rgb_to_image
+from dreamzero_ros.ros.names import (
+    CHUNK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    INSTRUCTION_TOPIC,
+    PREDICTED_VIDEO_TOPIC,
+    RESET_EPISODE_SERVICE,
+    SET_INSTRUCTION_SERVICE,
+    STATUS_TOPIC,
+    STITCHED_TOPIC,
+)
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
     Param,
     ParameterError,
     declare_parameters,
@@ -55,11 +57,10 @@ from dreamzero_ros.nodes.common import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
-from dreamzero_ros.nodes.convert import CameraViews, diagnostic_status, image_to_rgb, rgb_to_image
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
-    Param("backend", "local", "policy backend", choices=BACKENDS),
+    EMBODIMENT_PARAM,
+    Param("backend", "local", "policy backend", choices=BACKEND_KINDS),
     Param("server", "", "policy server URL (remote backend), e.g. ws://127.0.0.1:8000"),
     Param("token", "", "shared token for the policy server (remote backend)"),
     Param("checkpoint", "", "checkpoint directory (local backend); empty = tiny preset, random weights"),
@@ -114,7 +115,7 @@ class InferenceNode(Node):
 
         self.chunk_pub = self.create_publisher(ActionChunk, CHUNK_TOPIC, qos.COMMANDS)
         self.status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, qos.STATUS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         self.video_pub = self.create_publisher(Image, PREDICTED_VIDEO_TOPIC, qos.FRAMES) if self.publish_video else None
         self.create_subscription(Image, STITCHED_TOPIC, self._on_frame, qos.FRAMES)
         self.create_subscription(JointState, self.embodiment.command.joint_states_topic, self._on_joint_state,

@@ -1,6 +1,6 @@
 """Recorder node: writes the dreamzero, camera, joint and command topics of a run into one MCAP file.
 
-The ROS side of `dreamzero_ros.recording` (our stand-in for `ros2 bag record -s mcap`, which pip ROS
+The ROS side of `dreamzero_ros.runs.recording` (our stand-in for `ros2 bag record -s mcap`, which pip ROS
 lacks). It discovers topics from the graph every `discovery_period`, subscribes to the selected
 ones with raw=True (the CDR bytes go to disk untouched, no deserialization cost) and hands each
 message to a writer thread with a bounded queue, so a burst of camera frames never blocks the
@@ -32,8 +32,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.nodes.common import Param, ParameterError, declare_parameters, run_node
-from dreamzero_ros.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
+from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, run_node
+from dreamzero_ros.runs.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
 
 #: Command topics of ros2_control's position controllers and the shipped embodiments (config/*.yaml).
 DEFAULT_PREFIXES = (

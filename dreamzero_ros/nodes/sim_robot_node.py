@@ -29,16 +29,23 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.bringup import SIM_RESET_SERVICE
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import Param, declare_parameters, run_node, seconds_to_stamp, stamp_to_seconds
-from dreamzero_ros.nodes.convert import diagnostic_status, rgb_to_image
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.convert import diagnostic_status, rgb_to_image
+from dreamzero_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC, SIM_RESET_SERVICE
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
+    Param,
+    declare_parameters,
+    run_node,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from dreamzero_ros.sim.robot import BASE_VELOCITY_COMPONENTS, SimRobot  # its package picks headless GL first
 from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
 
 PARAMS = (
-    Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    EMBODIMENT_PARAM,
     Param("camera_rate", 10.0, "Hz at which all cameras are rendered, at one sim instant; 0 = no cameras",
           minimum=0.0, maximum=60.0),
     Param("joint_state_rate", 0.0, "Hz of joint states; 0 = the embodiment's control rate", minimum=0.0,
@@ -86,9 +93,9 @@ class SimRobotNode(Node):
                                                qos.JOINT_STATES)
         self.camera_pubs = {c.name: (self.create_publisher(Image, c.topic, qos.SENSOR), c.frame)
                             for c in self.embodiment.cameras}
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_clock else None
+        self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10) if self.use_sim_clock else None
 
         cmd = self.embodiment.command
         msg_type = {"forward_position": Float64MultiArray, "joint_trajectory": JointTrajectory,

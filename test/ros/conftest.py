@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dreamzero_ros.testing import NodeLauncher, RosProbe
+from dreamzero_ros.testing.probes import NodeLauncher, RosProbe
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

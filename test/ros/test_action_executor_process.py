@@ -20,18 +20,19 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.bringup import (
+from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     CHUNK_TOPIC,
     ESTOP_TOPIC,
     PREVIEW_TOPIC,
     RESET_ESTOP_SERVICE,
     STATUS_TOPIC,
+    STITCHED_TOPIC,
 )
-from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import stamp_to_seconds
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.ros.runtime import stamp_to_seconds
+from dreamzero_ros.testing.probes import wait_until
 
 MODULE = "dreamzero_ros.nodes.action_executor_node"
 LATENCY = 0.03  # s allowed from a tick to the probe's receive (2 shared cores)
@@ -319,3 +320,22 @@ def test_dry_run_publishes_only_to_the_preview_topic(launcher, probe):
     assert preview[-1][1].name == list(emb.action_joints)
     assert real == [] and probe.node.count_publishers(emb.command.topic) == 0
     assert _latest(status).armed
+
+
+def _torch_libraries(pid: int) -> set[str]:
+    """Shared objects of torch mapped into process `pid` (what `import torch` loads: libtorch*, torch/_C)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split()[-1] for line in maps if "/torch/" in line and ".so" in line}
+
+
+def test_the_executor_process_runs_without_torch_while_the_stitcher_loads_it(launcher, probe):
+    """The executor stays light (no torch in its address space); the stitcher, which runs the model-exact
+    torch resize, is the control that shows the check sees torch where it is loaded."""
+    executor = launcher.start("action_executor", MODULE, {"embodiment": "franka_droid", "status_rate": 10.0})
+    stitcher = launcher.start("camera_stitcher", "dreamzero_ros.nodes.camera_stitcher_node",
+                              {"embodiment": "franka_droid"})
+    probe.wait_for_publishers(STATUS_TOPIC, timeout=30)
+    probe.wait_for_publishers(STITCHED_TOPIC, timeout=30)
+    assert executor.running and stitcher.running
+    assert _torch_libraries(executor.pid) == set()
+    assert any("libtorch" in path for path in _torch_libraries(stitcher.pid))

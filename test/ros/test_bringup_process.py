@@ -10,13 +10,13 @@ import sys
 import psutil
 import pytest
 
-from dreamzero_ros.processes import ManagedProcess
+from dreamzero_ros.bringup.processes import ManagedProcess
 
 NODES = ("camera_stitcher", "inference", "action_executor")
 
 
 def start_bringup(*extra: str) -> ManagedProcess:
-    argv = [sys.executable, "-m", "dreamzero_ros.cli", "bringup", "--backend", "scripted", "--instruction", "wave",
+    argv = [sys.executable, "-m", "dreamzero_ros.apps.cli", "bringup", "--backend", "scripted", "--instruction", "wave",
             *extra]
     return ManagedProcess("bringup", argv, env=dict(os.environ), echo=False).start()
 

@@ -1,6 +1,6 @@
 """The camera_stitcher node as a real process: synthetic cameras in from the probe, the stitched frame out.
 
-Every expected frame is computed in the test process with core.stitch.stitch_views on the very views
+Every expected frame is computed in the test process with model.stitching.stitch_views on the very views
 that were published, so "pixel-exact" means the node adds nothing of its own between the wire and
 the model's layout; the expected stamp is the header stamp the probe gave that set of views.
 """
@@ -17,11 +17,12 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
-from dreamzero_ros.bringup import STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import EmbodimentConfig, config_dir, load_embodiment
-from dreamzero_ros.core.stitch import black_view, stitch_views
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.core.stitch import black_view
+from dreamzero_ros.model.stitching import stitch_views
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import STITCHED_TOPIC
+from dreamzero_ros.testing.probes import wait_until
 
 MODULE = "dreamzero_ros.nodes.camera_stitcher_node"
 DIAG_NAME = "dreamzero: camera_stitcher"

@@ -18,18 +18,11 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.bringup import (
-    ARM_SERVICE,
-    CHUNK_TOPIC,
-    SET_INSTRUCTION_SERVICE,
-    STATUS_TOPIC,
-    BringupOptions,
-    node_plan,
-    start_plan,
-)
+from dreamzero_ros.bringup.plan import BringupOptions, node_plan, start_plan
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, SET_INSTRUCTION_SERVICE, STATUS_TOPIC
+from dreamzero_ros.testing.probes import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from dreamzero_ros.bringup import CHUNK_TOPIC, STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.recording import topic_counts, topic_types
+from dreamzero_ros.ros.names import CHUNK_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.runs.recording import topic_counts, topic_types
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ DURATION = 15.0  # s of closed loop (the default is 60 s)
 
 def test_the_demo_runs_the_tiny_model_in_the_sim_and_leaves_a_recording_report_and_video(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.cli", "demo", "--duration", str(DURATION),
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "demo", "--duration", str(DURATION),
                            "--output", str(out)], capture_output=True, text=True, timeout=240)
     log = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, log

@@ -23,7 +23,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from dreamzero_ros.bringup import (
+from dreamzero_ros.bringup.plan import BringupOptions, node_plan, params_file, process_argv, start_plan
+from dreamzero_ros.bringup.processes import ManagedProcess
+from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from dreamzero_ros.core.stitch import stale_views_of
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     CHUNK_TOPIC,
     ESTOP_TOPIC,
@@ -31,18 +36,9 @@ from dreamzero_ros.bringup import (
     SET_INSTRUCTION_SERVICE,
     STATUS_TOPIC,
     STITCHED_TOPIC,
-    BringupOptions,
-    node_plan,
-    params_file,
-    process_argv,
-    start_plan,
 )
-from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.core.stitch import stale_views_of
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import stamp_to_seconds
-from dreamzero_ros.processes import ManagedProcess
-from dreamzero_ros.testing import wait_until
+from dreamzero_ros.ros.runtime import stamp_to_seconds
+from dreamzero_ros.testing.probes import wait_until
 
 pytestmark = pytest.mark.slow
 

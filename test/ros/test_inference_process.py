@@ -2,7 +2,7 @@
 
 The test process only publishes inputs (InputStreamer: stitched frames at 5 Hz, joint states at
 30 Hz, camera images for the remote backend) and observes the node's outputs through a RosProbe.
-The scripted backend on a `dreamzero_ros.server` process makes remote chunks predictable: every
+The scripted backend on a `dreamzero_ros.backends.server` process makes remote chunks predictable: every
 step lies within `amplitude` of a centre fixed at the first state of an episode, so a chunk
 shows which episode (and which state) it belongs to.
 """
@@ -25,17 +25,17 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dreamzero_ros.backends.scripted import ScriptedBackend
-from dreamzero_ros.bringup import (
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import (
     CHUNK_TOPIC,
     INSTRUCTION_TOPIC,
     RESET_EPISODE_SERVICE,
     SET_INSTRUCTION_SERVICE,
     STATUS_TOPIC,
 )
-from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.testing import NodeLauncher, RosProbe, wait_until
-from dreamzero_ros.testing_inputs import InputStreamer, stamp_key
+from dreamzero_ros.testing.inputs import InputStreamer, stamp_key
+from dreamzero_ros.testing.probes import NodeLauncher, RosProbe, wait_until
 
 MODULE = "dreamzero_ros.nodes.inference_node"
 DROID = load_embodiment("franka_droid")
@@ -90,7 +90,7 @@ def free_port() -> int:
 
 
 def start_server(launcher: NodeLauncher, port: int, backend: str = "scripted"):
-    server = launcher.start("server", "dreamzero_ros.server",
+    server = launcher.start("server", "dreamzero_ros.backends.server",
                             extra_args=["--backend", backend, "--port", str(port), "--embodiment", DROID.name])
     assert server.wait_for_line(lambda s: "listening on" in s, 30), server.output()
     return server

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from dreamzero_ros.processes import ManagedProcess
+from dreamzero_ros.bringup.processes import ManagedProcess
 
 PEER = str(Path(__file__).with_name("msg_peer.py"))
 

@@ -9,8 +9,8 @@ from dreamzero_msgs.msg import ActionChunk, ActionGroup
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.recording import read_messages, topic_counts, topic_types
+from dreamzero_ros.ros import qos
+from dreamzero_ros.runs.recording import read_messages, topic_counts, topic_types
 
 MODULE = "dreamzero_ros.nodes.recorder_node"
 N_CHUNKS, N_IMAGES, N_STATES = 4, 12, 30

@@ -22,12 +22,12 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from dreamzero_ros.bringup import SIM_RESET_SERVICE
+from dreamzero_ros.bringup.processes import ManagedProcess
 from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import stamp_to_seconds
-from dreamzero_ros.processes import ManagedProcess
-from dreamzero_ros.testing import NodeLauncher, RosProbe, wait_until
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import SIM_RESET_SERVICE
+from dreamzero_ros.ros.runtime import stamp_to_seconds
+from dreamzero_ros.testing.probes import NodeLauncher, RosProbe, wait_until
 
 MODULE = "dreamzero_ros.nodes.sim_robot_node"
 EMBODIMENTS = ("franka_droid", "agibot_g1", "yam")

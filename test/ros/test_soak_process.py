@@ -1,6 +1,6 @@
 """The CI soak: the whole closed loop in the simulator (scripted backend) for 60 s, as real processes.
 
-One run (module fixture, ~75 s wall on two cores) of dreamzero_ros.soak.run_soak, the same code
+One run (module fixture, ~75 s wall on two cores) of dreamzero_ros.testing.soak.run_soak, the same code
 as benchmarks/bench_soak.py's 10-minute soak; each test checks one property of it. The first
 WARMUP s after the first action chunk are not measured: torch, MuJoCo's renderer and the DDS
 history buffers allocate lazily on first use, so RSS grows in the first seconds without leaking,
@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from dreamzero_ros.soak import SoakOptions, overall, process_table, run_soak, window_table
+from dreamzero_ros.testing.soak import SoakOptions, overall, process_table, run_soak, window_table
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,7 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dreamzero_ros.bringup import BringupOptions, node_plan, params_file, process_argv
+from dreamzero_ros.apps.cli import build_parser
+from dreamzero_ros.bringup.plan import (
+    BringupOptions,
+    launch_arguments,
+    node_plan,
+    options_from_args,
+    params_file,
+    process_argv,
+)
 from dreamzero_ros.core.embodiment import ConfigError
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "dreamzero.launch.py"
@@ -18,7 +27,7 @@ SETUP = Path(__file__).resolve().parents[2] / "setup.py"
 
 
 def test_the_default_plan_runs_sim_stitcher_inference_and_executor_in_order():
-    plan = node_plan(BringupOptions())
+    plan = node_plan(BringupOptions(sim=True))
     assert [n.name for n in plan] == ["sim_robot", "camera_stitcher", "inference", "action_executor"]
     assert all(n.parameters["embodiment"] == "franka_droid" for n in plan)
     assert all(n.required for n in plan)
@@ -70,7 +79,7 @@ def test_the_launch_file_builds_its_nodes_from_the_same_plan():
     node_plan and carries the spec's executable, name, parameters and remappings."""
     tree = ast.parse(LAUNCH_FILE.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "dreamzero_ros.bringup" for alias in node.names}
+                and node.module == "dreamzero_ros.bringup.plan" for alias in node.names}
     assert {"node_plan", "BringupOptions"} <= imported
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
     assert len(calls) == 1
@@ -81,10 +90,40 @@ def test_the_launch_file_builds_its_nodes_from_the_same_plan():
     assert keywords["remappings"] == "list(spec.remappings)"
     comprehension = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp))
     assert ast.unparse(comprehension.generators[0].iter) == "node_plan(options)"
-    # Every BringupOptions field is a launch argument.
-    arguments = ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
-                                      and getattr(n.targets[0], "id", "") == "ARGUMENTS"))
-    assert set(BringupOptions.__dataclass_fields__) <= set(arguments)
+    # The launch arguments are generated from BringupOptions, not declared a second time.
+    assignment = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                      and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    assert ast.unparse(assignment) == "launch_arguments()"
+
+
+def test_launch_arguments_cover_every_option_and_parse_back_to_the_same_options():
+    arguments = launch_arguments()
+    assert list(arguments) == [f.name for f in dataclasses.fields(BringupOptions)]
+    assert arguments["sim"][0] == "false" and arguments["backend"][0] == "local"
+    assert "local | remote | scripted" in arguments["backend"][1]
+    defaults = BringupOptions.from_strings({name: default for name, (default, _) in arguments.items()})
+    assert defaults == BringupOptions()
+    chosen = BringupOptions.from_strings({"embodiment": "yam", "backend": "remote", "server": "ws://gpu:8000",
+                                          "sim": "True", "dry_run": "on", "predicted_video": "0"})
+    assert chosen == BringupOptions(embodiment="yam", backend="remote", server="ws://gpu:8000", sim=True,
+                                    dry_run=True, predicted_video=False)
+    with pytest.raises(ValueError, match="sim: expected true or false, got 'maybe'"):
+        BringupOptions.from_strings({"sim": "maybe"})
+    with pytest.raises(ValueError, match=r"unknown bringup option\(s\) \['simulator'\]"):
+        BringupOptions.from_strings({"simulator": "true"})
+
+
+def test_the_cli_flags_are_the_bringup_options():
+    parser = build_parser()
+    args = parser.parse_args(["bringup", "--embodiment", "yam", "--backend", "scripted", "--sim", "--dry-run",
+                              "--record", "/tmp/r.mcap", "--predicted-video", "--instruction", "wave"])
+    assert options_from_args(args) == BringupOptions(embodiment="yam", backend="scripted", sim=True, dry_run=True,
+                                                     record="/tmp/r.mcap", predicted_video=True, instruction="wave")
+    assert options_from_args(parser.parse_args(["bringup"])) == BringupOptions()
+    demo = parser.parse_args(["demo", "--no-sim"])
+    assert demo.sim is False and demo.instruction and demo.record is True  # demo: its own defaults, --no-record
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bringup", "--backend", "magic"])
 
 
 def test_the_launch_description_builds_when_launch_ros_is_installed():

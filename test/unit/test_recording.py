@@ -1,4 +1,4 @@
-"""MCAP files written by dreamzero_ros.recording are rosbag2-shaped and read back to what was written."""
+"""MCAP files written by dreamzero_ros.runs.recording are rosbag2-shaped and read back to what was written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mcap.reader import make_reader
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from dreamzero_ros.recording import (
+from dreamzero_ros.runs.recording import (
     SEPARATOR,
     McapWriter,
     RecordingError,

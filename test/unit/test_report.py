@@ -15,12 +15,9 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.recording import McapWriter, read_messages
-from dreamzero_ros.report import (
-    CHUNK_TOPIC,
-    PREDICTED_TOPIC,
-    STATUS_TOPIC,
-    STITCHED_TOPIC,
+from dreamzero_ros.ros.names import CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC, STATUS_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.runs.recording import McapWriter, read_messages
+from dreamzero_ros.runs.report import (
     ReportError,
     _cdr_joint_state,
     image_to_rgb,
@@ -84,7 +81,7 @@ def _write_run(path, *, predicted: bool = True) -> dict[str, int]:
             put(STITCHED_TOPIC, _image(352, 640, (200, 30, 30)), t)
         if predicted:
             for k, t in enumerate(PREDICTED_TIMES):
-                put(PREDICTED_TOPIC, _image(176, 320, _predicted_rgb(k)), t)
+                put(PREDICTED_VIDEO_TOPIC, _image(176, 320, _predicted_rgb(k)), t)
         put("/camera/wrist/image_raw", _image(180, 320, (0, 0, 0)), 0.0)  # recorded but never decoded
     return counts
 

@@ -24,10 +24,10 @@ from dreamzero_ros.backends.base import BackendError, Observation, PolicyBackend
 from dreamzero_ros.backends.local import LocalBackend
 from dreamzero_ros.backends.remote import RemoteBackend
 from dreamzero_ros.backends.scripted import ScriptedBackend
+from dreamzero_ros.backends.server import PolicyServer
 from dreamzero_ros.core.action_space import ActionSpace
 from dreamzero_ros.core.embodiment import PACKAGE_ROOT, load_embodiment
-from dreamzero_ros.core.stitch import stitch_views
-from dreamzero_ros.server import PolicyServer
+from dreamzero_ros.model.stitching import stitch_views
 
 DROID = load_embodiment("franka_droid")
 G1 = load_embodiment("agibot_g1")
@@ -420,7 +420,7 @@ def _free_port() -> int:
 def _start_server_process(port: int, delay: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dreamzero_ros.server", "--backend", "scripted", "--embodiment", "franka_droid",
+        [sys.executable, "-m", "dreamzero_ros.backends.server", "--backend", "scripted", "--embodiment", "franka_droid",
          "--port", str(port), "--scripted-delay", str(delay), "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
     )

@@ -14,14 +14,8 @@ import yaml
 from PIL import Image
 
 from dreamzero_ros.core.embodiment import ConfigError, config_dir, load_embodiment
-from dreamzero_ros.core.stitch import (
-    StitchError,
-    black_view,
-    crop_and_resize,
-    crop_box,
-    stitch_views,
-    tile,
-)
+from dreamzero_ros.core.stitch import StitchError, black_view, crop_box, tile
+from dreamzero_ros.model.stitching import crop_and_resize, stitch_views
 
 VIEW_H, VIEW_W = 176, 320
 # (H, W) -> (top, left, ch, cw), from DREAMZERO_FACTS.md

@@ -9,20 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dreamzero_ros.bringup import BACKENDS
-
-
-def _add_bringup_options(p: argparse.ArgumentParser, *, sim_default: bool) -> None:
-    p.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
-    p.add_argument("--backend", default="local", choices=BACKENDS, help="policy backend (default: %(default)s)")
-    p.add_argument("--server", default="", help="policy server URL for --backend remote, e.g. ws://gpu-box:8000")
-    p.add_argument("--checkpoint", default="", help="checkpoint dir for --backend local (default: tiny random weights)")
-    p.add_argument("--instruction", default="", help="initial instruction")
-    if sim_default:
-        p.add_argument("--no-sim", dest="sim", action="store_false", help="do not start the simulator")
-    else:
-        p.add_argument("--sim", action="store_true", help="start the MuJoCo simulated robot")
-    p.add_argument("--dry-run", action="store_true", help="executor publishes to the preview topic only")
+from dreamzero_ros.bringup.plan import add_cli_arguments, options_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,21 +17,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="closed-loop demo on the built-in MuJoCo simulator")
-    _add_bringup_options(demo, sim_default=True)
-    demo.set_defaults(instruction="pick up the red cube and put it in the bowl")
+    add_cli_arguments(demo, skip=("record", "predicted_video"),
+                      defaults={"sim": True, "instruction": "pick up the red cube and put it in the bowl"})
     demo.add_argument("--duration", type=float, default=60.0, help="seconds of closed loop (default: %(default)s)")
     demo.add_argument("--output", default="out/demo", help="output folder (default: %(default)s)")
     demo.add_argument("--no-record", dest="record", action="store_false", help="skip the MCAP recording")
 
     bringup = sub.add_parser("bringup", help="start the node plan as processes (where ros2 launch is missing)")
-    _add_bringup_options(bringup, sim_default=False)
-    bringup.add_argument("--record", default="", help="record to this MCAP path")
+    add_cli_arguments(bringup)
     bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     bringup.add_argument("--network", action="store_true",
                          help="allow DDS discovery beyond localhost (nodes on several machines)")
 
     serve = sub.add_parser("serve", help="websocket policy server (runs on the GPU box)")
-    from dreamzero_ros import server
+    from dreamzero_ros.backends import server
 
     server.add_arguments(serve)
 
@@ -61,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    from dreamzero_ros.operator import Operator, OperatorError, format_status
+    from dreamzero_ros.apps.operator_commands import Operator, OperatorError, format_status
 
     try:
         with Operator() as op:
@@ -94,24 +80,20 @@ def _operator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from dreamzero_ros.demo import run_demo
+        from dreamzero_ros.apps.demo import run_demo
 
         return run_demo(args)
     if args.command == "bringup":
-        from dreamzero_ros.bringup import BringupOptions, node_plan, run_plan
+        from dreamzero_ros.bringup.plan import node_plan, run_plan
 
         try:
-            options = BringupOptions(
-                embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
-                sim=args.sim, dry_run=args.dry_run, record=args.record, instruction=args.instruction,
-            )
-            plan = node_plan(options)
+            plan = node_plan(options_from_args(args))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return run_plan(plan, localhost_only=not args.network, duration=args.duration)
     if args.command == "serve":
-        from dreamzero_ros import server
+        from dreamzero_ros.backends import server
 
         return server.run(args)
     return _operator(args)

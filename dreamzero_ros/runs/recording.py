@@ -34,7 +34,7 @@ SCHEMA_ENCODING = "ros2msg"
 MESSAGE_ENCODING = "cdr"
 SEPARATOR = "=" * 80
 COMPRESSIONS = {"none": CompressionType.NONE, "lz4": CompressionType.LZ4, "zstd": CompressionType.ZSTD}
-LIBRARY = "dreamzero_ros.recording"
+LIBRARY = "dreamzero_ros.runs.recording"
 
 # .msg field types that are not messages (rosbag2's list plus wstring).
 _PRIMITIVES = frozenset({

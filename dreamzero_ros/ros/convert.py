@@ -19,8 +19,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.core.image import decode_compressed, decode_image, encode_image
 from dreamzero_ros.core.stitch import resize_to_source
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.nodes.common import seconds_to_stamp, stamp_to_seconds
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.runtime import seconds_to_stamp, stamp_to_seconds
 
 
 def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:

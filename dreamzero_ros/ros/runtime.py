@@ -19,7 +19,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from dreamzero_ros.core.embodiment import ConfigError
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, ConfigError
 
 
 class ParameterError(ValueError):
@@ -35,6 +35,10 @@ class Param:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     read_only: bool = True
+
+
+#: every node that serves one robot takes its embodiment the same way
+EMBODIMENT_PARAM = Param("embodiment", DEFAULT_EMBODIMENT, "embodiment name (config/<name>.yaml) or YAML path")
 
 
 def declare_parameters(node: Node, table: Sequence[Param]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from dreamzero_ros.bringup import BringupOptions, node_plan, start_plan
-from dreamzero_ros.ros_env import pick_domain_id, ros_environment
+from dreamzero_ros.bringup.plan import node_plan, options_from_args, start_plan
+from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
+from dreamzero_ros.ros.names import STATUS_TOPIC
 
 STARTUP_TIMEOUT = 90.0  # s: importing torch and building the model on a 2-core machine
 
@@ -27,11 +28,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if mcap_path.exists():
         mcap_path.unlink()
     try:
-        options = BringupOptions(
-            embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
-            sim=args.sim, dry_run=args.dry_run, record=str(mcap_path) if args.record else "",
-            instruction="", predicted_video=args.backend == "local",
-        )
+        # The instruction is sent after start-up (below), as an operator would.
+        options = options_from_args(args, record=str(mcap_path) if args.record else "", instruction="",
+                                    predicted_video=args.backend == "local")
         plan = node_plan(options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -63,7 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
     summary: dict = {}
     if args.record and mcap_path.exists():
         from dreamzero_ros.core.embodiment import load_embodiment
-        from dreamzero_ros.report import write_report
+        from dreamzero_ros.runs.report import write_report
 
         summary = write_report(mcap_path, load_embodiment(args.embodiment), out)
         _print_summary(summary, out)
@@ -74,7 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _drive(args: argparse.Namespace, group) -> int:
-    from dreamzero_ros.operator import Operator, OperatorError
+    from dreamzero_ros.apps.operator_commands import Operator, OperatorError
 
     with Operator(timeout=STARTUP_TIMEOUT) as op:
         try:
@@ -92,7 +91,7 @@ def _drive(args: argparse.Namespace, group) -> int:
         latest: dict = {}
         op.node.create_subscription(
             __import__("dreamzero_msgs.msg", fromlist=["PolicyStatus"]).PolicyStatus,
-            "/dreamzero/status", lambda m: latest.__setitem__(m.node, m), 10,
+            STATUS_TOPIC, lambda m: latest.__setitem__(m.node, m), 10,
         )
         started = time.monotonic()
         next_print = started
@@ -112,7 +111,7 @@ def _drive(args: argparse.Namespace, group) -> int:
 def _arm_once_ready(op, armed: bool) -> None:
     """Arm like an operator who waits for the robot: the executor refuses until its first joint state
     (the sim renders its GL contexts before it publishes one), so retry that refusal until STARTUP_TIMEOUT."""
-    from dreamzero_ros.operator import OperatorError
+    from dreamzero_ros.apps.operator_commands import OperatorError
 
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:

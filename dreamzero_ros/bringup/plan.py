@@ -8,57 +8,104 @@ stopping everything on Ctrl-C or when a required node dies.
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.processes import ManagedProcess, ProcessGroup
-from dreamzero_ros.ros_env import ros_environment
+from dreamzero_ros.backends import BACKEND_KINDS
+from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
+from dreamzero_ros.bringup.ros_env import ros_environment
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
 
-BACKENDS = ("local", "remote", "scripted")
 
-# Well-known names shared by the nodes, the CLI and the tests.
-STITCHED_TOPIC = "/dreamzero/stitched_image"
-CHUNK_TOPIC = "/dreamzero/action_chunk"
-INSTRUCTION_TOPIC = "/dreamzero/instruction"
-PREDICTED_VIDEO_TOPIC = "/dreamzero/predicted_video"
-STATUS_TOPIC = "/dreamzero/status"
-ESTOP_TOPIC = "/dreamzero/estop"
-PREVIEW_TOPIC = "/dreamzero/command_preview"
-SET_INSTRUCTION_SERVICE = "/dreamzero/set_instruction"
-RESET_EPISODE_SERVICE = "/dreamzero/reset_episode"
-ARM_SERVICE = "/dreamzero/arm"
-RESET_ESTOP_SERVICE = "/dreamzero/reset_estop"
-SIM_RESET_SERVICE = "/sim/reset"
+def _option(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass(frozen=True, slots=True)
 class BringupOptions:
-    """What an operator chooses at bringup (the launch arguments)."""
+    """What an operator chooses at bringup. The one declaration of the options: the launch file's
+    arguments (`launch_arguments`) and the CLI's flags (`add_cli_arguments`) are generated from it."""
 
-    embodiment: str = "franka_droid"
-    backend: str = "local"  # local | remote | scripted
-    server: str = ""  # ws://host:port for the remote backend
-    checkpoint: str = ""  # checkpoint dir for the local backend ("" = tiny random weights)
-    sim: bool = True
-    dry_run: bool = False
-    record: str = ""  # path of an .mcap to record to ("" = no recorder)
-    instruction: str = ""  # initial instruction ("" = wait for one)
-    predicted_video: bool = False
+    embodiment: str = _option(DEFAULT_EMBODIMENT, "embodiment name (config/<name>.yaml) or path to a YAML")
+    backend: str = _option("local", "policy backend", choices=BACKEND_KINDS)
+    server: str = _option("", "policy server URL for the remote backend, e.g. ws://gpu-box:8000")
+    checkpoint: str = _option("", "checkpoint directory for the local backend (empty: tiny random weights)")
+    sim: bool = _option(False, "start the MuJoCo simulated robot")
+    dry_run: bool = _option(False, "the executor publishes to the preview topic only, never to the robot")
+    record: str = _option("", "path of an MCAP file to record to (empty: no recording)")
+    instruction: str = _option("", "initial instruction (empty: wait for one on the instruction topic)")
+    predicted_video: bool = _option(False, "decode and publish the model's predicted frames")
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend not in BACKEND_KINDS:
+            raise ValueError(f"backend: expected one of {list(BACKEND_KINDS)}, got {self.backend!r}")
         if self.backend == "remote" and not self.server:
             raise ValueError("server: the remote backend needs --server ws://host:port")
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> BringupOptions:
+        """Options from launch-argument strings ('true'/'false' for the booleans); unknown names are refused."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown bringup option(s) {unknown}; expected {sorted(known)}")
+        parsed: dict[str, Any] = {}
+        for name, text in values.items():
+            if known[name].type in (bool, "bool"):
+                word = text.strip().lower()
+                if word not in _TRUE + _FALSE:
+                    raise ValueError(f"{name}: expected true or false, got {text!r}")
+                parsed[name] = word in _TRUE
+            else:
+                parsed[name] = text
+        return cls(**parsed)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def launch_arguments() -> dict[str, tuple[str, str]]:
+    """{option: (default as a launch string, description)} for DeclareLaunchArgument."""
+    out = {}
+    for f in fields(BringupOptions):
+        default = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        choices = f.metadata.get("choices")
+        out[f.name] = (default, f.metadata["help"] + (f": {' | '.join(choices)}" if choices else ""))
+    return out
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (),
+                      defaults: Mapping[str, Any] | None = None) -> None:
+    """Add a --flag per BringupOptions field (booleans as --x / --no-x) except `skip`, with `defaults` overriding."""
+    defaults = dict(defaults or {})
+    for f in fields(BringupOptions):
+        if f.name in skip:
+            continue
+        default = defaults.get(f.name, f.default)
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata["help"]
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
+                                help=f"{text} (default: {'yes' if default else 'no'})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=default, choices=f.metadata.get("choices"),
+                                help=f"{text} (default: {default!r})" if default else text)
+
+
+def options_from_args(args: argparse.Namespace, **overrides: Any) -> BringupOptions:
+    """BringupOptions from parsed CLI arguments (fields the parser skipped keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in fields(BringupOptions) if hasattr(args, f.name)}
+    return BringupOptions(**{**values, **overrides})
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image, JointState
 
-from dreamzero_ros.bringup import STITCHED_TOPIC
 from dreamzero_ros.core.embodiment import EmbodimentConfig
-from dreamzero_ros.nodes import qos
-from dreamzero_ros.testing import RosProbe, wait_until
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import STITCHED_TOPIC
+from dreamzero_ros.testing.probes import RosProbe, wait_until
 
 
 def stamp_key(stamp: Any) -> tuple[int, int]:

@@ -19,7 +19,8 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
-from dreamzero_ros.bringup import (
+from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     ESTOP_TOPIC,
     INSTRUCTION_TOPIC,
@@ -28,7 +29,6 @@ from dreamzero_ros.bringup import (
     SET_INSTRUCTION_SERVICE,
     STATUS_TOPIC,
 )
-from dreamzero_ros.nodes import qos
 
 
 class OperatorError(RuntimeError):

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
+
 ROS_NODES = ("sim_robot", "camera_stitcher", "inference", "action_executor")
 
 
@@ -36,7 +38,7 @@ ROS_NODES = ("sim_robot", "camera_stitcher", "inference", "action_executor")
 class SoakOptions:
     """What one soak run does. Times in s."""
 
-    embodiment: str = "franka_droid"
+    embodiment: str = DEFAULT_EMBODIMENT
     backend: str = "scripted"
     duration: float = 600.0  # measured, after the warm-up
     warmup: float = 10.0  # from the first action chunk: lazy allocations, the arm settles
@@ -135,18 +137,17 @@ def run_soak(
     from sensor_msgs.msg import JointState
     from std_srvs.srv import SetBool
 
-    from dreamzero_ros.bringup import (
+    from dreamzero_ros.bringup.plan import BringupOptions, node_plan, start_plan
+    from dreamzero_ros.core.embodiment import load_embodiment
+    from dreamzero_ros.ros import qos
+    from dreamzero_ros.ros.names import (
         ARM_SERVICE,
         CHUNK_TOPIC,
+        DIAGNOSTICS_TOPIC,
         SET_INSTRUCTION_SERVICE,
         STATUS_TOPIC,
-        BringupOptions,
-        node_plan,
-        start_plan,
     )
-    from dreamzero_ros.core.embodiment import load_embodiment
-    from dreamzero_ros.nodes import qos
-    from dreamzero_ros.testing import RosProbe, wait_until
+    from dreamzero_ros.testing.probes import RosProbe, wait_until
 
     say = progress or (lambda _line: None)
     cfg = load_embodiment(options.embodiment)
@@ -199,7 +200,7 @@ def run_soak(
         node.create_subscription(JointState, cfg.command.joint_states_topic,
                                  lambda _m: records.joint_states.append(time.monotonic()), qos.JOINT_STATES)
         node.create_subscription(PolicyStatus, STATUS_TOPIC, on_status, qos.STATUS)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.STATUS)
+        node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diagnostics, qos.STATUS)
 
         group = start_plan(plan, env=env if env is not None else dict(os.environ), sink=sink, workdir=workdir)
         pids = {p.name: p.pid for p in group.processes}

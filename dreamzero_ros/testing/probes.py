@@ -19,7 +19,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from dreamzero_ros.processes import ManagedProcess, ProcessGroup
+from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

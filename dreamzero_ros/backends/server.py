@@ -65,9 +65,9 @@ from websockets.typing import Subprotocol
 from dreamzero_ros.backends import protocol
 from dreamzero_ros.backends.base import Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
-from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, EmbodimentConfig
 
-LOG = logging.getLogger("dreamzero_ros.server")
+LOG = logging.getLogger("dreamzero_ros.backends.server")
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_PROMPT_CHARS = 1000
@@ -118,7 +118,7 @@ class PolicyServer:
             max_message_size: bytes per websocket message, both directions.
             max_prompt_chars: longest accepted prompt (the model's text context is 512 tokens).
             stitch: stitch_views(views {camera: [H, W, 3]}, embodiment) -> uint8 [352, 640, 3];
-                None = dreamzero_ros.core.stitch.stitch_views.
+                None = dreamzero_ros.model.stitching.stitch_views.
             takeover_probe_s: s a connection that holds the session and still looks open gets to
                 answer a ping before a newcomer takes the session over (see the module docstring).
         """
@@ -171,7 +171,7 @@ class PolicyServer:
         if self._thread is not None:
             raise RuntimeError("server: already started")
         if self._stitch is None:
-            from dreamzero_ros.core.stitch import stitch_views
+            from dreamzero_ros.model.stitching import stitch_views
 
             self._stitch = stitch_views
         if self.backend is None:
@@ -532,7 +532,7 @@ def _ms(t0: float) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `dreamzero serve`."""
-    parser.add_argument("--embodiment", default="franka_droid",
+    parser.add_argument("--embodiment", default=DEFAULT_EMBODIMENT,
                         help="embodiment name or YAML path (default: %(default)s)")
     parser.add_argument("--backend", default="local", choices=("local", "scripted"),
                         help="what answers requests: the model or the scripted test trajectory (default: %(default)s)")
@@ -606,9 +606,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m dreamzero_ros.server (tests start it this way; users run `dreamzero serve`)
+if __name__ == "__main__":  # python -m dreamzero_ros.backends.server (tests start it this way; users run `dreamzero serve`)
     import sys
 
-    _parser = argparse.ArgumentParser(prog="python -m dreamzero_ros.server")
+    _parser = argparse.ArgumentParser(prog="python -m dreamzero_ros.backends.server")
     add_arguments(_parser)
     sys.exit(run(_parser.parse_args()))

@@ -26,12 +26,9 @@ from typing import Any
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.recording import RecordingError, topic_counts
+from dreamzero_ros.ros.names import CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC, STATUS_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.runs.recording import RecordingError, topic_counts
 
-CHUNK_TOPIC = "/dreamzero/action_chunk"
-STATUS_TOPIC = "/dreamzero/status"
-STITCHED_TOPIC = "/dreamzero/stitched_image"
-PREDICTED_TOPIC = "/dreamzero/predicted_video"
 EXECUTOR_NODE = "action_executor"
 NO_PREDICTION_TEXT = "no predicted video"
 
@@ -456,7 +453,7 @@ class _FramePairer:
     predicted frame has been seen (`n_predicted`, from the summary) frames go straight out.
     """
 
-    topics = (STITCHED_TOPIC, PREDICTED_TOPIC)
+    topics = (STITCHED_TOPIC, PREDICTED_VIDEO_TOPIC)
 
     def __init__(self, out_dir: Path, fps: float, n_predicted: int) -> None:
         self.out_dir, self.fps, self.n_predicted = out_dir, fps, n_predicted
@@ -474,7 +471,7 @@ class _FramePairer:
             self._size = img.shape[:2]
             if self._prev is not None:  # a prediction came before the first input frame
                 self._prev = (self._prev[0], self._fit(self._prev[1]))
-        if topic == PREDICTED_TOPIC:
+        if topic == PREDICTED_VIDEO_TOPIC:
             self._seen += 1
             pred = self._fit(img) if self._size is not None else img  # fitted once the input size is known
             for ts, stitched in self._pending:
@@ -522,7 +519,7 @@ def write_video(path: str | Path, embodiment: EmbodimentConfig | str, out_dir: s
     if not counts.get(STITCHED_TOPIC):
         return None, 0
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pairer = _FramePairer(Path(out_dir), emb.video.fps, counts.get(PREDICTED_TOPIC, 0))
+    pairer = _FramePairer(Path(out_dir), emb.video.fps, counts.get(PREDICTED_VIDEO_TOPIC, 0))
     for topic, t_ns, msg in _iter_decoded(path, pairer.topics, ""):
         pairer.add(topic, t_ns, msg)
     return pairer.close()
@@ -546,7 +543,7 @@ def write_report(mcap_path: str | Path, embodiment: EmbodimentConfig | str, out_
         start_ns, end_ns = _time_range(mcap_path)
         counts = topic_counts(mcap_path)
         collector = _RunCollector(emb, counts)
-        pairer = _FramePairer(out, emb.video.fps, counts.get(PREDICTED_TOPIC, 0))
+        pairer = _FramePairer(out, emb.video.fps, counts.get(PREDICTED_VIDEO_TOPIC, 0))
         topics = collector.topics + pairer.topics
         for topic, t_ns, msg in _iter_decoded(mcap_path, topics, emb.command.joint_states_topic):
             if topic in pairer.topics:

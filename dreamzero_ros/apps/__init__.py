@@ -1,0 +1,1 @@
+"""The `dreamzero` command line: subcommands (demo, bringup, serve, operator commands) and their drivers."""
