@@ -612,3 +612,41 @@ def test_a_silent_holder_whose_link_is_gone_is_taken_over_after_the_probe_and_cl
         assert server.takeovers == 1
     finally:
         silent.close()
+
+
+class SlowFirst(PolicyBackend):
+    """The first inference takes `first_s`, later ones are immediate (a scripted trajectory underneath)."""
+
+    name = "slow_first"
+
+    def __init__(self, inner: PolicyBackend, first_s: float) -> None:
+        self.inner, self.first_s, self.calls = inner, first_s, 0
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def set_instruction(self, instruction: str) -> None:
+        self.inner.set_instruction(instruction)
+
+    def infer(self, observation: Observation):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.first_s)
+        return self.inner.infer(observation)
+
+
+def test_a_remote_backend_that_timed_out_reconnects_at_once_and_is_served_while_its_old_request_runs(serve):
+    """The robot's case: a reply is late, the client drops the connection and reconnects while the
+    server is still running the old request. The old rule answered that reconnect with 1013."""
+    server = serve(SlowFirst(ScriptedBackend(DROID), first_s=1.0))
+    remote = RemoteBackend(DROID, server.url, request_timeout=0.3, backoff_initial=0.01, backoff_max=0.01)
+    views = {c.name: np.zeros((1, 180, 320, 3), np.uint8) for c in DROID.cameras}
+    remote.set_instruction("wave")
+    with pytest.raises(BackendError, match="no reply within 0.3 s"):
+        remote.infer(Observation(1.0, np.zeros((1, 352, 640, 3), np.uint8), HOME_DROID, views))
+    time.sleep(0.02)  # past the client's backoff; the server is still inside the first request
+    remote.request_timeout = 5.0
+    result = remote.infer(Observation(2.0, np.zeros((1, 352, 640, 3), np.uint8), HOME_DROID, views))
+    assert result.positions.shape == (24, 8) and remote.connected
+    assert server.takeovers == 1 and server.backend.calls == 2
+    remote.close()
