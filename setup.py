@@ -1,6 +1,6 @@
 """ament_python package dreamzero_ros (colcon on a robot, pip -e in the repo venv)."""
 
-from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
@@ -14,6 +14,18 @@ NODES = {
     "recorder": "dreamzero_ros.nodes.recorder_node:main",
 }
 
+
+def _share_tree(top: str) -> list[tuple[str, list[str]]]:
+    """(install dir, files) for every folder under `top`, so share/ mirrors the source tree
+    (config/robots/*.yaml, meshes next to a URDF, ...), as colcon installs it."""
+    entries = []
+    for folder, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        if files:
+            entries.append((f"share/{PACKAGE}/{folder}", sorted(os.path.join(folder, f) for f in files)))
+    return entries
+
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -21,9 +33,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
-        (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf")),
+        *_share_tree("launch"),
+        *_share_tree("config"),
+        *_share_tree("urdf"),
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],

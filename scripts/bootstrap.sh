@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Create or refresh the repo's Python 3.11 venv (.venv) with everything dreamzero_ros needs:
-# ROS 2 wheels, torch (CPU pin), the other dependencies, dreamzero_msgs built into the venv and
-# dreamzero_ros installed in editable mode. Idempotent: a stamp of the inputs makes a second run
-# with nothing changed return in well under a second.
+# Create or refresh a repo venv with everything dreamzero_ros needs: ROS 2 wheels of one
+# distribution, torch (CPU pin), the other dependencies, dreamzero_msgs built into the venv and
+# dreamzero_ros installed in editable mode. DZ_DISTRO picks the ROS 2 distribution: kilted (default,
+# .venv, requirements.txt) or jazzy (.venv-jazzy, requirements-jazzy.txt); DZ_VENV overrides the
+# venv path. Idempotent: a stamp of the inputs makes a second run with nothing changed return in
+# well under a second. The interpreter comes from scripts/find_python.sh (DZ_PYTHON, python3.11,
+# or one obtained through uv).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${DZ_VENV:-$ROOT/.venv}"
-PYTHON="${DZ_PYTHON:-python3.11}"
+DISTRO="${DZ_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) REQ="requirements.txt"; DEFAULT_VENV="$ROOT/.venv" ;;
+  jazzy) REQ="requirements-jazzy.txt"; DEFAULT_VENV="$ROOT/.venv-jazzy" ;;
+  *) echo "[bootstrap] error: DZ_DISTRO=$DISTRO; expected kilted or jazzy" >&2; exit 2 ;;
+esac
+VENV="${DZ_VENV:-$DEFAULT_VENV}"
 STAMP="$VENV/.dreamzero-stamp"
 
 inputs_hash() {
-  (cd "$ROOT" && cat requirements.txt requirements-robot.txt setup.py setup.cfg package.xml scripts/bootstrap.sh \
-     dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/* \
+  (cd "$ROOT" && { echo "$DISTRO"; cat "$REQ" requirements-dev.txt requirements-robot.txt setup.py setup.cfg package.xml \
+     scripts/bootstrap.sh scripts/find_python.sh scripts/fix_rosidl_cmake_paths.py \
+     dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/*; } \
      | sha256sum | cut -d' ' -f1)
 }
 
@@ -23,13 +32,11 @@ fi
 
 log() { echo "[bootstrap] $*" >&2; }
 
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  echo "[bootstrap] error: $PYTHON not found; dreamzero_ros needs CPython 3.11 (the ROS 2 wheels are cp311 only)." >&2
-  echo "[bootstrap] set DZ_PYTHON=/path/to/python3.11 to choose another interpreter." >&2
-  exit 2
-fi
 if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating venv at $VENV"
+  # shellcheck source=find_python.sh
+  source "$ROOT/scripts/find_python.sh"
+  PYTHON="$(dz_find_python)" || exit 2
+  log "creating venv at $VENV with $PYTHON (ROS 2 $DISTRO)"
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
@@ -52,8 +59,8 @@ for tool in cmake c++; do
   command -v "$tool" >/dev/null 2>&1 || { echo "[bootstrap] error: $tool is required to build dreamzero_msgs" >&2; exit 2; }
 done
 
-log "installing Python dependencies (requirements.txt)"
-"$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+log "installing Python dependencies ($REQ)"
+"$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/$REQ"
 
 # The message wheels' exported CMake files carry include paths of the machine that built them;
 # point them at this interpreter's headers and numpy (see ../shared/design/PIP_ROS.md).
@@ -61,14 +68,14 @@ log "fixing exported CMake include paths of the ROS message wheels"
 "$PY" "$ROOT/scripts/fix_rosidl_cmake_paths.py" "$VENV"
 
 log "building dreamzero_msgs into the venv"
-BUILD="$ROOT/build/dreamzero_msgs"
+BUILD="$ROOT/build/$(basename "$VENV")/dreamzero_msgs"
 mkdir -p "$BUILD"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
 cmake -S "$ROOT/dreamzero_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
-  -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$ROOT/build/msgs-configure.log" 2>&1 \
-  || { cat "$ROOT/build/msgs-configure.log" >&2; exit 1; }
-cmake --build "$BUILD" -j"$(nproc)" >"$ROOT/build/msgs-build.log" 2>&1 \
-  || { tail -50 "$ROOT/build/msgs-build.log" >&2; exit 1; }
+  -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$BUILD/../msgs-configure.log" 2>&1 \
+  || { cat "$BUILD/../msgs-configure.log" >&2; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" >"$BUILD/../msgs-build.log" 2>&1 \
+  || { tail -50 "$BUILD/../msgs-build.log" >&2; exit 1; }
 cmake --install "$BUILD" >/dev/null
 
 log "installing dreamzero_ros (editable)"
