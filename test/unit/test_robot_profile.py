@@ -277,3 +277,62 @@ def test_the_assembler_names_the_topic_and_joints_a_message_lacks(tmp_path):
     asm = JointStateAssembler(load(tmp_path, base()))
     assert asm.update(0, FR3[:6], [0.0] * 6, now=1.0) == "/joint_states: missing joints ['fr3_joint7']"
     assert asm.update(1, ["a", "b"], [0.0], now=1.0) == "/gripper/joint_states: 2 names but 1 positions"
+
+
+GENIE_ARMS = [f"idx2{i}_arm_l_joint{i}" for i in range(1, 8)] + [f"idx6{i}_arm_r_joint{i}" for i in range(1, 8)]
+
+
+def test_the_genie_sim_profile_carries_genie_sims_names_topics_qos_and_gripper_formulas():
+    p = load_robot_profile("agibot_g1_genie_sim")
+    assert p.use_sim_time is True
+    assert [(c.topic, c.type) for c in p.cameras] == [
+        ("/sim/head_img", COMPRESSED_IMAGE), ("/sim/left_wrist_img", COMPRESSED_IMAGE),
+        ("/sim/right_wrist_img", COMPRESSED_IMAGE)]
+    (cmd,) = p.commands
+    assert (cmd.topic, cmd.type, cmd.qos) == ("/sim/target_joint_state", JOINT_STATE,
+                                               QosSpec("reliable", "transient_local", 30))
+    # The client's command order: left arm, right arm, then the two grippers (model order of the slice).
+    assert cmd.slice.robot_joints == (*GENIE_ARMS, "idx41_gripper_l_outer_joint1", "idx81_gripper_r_outer_joint1")
+    assert set(p.uncommanded) == {"head_yaw_joint", "head_pitch_joint", "waist_pitch_joint", "waist_lift_joint"}
+    action = np.zeros(20)
+    action[14], action[15] = 0.3, 1.2  # left / right effector, model units
+    out = cmd.robot_values(action)
+    # clip(1 - a, 0, 1): 0.3 -> 0.7, 1.2 -> 0 (clipped).
+    assert out[14] == pytest.approx(0.7) and out[15] == 0.0
+    (inp,) = p.joint_states
+    assert inp.topic == "/joint_states"
+    k = inp.slice.joints.index("left_effector_joint")
+    assert inp.slice.robot_joints[k] == "idx41_gripper_l_outer_joint1"
+    # clip(0.8 - joint, 0, 1): 0.1 -> 0.7; -0.5 -> 1 (clipped).
+    assert inp.slice.maps[k].apply(0.1) == pytest.approx(0.7) and inp.slice.maps[k].apply(-0.5) == 1.0
+    assert dict(zip(inp.slice.joints, inp.slice.robot_joints, strict=True))["waist_pitch_joint"] == "idx01_body_joint1"
+
+
+def test_the_yam_profile_has_one_output_and_one_input_per_arm_with_a_normalised_gripper():
+    p = load_robot_profile("yam_i2rt")
+    names = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
+    assert [(c.topic, c.type, c.slice.robot_joints) for c in p.commands] == [
+        ("/left/command", JOINT_STATE, names), ("/right/command", JOINT_STATE, names)]
+    assert [(s.topic, s.slice.robot_joints) for s in p.joint_states] == [
+        ("/left/joint_states", names), ("/right/joint_states", names)]
+    left, right = p.commands
+    action = np.zeros(14)
+    action[6], action[13] = 0.0185, 0.05  # finger travel (m): half open, beyond fully open
+    # x / 0.037 clipped to [0, 1]: 0.0185 m -> 0.5; 0.05 m -> 1.
+    assert left.robot_values(action)[6] == pytest.approx(0.5)
+    assert right.robot_values(action)[6] == 1.0
+    assert right.indices == tuple(range(7, 14))
+    # observed: normalised g -> 0.037 g m.
+    assert p.joint_states[0].slice.maps[6].apply(0.25) == pytest.approx(0.00925)
+
+
+def test_the_fr3_profile_streams_the_arm_to_fr3_arm_controller_and_the_gripper_to_its_action():
+    p = load_robot_profile("fr3_franka_ros2")
+    arm, grip = p.commands
+    assert (arm.topic, arm.type, arm.slice.robot_joints) == (
+        "/fr3_arm_controller/joint_trajectory", "trajectory_msgs/JointTrajectory", tuple(FR3))
+    assert (grip.topic, grip.type, grip.slice.robot_joints) == (
+        "/fr3_gripper/gripper_action", GRIPPER_COMMAND, ("fr3_finger_joint1",))
+    assert grip.slice.maps[0].is_identity  # command.position is width / 2, i.e. the finger joint itself
+    assert [s.topic for s in p.joint_states] == ["/franka/joint_states", "/fr3_gripper/joint_states"]
+    assert p.joint_states[1].qos.reliability == "best_effort"  # the gripper node publishes SensorDataQoS
