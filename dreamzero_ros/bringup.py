@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.robot_profile import load_robot
 from dreamzero_ros.processes import ManagedProcess, ProcessGroup
 from dreamzero_ros.ros_env import ros_environment
 
@@ -45,6 +45,7 @@ class BringupOptions:
     """What an operator chooses at bringup (the launch arguments)."""
 
     embodiment: str = "franka_droid"
+    robot: str = ""  # robot profile name/path (config/robots/); "" = the embodiment's own wiring (sim default)
     backend: str = "local"  # local | remote | scripted
     server: str = ""  # ws://host:port for the remote backend
     checkpoint: str = ""  # checkpoint dir for the local backend ("" = tiny random weights)
@@ -74,12 +75,21 @@ class NodeSpec:
 
 
 def node_plan(options: BringupOptions) -> list[NodeSpec]:
-    """The nodes to start for `options`, in start order (validates the embodiment first)."""
-    load_embodiment(options.embodiment)  # fail early, naming the file and field
-    common = {"embodiment": options.embodiment}
+    """The nodes to start for `options`, in start order (validates the profile and embodiment first).
+
+    With a robot profile every node gets `robot` (and the embodiment the profile names); a profile on
+    sim time gives every node use_sim_time and makes the simulator publish /clock.
+    """
+    profile = load_robot(options.robot, options.embodiment)  # fail early, naming the file and field
+    embodiment = profile.embodiment.source if options.robot else options.embodiment
+    common: dict[str, Any] = {"embodiment": embodiment, "robot": options.robot}
+    sim_params: dict[str, Any] = dict(common)
+    if profile.use_sim_time:
+        common["use_sim_time"] = True
+        sim_params["use_sim_clock"] = True
     plan: list[NodeSpec] = []
     if options.sim:
-        plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", dict(common)))
+        plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", sim_params))
     plan.append(NodeSpec("camera_stitcher", "camera_stitcher", "dreamzero_ros.nodes.camera_stitcher_node", dict(common)))
     plan.append(
         NodeSpec(
@@ -104,7 +114,7 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
         # The recorder adds the embodiment's camera, joint-state, command and extra topics itself.
         plan.append(
             NodeSpec("recorder", "recorder", "dreamzero_ros.nodes.recorder_node",
-                     {"output": options.record, "embodiment": options.embodiment}, required=False)
+                     {"output": options.record, "embodiment": embodiment}, required=False)
         )
     return plan
 

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bringup = sub.add_parser("bringup", help="start the node plan as processes (where ros2 launch is missing)")
     _add_bringup_options(bringup, sim_default=False)
+    bringup.add_argument("--robot", default="", help="robot profile name (config/robots/) or YAML path; it names "
+                         "its embodiment (default: the embodiment's own wiring)")
     bringup.add_argument("--record", default="", help="record to this MCAP path")
     bringup.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     bringup.add_argument("--network", action="store_true",
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             options = BringupOptions(
-                embodiment=args.embodiment, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
+                embodiment=args.embodiment, robot=args.robot, backend=args.backend, server=args.server, checkpoint=args.checkpoint,
                 sim=args.sim, dry_run=args.dry_run, record=args.record, instruction=args.instruction,
             )
             plan = node_plan(options)

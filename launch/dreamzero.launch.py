@@ -2,6 +2,7 @@
 
     ros2 launch dreamzero_ros dreamzero.launch.py embodiment:=franka_droid backend:=remote \
         server:=ws://gpu-box:8000 sim:=false
+    ros2 launch dreamzero_ros dreamzero.launch.py robot:=fr3_franka_ros2 backend:=remote server:=ws://gpu-box:8000
 
 The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.node_plan,
 the same function `dreamzero bringup` uses where `ros2 launch` is not installed.
@@ -16,6 +17,8 @@ from dreamzero_ros.bringup import BringupOptions, node_plan
 
 ARGUMENTS = {
     "embodiment": ("franka_droid", "embodiment name (config/<name>.yaml) or path to a YAML"),
+    "robot": ("", "robot profile (config/robots/<name>.yaml) or YAML path; it names its embodiment "
+                  "(empty: the embodiment's own wiring)"),
     "backend": ("local", "policy backend: local | remote | scripted"),
     "server": ("", "policy server URL for the remote backend, e.g. ws://gpu-box:8000"),
     "checkpoint": ("", "checkpoint directory for the local backend (empty: tiny random weights)"),
@@ -35,6 +38,7 @@ def _nodes(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     options = BringupOptions(
         embodiment=value["embodiment"],
+        robot=value["robot"],
         backend=value["backend"],
         server=value["server"],
         checkpoint=value["checkpoint"],

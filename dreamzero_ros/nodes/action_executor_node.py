@@ -13,15 +13,13 @@ import collections
 import threading
 import time
 
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from dreamzero_msgs.msg import ActionChunk, PolicyStatus
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_ros.bringup import (
     ARM_SERVICE,
@@ -32,15 +30,17 @@ from dreamzero_ros.bringup import (
     STATUS_TOPIC,
 )
 from dreamzero_ros.core.chunk import RawChunk
-from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.executor import Command, ExecutorCore, ExecutorSettings
+from dreamzero_ros.core.robot_profile import load_robot
 from dreamzero_ros.nodes import qos
 from dreamzero_ros.nodes.common import Param, ParameterError, declare_parameters, run_node, stamp_to_seconds
 from dreamzero_ros.nodes.convert import diagnostic_status
+from dreamzero_ros.nodes.robot_io import CommandOutputs, JointStateInputs
 
 _DEFAULTS = ExecutorSettings()
 PARAMS = (
     Param("embodiment", "franka_droid", "embodiment name (config/<name>.yaml) or YAML path"),
+    Param("robot", "", "robot profile (config/robots/<name>.yaml) or YAML path; empty = the embodiment's own wiring"),
     Param("dry_run", False, "publish commands to the preview topic only, never to the robot"),
     Param("arm_on_start", False, "arm as soon as the first joint state arrives (simulation only!)"),
     Param("crossfade_steps", _DEFAULTS.crossfade_steps, "steps over which a new chunk fades in", minimum=0),
@@ -63,7 +63,8 @@ class ActionExecutorNode(Node):
     def __init__(self) -> None:
         super().__init__("action_executor")
         p = declare_parameters(self, PARAMS)
-        self.embodiment = load_embodiment(p["embodiment"])
+        self.profile = load_robot(p["robot"], p["embodiment"])
+        self.embodiment = self.profile.embodiment
         try:
             settings = ExecutorSettings(**{k: p[k] for k in ExecutorSettings.field_names()})
         except ValueError as exc:
@@ -76,15 +77,16 @@ class ActionExecutorNode(Node):
         self._tick_times: collections.deque[float] = collections.deque(maxlen=max(10, int(2 * self.embodiment.control.rate_hz)))
         self.published = 0
 
-        cmd = self.embodiment.command
-        self._publish_command = self._make_adapter(cmd.interface, PREVIEW_TOPIC if self.dry_run else cmd.topic)
+        # Dry run: the preview topic only; no publisher on any robot topic exists at all.
+        self._preview_pub = self.create_publisher(JointState, PREVIEW_TOPIC, qos.COMMANDS) if self.dry_run else None
+        self._outputs = None if self.dry_run else CommandOutputs(self, self.profile, self.dt)
         self._extra_pubs = {} if self.dry_run else {
-            g.name: self.create_publisher(Twist, g.topic, qos.COMMANDS) for g in self.embodiment.extra_actions
+            g.name: self.create_publisher(Twist, g.topic, qos.from_spec(g.qos)) for g in self.profile.extra_outputs
         }
         self.status_pub = self.create_publisher(PolicyStatus, STATUS_TOPIC, qos.STATUS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
         self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
-        self.create_subscription(JointState, cmd.joint_states_topic, self._on_joint_state, qos.JOINT_STATES)
+        self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state)
         # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a
         # transient-local publisher; the volatile one also matches default-QoS publishers (a teleop or
         # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses.
@@ -95,43 +97,23 @@ class ActionExecutorNode(Node):
         self.create_timer(1.0 / p["status_rate"], self._publish_status)
         self.create_timer(self.dt, self._tick)
         self.get_logger().info(
-            f"executor ready embodiment={self.embodiment.name} rate={self.embodiment.control.rate_hz:g}Hz "
-            f"interface={cmd.interface} topic={PREVIEW_TOPIC if self.dry_run else cmd.topic} dry_run={self.dry_run} "
-            "armed=false"
+            f"executor ready embodiment={self.embodiment.name} robot={self.profile.name} "
+            f"rate={self.embodiment.control.rate_hz:g}Hz outputs="
+            f"{[PREVIEW_TOPIC] if self.dry_run else [f'{c.type}@{c.topic}' for c in self.profile.commands]} "
+            f"dry_run={self.dry_run} armed=false"
         )
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    # -- output adapters ------------------------------------------------------------------------
-
-    def _make_adapter(self, interface: str, topic: str):
-        joints = list(self.core.joint_names)
-        if self.dry_run or interface == "joint_state":
-            pub = self.create_publisher(JointState, topic, qos.COMMANDS)
-
-            def send(command: Command) -> None:
-                msg = JointState(name=joints, position=command.positions.tolist())
-                msg.header.stamp = self.get_clock().now().to_msg()
-                pub.publish(msg)
-        elif interface == "forward_position":
-            pub = self.create_publisher(Float64MultiArray, topic, qos.COMMANDS)
-
-            def send(command: Command) -> None:
-                pub.publish(Float64MultiArray(data=command.positions.tolist()))
-        else:  # joint_trajectory
-            pub = self.create_publisher(JointTrajectory, topic, qos.COMMANDS)
-            reach = Duration(sec=0, nanosec=int(self.dt * 1e9))
-
-            def send(command: Command) -> None:
-                # Stamped now with one point due one control period later: joint_trajectory_controller
-                # replaces what it was following from now on and interpolates to the point, so
-                # consecutive messages splice into one continuous trajectory.
-                msg = JointTrajectory(joint_names=joints)
-                msg.header.stamp = self.get_clock().now().to_msg()
-                msg.points = [JointTrajectoryPoint(positions=command.positions.tolist(), time_from_start=reach)]
-                pub.publish(msg)
-        return send
+    def _publish_command(self, command: Command) -> None:
+        if self._outputs is not None:
+            self._outputs.send(command.positions)
+            return
+        # Dry run: the model-ordered command under the model's joint names.
+        msg = JointState(name=list(self.core.joint_names), position=command.positions.tolist())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._preview_pub.publish(msg)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -147,9 +129,10 @@ class ActionExecutorNode(Node):
             # Not throttled: chunks arrive a few per second at most, and each refusal has its own reason.
             self.get_logger().warning(f"chunk {msg.chunk_id} not used: {verdict.message}")
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, names: list[str], positions: list[float], stamp: float) -> None:
+        """A complete model-ordered state from the profile's topics; `stamp` is its oldest input's time."""
         with self._lock:
-            verdict = self.core.on_joint_state(list(msg.name), list(msg.position), self._now())
+            verdict = self.core.on_joint_state(names, positions, stamp)
             if verdict.ok and self.arm_on_start and not self.core.armed and not self.core.estopped:
                 self.arm_on_start = False
                 self.get_logger().warning(f"arm_on_start: {self.core.arm(self._now()).message}")
