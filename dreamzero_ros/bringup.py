@@ -37,6 +37,7 @@ SET_INSTRUCTION_SERVICE = "/dreamzero/set_instruction"
 RESET_EPISODE_SERVICE = "/dreamzero/reset_episode"
 ARM_SERVICE = "/dreamzero/arm"
 RESET_ESTOP_SERVICE = "/dreamzero/reset_estop"
+HOME_SERVICE = "/dreamzero/home"
 SIM_RESET_SERVICE = "/sim/reset"
 
 

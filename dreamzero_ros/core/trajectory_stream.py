@@ -225,8 +225,11 @@ class TrajectoryStreamer:
 
         key: what is being executed (e.g. ("chunk", id), ("home", start time)); a new key is a new
         trajectory. position: [J] the tick's command. holding: the tick held. remaining: the executor's
-        rows still ahead (core.ExecutorCore.remaining()) when not holding.
+        rows still ahead (core.ExecutorCore.remaining()) when not holding. Without start() first,
+        the controller is taken to rest at `position`.
         """
+        if not self._pieces:
+            self.start(position)
         if holding:
             if self._key == ("hold",) and self._held is not None and np.array_equal(self._held, position):
                 return None

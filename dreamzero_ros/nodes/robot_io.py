@@ -5,7 +5,8 @@ robot's names and values into the model's joint order (core.robot_profile.JointS
 hands a complete model-ordered state to the node once every topic has reported. `CommandOutputs`
 builds one publisher per command output and sends a model-ordered command [A] to each in the
 robot's names and units. The per-tick types (JointState, Float64MultiArray) are sent every tick;
-JointTrajectory and GripperCommand outputs are per chunk (see `CommandOutputs`).
+JointTrajectory outputs get whole trajectories from core.trajectory_stream (per chunk, hold or
+homing: `CommandOutputs.stream`); GripperCommand outputs are not served yet (see `CommandOutputs`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from dreamzero_ros.core.robot_profile import (
     JointStateAssembler,
     RobotProfile,
 )
+from dreamzero_ros.core.trajectory_stream import StreamedTrajectory
 from dreamzero_ros.nodes import qos
+from dreamzero_ros.nodes.common import seconds_to_stamp
 
 
 class JointStateInputs:
@@ -64,9 +67,10 @@ class CommandOutputs:
     """One sender per command output of a profile; `send(positions[A])` takes the model's action order.
 
     JointState carries the robot's names and a stamp; Float64MultiArray only the values, in the
-    output's joint order (the controller's `joints` order). A JointTrajectory output is sent as a
-    one-point trajectory due one control period ahead (JTC splices each at its stamp) until per-chunk
-    trajectory streaming replaces it. A GripperCommand output (an action client) is not served by
+    output's joint order (the controller's `joints` order). A JointTrajectory output is not sent per
+    tick: `stream(trajectory)` publishes each core.trajectory_stream.StreamedTrajectory (header stamp
+    = its first point, positions and velocities per point, mapped like positions: velocities scaled
+    by the map, zero where its clip holds the value). A GripperCommand output (an action client) is not served by
     this build: its joints are not commanded (the gripper holds where it is), said once at start
     with the output named and listed in `unserved`.
     """
@@ -74,6 +78,7 @@ class CommandOutputs:
     def __init__(self, node: Node, profile: RobotProfile, dt: float) -> None:
         self._node = node
         self._senders: list[Callable[[np.ndarray], None]] = []
+        self._streams: list[Callable[[StreamedTrajectory], None]] = []
         self.unserved: list[CommandOutput] = []
         for k, out in enumerate(profile.commands):
             if out.type == GRIPPER_COMMAND:
@@ -82,11 +87,46 @@ class CommandOutputs:
                     f"{profile.source}: commands[{k}] ({out.type} {out.topic}) is not served by this build: "
                     f"{list(out.slice.robot_joints)} are not commanded and hold where they are")
                 continue
-            self._senders.append(self._make(out, dt))
+            if out.type == JOINT_TRAJECTORY:
+                self._streams.append(self._make_stream(out))
+            else:
+                self._senders.append(self._make(out, dt))
+
+    @property
+    def streams(self) -> bool:
+        """True when some output takes whole trajectories (`stream`)."""
+        return bool(self._streams)
 
     def send(self, positions: np.ndarray) -> None:
         for sender in self._senders:
             sender(positions)
+
+    def stream(self, trajectory: StreamedTrajectory) -> None:
+        for sender in self._streams:
+            sender(trajectory)
+
+    def _make_stream(self, out: CommandOutput) -> Callable[[StreamedTrajectory], None]:
+        node, names = self._node, list(out.slice.robot_joints)
+        pub = node.create_publisher(JointTrajectory, out.topic, qos.from_spec(out.qos))
+        idx = list(out.indices)
+        scale = np.array([m.scale for m in out.slice.maps], dtype=np.float64)
+        offset = np.array([m.offset for m in out.slice.maps], dtype=np.float64)
+        lo = np.array([-np.inf if m.clip is None else m.clip[0] for m in out.slice.maps], dtype=np.float64)
+        hi = np.array([np.inf if m.clip is None else m.clip[1] for m in out.slice.maps], dtype=np.float64)
+
+        def send(traj: StreamedTrajectory) -> None:
+            raw = traj.positions[:, idx] * scale + offset
+            positions = np.clip(raw, lo, hi)
+            velocities = np.where(raw == positions, traj.velocities[:, idx] * scale, 0.0)
+            msg = JointTrajectory(joint_names=names)
+            seconds_to_stamp(traj.stamp, msg.header.stamp)
+            msg.points = [
+                JointTrajectoryPoint(positions=p.tolist(), velocities=v.tolist(), time_from_start=_duration_msg(t))
+                for t, p, v in zip(traj.time_from_start, positions, velocities, strict=True)
+            ]
+            pub.publish(msg)
+
+        return send
 
     def _make(self, out: CommandOutput, dt: float) -> Callable[[np.ndarray], None]:
         node, names = self._node, list(out.slice.robot_joints)
@@ -114,3 +154,8 @@ class CommandOutputs:
                                                    time_from_start=reach)]
                 pub.publish(msg)
         return send
+
+
+def _duration_msg(seconds: float) -> Duration:
+    ns = int(round(float(seconds) * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
