@@ -320,10 +320,16 @@ class SimRobotNode(Node):
                 self.counts["accepted"] += 1
                 return
             targets = self.robot.targets()
+            # As joint_trajectory_controller: points are timed from header.stamp (zero = on receipt);
+            # from now until a future first point the targets move from where they are to it.
+            now = self._sim_total()
+            stamp = stamp_to_seconds(msg.header.stamp)
+            start = now if stamp == 0.0 else stamp - self._stamp_of(0.0)
+            shift = max(start - now, 0.0)
             try:
                 self._trajectory = Trajectory.build(
-                    tuple(names), self._sim_total(), np.array([targets[n] for n in names]),
-                    [stamp_to_seconds(pt.time_from_start) for pt in msg.points],
+                    tuple(names), min(start, now), np.array([targets[n] for n in names]),
+                    [stamp_to_seconds(pt.time_from_start) + shift for pt in msg.points],
                     [[float(m.invert(x)) for m, x in zip(maps, pt.positions, strict=False)] for pt in msg.points])
             except ValueError as exc:
                 return self._reject("JointTrajectory", str(exc))
