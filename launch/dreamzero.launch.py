@@ -2,6 +2,7 @@
 
     ros2 launch dreamzero_ros dreamzero.launch.py embodiment:=franka_droid backend:=remote \
         server:=ws://gpu-box:8000 sim:=false
+    ros2 launch dreamzero_ros dreamzero.launch.py robot:=fr3_franka_ros2 backend:=remote server:=ws://gpu-box:8000
 
 The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.plan.node_plan,
 the same function `dreamzero bringup` uses where `ros2 launch` is not installed.

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show live PolicyStatus")
     status.add_argument("--once", action="store_true", help="print one status per node and exit")
     status.add_argument("--duration", type=float, default=2.0, help="listen this long with --once")
-    sub.add_parser("arm", help="arm the executor (it commands the robot from now on)")
+    home = sub.add_parser("home", help="move the disarmed robot slowly to the embodiment's start pose and wait")
+    home.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    sub.add_parser("arm", help="arm the executor (it commands the robot from now on); home first")
     sub.add_parser("disarm", help="disarm the executor (it holds and stops commanding)")
     sub.add_parser("estop", help="latching e-stop: hold now; only `dreamzero reset` then `arm` resumes")
     sub.add_parser("reset", help="clear the e-stop latch (stays disarmed) and reset the episode")
@@ -53,6 +55,8 @@ def _operator(args: argparse.Namespace) -> int:
         with Operator() as op:
             if args.command == "instruct":
                 print(op.instruct(args.text))
+            elif args.command == "home":
+                print(op.home(args.timeout))
             elif args.command in ("arm", "disarm"):
                 print(op.arm(args.command == "arm"))
             elif args.command == "estop":

@@ -1,8 +1,9 @@
 """`dreamzero demo`: the closed loop on the built-in simulator, end to end.
 
 Starts the bringup plan (sim_robot, camera_stitcher, inference, action_executor, recorder) as
-processes in a private ROS domain, sends the instruction and arms the executor through the same
-services an operator uses, shows progress, then stops everything and writes the report
+processes in a private ROS domain, sends the instruction, homes the robot to the start pose and
+arms the executor through the same services an operator uses, shows progress, then stops
+everything and writes the report
 (summary, report.png, the stitched-vs-predicted video) next to the MCAP recording.
 """
 
@@ -79,7 +80,9 @@ def _drive(args: argparse.Namespace, group) -> int:
         try:
             op.instruct(args.instruction)
             op.timeout = 10.0
-            _arm_once_ready(op, not args.dry_run)
+            # Episodes start from the start pose: home (slowly), then arm.
+            print(f"  homing: {_once_ready(op, lambda: op.home(timeout=STARTUP_TIMEOUT))}", flush=True)
+            _once_ready(op, lambda: op.arm(not args.dry_run))
         except OperatorError as exc:
             dead = group.first_required_exit()
             why = f" ({dead.name} exited with {dead.returncode})" if dead else ""
@@ -108,16 +111,16 @@ def _drive(args: argparse.Namespace, group) -> int:
     return 0
 
 
-def _arm_once_ready(op, armed: bool) -> None:
-    """Arm like an operator who waits for the robot: the executor refuses until its first joint state
-    (the sim renders its GL contexts before it publishes one), so retry that refusal until STARTUP_TIMEOUT."""
+def _once_ready(op, command):
+    """Run an executor command (home, arm) like an operator who waits for the robot: the executor
+    refuses until its first joint state (the sim renders its GL contexts before it publishes one), so
+    retry that refusal until STARTUP_TIMEOUT."""
     from dreamzero_ros.apps.operator_commands import OperatorError
 
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         try:
-            op.arm(armed)
-            return
+            return command()
         except OperatorError as exc:
             if "no joint state" not in str(exc) or time.monotonic() > deadline:
                 raise

@@ -1,6 +1,6 @@
 """Operator commands over DDS (there is no `ros2` CLI on pip installs).
 
-`dreamzero instruct|status|arm|disarm|estop|reset` use these functions; they talk to whatever
+`dreamzero instruct|status|home|arm|disarm|estop|reset` use these functions; they talk to whatever
 bringup runs in the same ROS domain: the simulator demo or a robot.
 """
 
@@ -23,6 +23,7 @@ from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.names import (
     ARM_SERVICE,
     ESTOP_TOPIC,
+    HOME_SERVICE,
     INSTRUCTION_TOPIC,
     RESET_EPISODE_SERVICE,
     RESET_ESTOP_SERVICE,
@@ -89,6 +90,43 @@ class Operator:
         if not resp.success:
             raise OperatorError(resp.message)
         return resp.message
+
+    def home(self, timeout: float = 120.0, on_status: Callable[[PolicyStatus], None] | None = None) -> str:
+        """Move to the start pose (the executor must be disarmed) and wait until it is reached.
+
+        Raises OperatorError when the executor refuses (the reason), when homing ends any other way
+        (e-stop, disarm) or when it does not finish within `timeout` s.
+        """
+        statuses: list[PolicyStatus] = []
+        self.node.create_subscription(PolicyStatus, STATUS_TOPIC,
+                                      lambda m: statuses.append(m) if m.node == "action_executor" else None,
+                                      qos.STATUS)
+        resp = self._call(Trigger, HOME_SERVICE, Trigger.Request())
+        if not resp.success:
+            raise OperatorError(f"home refused: {resp.message}")
+        started = False  # a status published before the call may still be in flight: skip until homing shows
+
+        def finished() -> bool:
+            nonlocal started
+            while statuses:
+                msg = statuses.pop(0)
+                if on_status is not None:
+                    on_status(msg)
+                reached = msg.state == "idle" and "start pose" in msg.reason
+                if msg.state == "homing" or reached:
+                    started = True
+                if started and msg.state != "homing":
+                    self._homing_end = msg
+                    return True
+            return False
+
+        self._homing_end: PolicyStatus | None = None
+        if not self.spin_until(finished, timeout):
+            raise OperatorError(f"homing did not finish within {timeout:g} s ({resp.message})")
+        end = self._homing_end
+        if end.state != "idle" or "start pose" not in end.reason:
+            raise OperatorError(f"homing ended without reaching the start pose: state={end.state} reason='{end.reason}'")
+        return f"{resp.message}; reached"
 
     def estop(self) -> str:
         pub = self.node.create_publisher(Bool, ESTOP_TOPIC, qos.LATCHED)

@@ -23,7 +23,8 @@ import yaml
 from dreamzero_ros.backends import BACKEND_KINDS
 from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
 from dreamzero_ros.bringup.ros_env import ros_environment
-from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
+from dreamzero_ros.core.robot_profile import load_robot
 
 
 def _option(default: Any, help: str, **extra: Any) -> Any:
@@ -36,6 +37,8 @@ class BringupOptions:
     arguments (`launch_arguments`) and the CLI's flags (`add_cli_arguments`) are generated from it."""
 
     embodiment: str = _option(DEFAULT_EMBODIMENT, "embodiment name (config/<name>.yaml) or path to a YAML")
+    robot: str = _option("", "robot profile name (config/robots/) or path to a YAML; it names its embodiment "
+                               "(empty: the embodiment's own wiring, the built-in simulator's)")
     backend: str = _option("local", "policy backend", choices=BACKEND_KINDS)
     server: str = _option("", "policy server URL for the remote backend, e.g. ws://gpu-box:8000")
     checkpoint: str = _option("", "checkpoint directory for the local backend (empty: tiny random weights)")
@@ -121,12 +124,21 @@ class NodeSpec:
 
 
 def node_plan(options: BringupOptions) -> list[NodeSpec]:
-    """The nodes to start for `options`, in start order (validates the embodiment first)."""
-    load_embodiment(options.embodiment)  # fail early, naming the file and field
-    common = {"embodiment": options.embodiment}
+    """The nodes to start for `options`, in start order (validates the profile and embodiment first).
+
+    With a robot profile every node gets `robot` (and the embodiment the profile names); a profile on
+    sim time gives every node use_sim_time and makes the simulator publish /clock.
+    """
+    profile = load_robot(options.robot, options.embodiment)  # fail early, naming the file and field
+    embodiment = profile.embodiment.source if options.robot else options.embodiment
+    common: dict[str, Any] = {"embodiment": embodiment, "robot": options.robot}
+    sim_params: dict[str, Any] = dict(common)
+    if profile.use_sim_time:
+        common["use_sim_time"] = True
+        sim_params["use_sim_clock"] = True
     plan: list[NodeSpec] = []
     if options.sim:
-        plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", dict(common)))
+        plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", sim_params))
     plan.append(NodeSpec("camera_stitcher", "camera_stitcher", "dreamzero_ros.nodes.camera_stitcher_node", dict(common)))
     plan.append(
         NodeSpec(
@@ -151,7 +163,7 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
         # The recorder adds the embodiment's camera, joint-state, command and extra topics itself.
         plan.append(
             NodeSpec("recorder", "recorder", "dreamzero_ros.nodes.recorder_node",
-                     {"output": options.record, "embodiment": options.embodiment}, required=False)
+                     {"output": options.record, "embodiment": embodiment}, required=False)
         )
     return plan
 

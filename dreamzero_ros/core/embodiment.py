@@ -13,9 +13,12 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,6 +145,14 @@ class CommandConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeConfig:
+    """The start pose episodes begin from, and how fast `dreamzero home` may move there."""
+
+    pose: dict[str, float]  # action joint -> position (rad | m), inside joint_limits
+    velocity_scale: float  # (0, 1]: homing moves each joint at most this fraction of its velocity limit
+
+
+@dataclass(frozen=True, slots=True)
 class EmbodimentConfig:
     name: str
     source: str  # path of the YAML it was loaded from (for messages)
@@ -157,6 +168,7 @@ class EmbodimentConfig:
     joint_limits: dict[str, JointLimits]
     command: CommandConfig
     prompt_template: str
+    home: HomeConfig | None = None  # None: the YAML has no `home:` section (homing is refused)
 
     @property
     def state_joints(self) -> tuple[str, ...]:
@@ -190,6 +202,14 @@ class EmbodimentConfig:
             np.array([x.upper for x in lim], dtype=np.float64),
             np.array([x.velocity for x in lim], dtype=np.float64),
         )
+
+    def home_array(self) -> np.ndarray | None:
+        """[J] the home pose in action-joint order (rad | m), or None without a `home:` section."""
+        import numpy as np
+
+        if self.home is None:
+            return None
+        return np.array([self.home.pose[j] for j in self.action_joints], dtype=np.float64)
 
     def format_prompt(self, instruction: str) -> str:
         """The instruction wrapped in the embodiment's template, lower-cased as in training."""
@@ -330,7 +350,7 @@ def read_urdf_links(path: Path) -> set[str]:
 
 _TOP_KEYS = (
     "name", "urdf", "cameras", "stitch", "video", "control", "state", "action", "extra_actions",
-    "effectors", "joint_limits", "command", "prompt_template",
+    "effectors", "joint_limits", "command", "prompt_template", "home",
 )
 _CHUNK_TOLERANCE = 1e-6
 
@@ -390,7 +410,7 @@ def load_embodiment(name_or_path: str | Path) -> EmbodimentConfig:
 
 def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConfig:
     r = _Reader(source)
-    top = r.mapping(raw, "", _TOP_KEYS, tuple(k for k in _TOP_KEYS if k not in ("extra_actions", "effectors")))
+    top = r.mapping(raw, "", _TOP_KEYS, tuple(k for k in _TOP_KEYS if k not in ("extra_actions", "effectors", "home")))
     name = r.string(top["name"], "name")
 
     urdf_name = r.string(top["urdf"], "urdf")
@@ -456,6 +476,9 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
     for i, eff in enumerate(effectors):
         if eff.joint not in all_joints:
             raise r.fail(f"effectors[{i}].joint", f"effector joint {eff.joint!r} is in neither state nor action")
+    home = None
+    if top.get("home") is not None:
+        home = _parse_home(r, top["home"], tuple(j for g in action for j in g.joints), limits)
     return EmbodimentConfig(
         name=name,
         source=source,
@@ -471,6 +494,7 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
         joint_limits=limits,
         command=command,
         prompt_template=template,
+        home=home,
     )
 
 
@@ -669,3 +693,27 @@ def check_checkpoint_timing(
             embodiment.source, wrong[0][0],
             f"{detail} ({source}); use a config with the checkpoint's chunk timing",
         )  # fmt: skip
+
+def _parse_home(r: _Reader, value: Any, action_joints: tuple[str, ...], limits: dict[str, JointLimits]) -> HomeConfig:
+    keys = ("pose", "velocity_scale")
+    m = r.mapping(value, "home", keys, keys)
+    pose_raw = m["pose"]
+    if not isinstance(pose_raw, dict):
+        raise r.fail("home.pose", f"expected a mapping of action joint -> position, got {pose_raw!r}")
+    unknown = [str(j) for j in pose_raw if j not in action_joints]
+    if unknown:
+        raise r.fail("home.pose", f"joints {unknown} are not action joints; action joints are {list(action_joints)}")
+    missing = [j for j in action_joints if j not in pose_raw]
+    if missing:
+        raise r.fail("home.pose", f"missing positions for action joints {missing}")
+    pose = {}
+    for joint in action_joints:
+        v = r.number(pose_raw[joint], f"home.pose.{joint}")
+        lim = limits[joint]
+        if not lim.lower <= v <= lim.upper:
+            raise r.fail(f"home.pose.{joint}", f"{v} is outside joint_limits.{joint}.position [{lim.lower}, {lim.upper}]")
+        pose[joint] = v
+    scale = r.number(m["velocity_scale"], "home.velocity_scale", positive=True)
+    if scale > 1.0:
+        raise r.fail("home.velocity_scale", f"expected a fraction of the velocity limits in (0, 1], got {scale}")
+    return HomeConfig(pose=pose, velocity_scale=scale)

@@ -23,8 +23,18 @@ commands zeros, except for extra outputs such as base velocity, where zero (a st
 the hold.
 
 States: "idle" (disarmed), "running" (last tick sent a chunk row), "holding" (last tick held),
-"stopped" (e-stop latched; ticks hold, arming is refused until reset()), "error" (armed but there
-is nothing to command: no joint state yet).
+"homing" (moving to the start pose), "stopped" (e-stop latched; ticks hold, arming is refused until
+reset()), "error" (armed but there is nothing to command: no joint state yet).
+
+Homing (home()): its own state, entered only while disarmed and not e-stopped; each tick sends the
+point of a slow minimum-jerk path (core.homing) from the measured position to the embodiment's
+start pose, then the executor is idle again at that pose. Chunks are accepted meanwhile but never
+executed; arming is refused until homing ends; disarm() cancels it (nothing more is sent) and the
+e-stop interrupts it and holds the last homing command. Arming is refused while the measured
+position of any non-effector joint is further than arm_tolerance from the last command the
+executor sent (policy, hold or homing), so a robot that was moved, or never reached its command,
+is homed before the policy runs from it. Effector joints are not checked: a grasped object keeps
+a gripper from its command.
 """
 
 from __future__ import annotations
@@ -47,9 +57,11 @@ from dreamzero_ros.core.chunk import (
     validate_chunk,
 )
 from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.homing import HomingPath
 from dreamzero_ros.core.safety import JointLimiter, clamp_extras
 
-STATES = ("idle", "running", "holding", "stopped", "error")
+STATES = ("idle", "running", "holding", "homing", "stopped", "error")
+COMMAND_SOURCES = ("chunk", "hold", "home")
 CROSSFADE_SOURCES = ("trajectory", "commanded")
 
 
@@ -78,6 +90,8 @@ class ExecutorSettings:
             run 0.8 s chunks, whose rows have all passed long before) uses any chunk that still has
             rows ahead: asynchronous execution only needs inference to beat the chunk.
         max_future: s; a chunk stamped further than this ahead of `now` is rejected (clock mismatch).
+        arm_tolerance: rad | m; arming is refused while a non-effector joint's measured position is
+            further than this from the last command sent (home first).
     """
 
     crossfade_steps: int = 3
@@ -88,6 +102,7 @@ class ExecutorSettings:
     chunk_timeout: float = 2.0
     max_chunk_age: float = 1.5
     max_future: float = 0.5
+    arm_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> ValueError:
@@ -106,7 +121,7 @@ class ExecutorSettings:
             raise fail("savgol_window", "an odd integer >= 3")
         if not is_int(self.savgol_order) or not 0 <= self.savgol_order < self.savgol_window:
             raise fail("savgol_order", f"an integer in [0, savgol_window={self.savgol_window})")
-        for name in ("chunk_timeout", "max_chunk_age", "max_future"):
+        for name in ("chunk_timeout", "max_chunk_age", "max_future", "arm_tolerance"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise fail(name, "a positive finite number of seconds")
@@ -123,7 +138,8 @@ class Command:
     positions: [J] float64 targets in `joint_names` order (the embodiment's action joints), rad / m.
     extras: {group name: [C] float64}, e.g. base velocity (m/s, rad/s); zeros while holding.
     holding: True when this is a hold; reason says why ("" while running).
-    chunk_id, row: the chunk and row index sent (None while holding).
+    chunk_id, row: the chunk and row index sent (None while holding or homing).
+    source: "chunk" (a chunk row), "hold" or "home" (a point of the homing path).
     """
 
     positions: np.ndarray
@@ -133,6 +149,7 @@ class Command:
     reason: str
     chunk_id: int | None = None
     row: int | None = None
+    source: str = "chunk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +203,14 @@ class ExecutorCore:
         self.limiter = JointLimiter.from_embodiment(embodiment)
         self.extra_groups = {g.name: g.components for g in embodiment.extra_actions}
         self._extra_limits = {g.name: g.limits for g in embodiment.extra_actions}
+        effectors = {e.joint for e in embodiment.effectors}
+        self._checked = np.array([j not in effectors for j in self.joint_names], dtype=bool)
+        self.home_pose = embodiment.home_array()  # [J] or None
+        self._home_speed = (
+            None if embodiment.home is None else embodiment.limits_arrays()[2] * embodiment.home.velocity_scale
+        )
+        self._homing: HomingPath | None = None
+        self._last_sent: np.ndarray | None = None  # [J] the last command ever sent (survives disarm)
         self._armed = False
         self._estopped = False
         self._measured: np.ndarray | None = None  # [J] latest joint state, action-joint order
@@ -272,6 +297,18 @@ class ExecutorCore:
             return Verdict(False, "no joint state received yet; cannot arm")
         if self._armed:
             return Verdict(True, "already armed")
+        if self._homing is not None:
+            return Verdict(False, "homing in progress; arm once the start pose is reached (or disarm to cancel)")
+        if self._last_sent is not None and self._checked.any():
+            error = np.abs(self._measured - self._last_sent)
+            error[~self._checked] = 0.0
+            j = int(np.argmax(error))
+            if error[j] > self.settings.arm_tolerance:
+                return Verdict(
+                    False,
+                    f"measured {self.joint_names[j]} is {error[j]:.3f} from the last command "
+                    f"(> arm_tolerance {self.settings.arm_tolerance:g}); home first (dreamzero home)",
+                )
         self._armed = True
         # The robot may have moved while disarmed: limit and fade from where it is now.
         self._commanded = None
@@ -283,12 +320,14 @@ class ExecutorCore:
 
     def disarm(self, now: float) -> Verdict:
         """Stop commanding (tick returns None). Chunks keep being accepted."""
+        was_homing = self._homing is not None
         self._armed = False
+        self._homing = None
         self._commanded = None
         self._executing = None
         if not self._estopped:
-            self._state, self._reason = "idle", "disarmed"
-        return Verdict(True, "disarmed")
+            self._state, self._reason = "idle", "homing cancelled" if was_homing else "disarmed"
+        return Verdict(True, "homing cancelled; disarmed" if was_homing else "disarmed")
 
     def estop(self, now: float, reason: str = "e-stop") -> Verdict:
         """Latch the e-stop: disarm and hold the current command (or measured state) until reset()."""
@@ -296,6 +335,7 @@ class ExecutorCore:
             self._commanded = self._measured.copy()  # freeze where the robot was, not where it sags to
         self._estopped = True
         self._armed = False
+        self._homing = None
         self._executing = None
         self._state, self._reason = "stopped", reason or "e-stop"
         return Verdict(True, "e-stop latched")
@@ -308,6 +348,41 @@ class ExecutorCore:
         self._commanded = None
         self._state, self._reason = "idle", "e-stop cleared; arm to resume"
         return Verdict(True, "e-stop cleared; arm to resume")
+
+    def home(self, now: float) -> Verdict:
+        """Start moving to the start pose (see the module docstring); refused when armed, e-stopped,
+        without a joint state or without a configured home pose."""
+        if self.home_pose is None or self._home_speed is None:
+            return Verdict(False, "no start pose configured (the embodiment YAML has no home: section)")
+        if self._estopped:
+            return Verdict(False, "e-stop is latched; call reset() before homing")
+        if self._armed:
+            return Verdict(False, "armed: disarm before homing (homing is not mixed with policy chunks)")
+        if self._measured is None:
+            return Verdict(False, "no joint state received yet; cannot home")
+        if self._homing is not None:
+            return Verdict(True, f"already homing; {max(0.0, self._homing.end - now):.1f} s to go")
+        start = self.limiter.clamp(self._measured)
+        self._homing = HomingPath.plan(start, self.home_pose, self._home_speed, now)
+        self._commanded = start
+        self._state, self._reason = "homing", "moving to the start pose"
+        return Verdict(True, f"homing: {self._homing.duration:.1f} s to the start pose")
+
+    @property
+    def homing_path(self) -> HomingPath | None:
+        """The path being followed while homing, else None."""
+        return self._homing
+
+    def remaining(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(times [n] s, targets [n, J]) still ahead in what the last tick executed: the running chunk
+        from the row just sent on (smoothed, cross-faded, not yet limited), or the homing path
+        sampled at the control period through its end. None while holding, idle or stopped."""
+        if self._homing is not None and self._last_tick is not None:
+            return self._homing.samples(self._last_tick, self.dt)
+        plan = self._executing
+        if plan is None or self._state != "running":
+            return None
+        return plan.times[plan.last_row :].copy(), plan.positions[plan.last_row :].copy()
 
     # ---------------------------------------------------------------- the control tick
 
@@ -326,8 +401,11 @@ class ExecutorCore:
                 self._state, self._reason = "stopped", self._reason
                 return None
             return self._hold(self._reason, state="stopped")
+        if self._homing is not None:
+            return self._home_tick(now)
         if not self._armed:
-            self._state, self._reason = "idle", "disarmed"
+            if self._state != "idle":
+                self._state, self._reason = "idle", "disarmed"
             return None
         reference = self._commanded if self._commanded is not None else self._measured
         if reference is None:
@@ -345,8 +423,24 @@ class ExecutorCore:
             name: clamp_extras(values[row], self._extra_limits[name]) for name, values in plan.chunk.extras.items()
         }
         self._commanded = positions
+        self._last_sent = positions
         self._state, self._reason = "running", ""
         return Command(positions, self.joint_names, extras, False, "", plan.chunk.chunk_id, row)
+
+    def _home_tick(self, now: float) -> Command:
+        path = self._homing
+        assert path is not None and self._commanded is not None
+        positions = self.limiter.limit(path.positions(now), self._commanded)
+        self._commanded = positions
+        self._last_sent = positions
+        extras = {name: np.zeros(len(comps)) for name, comps in self.extra_groups.items()}
+        if now >= path.end:
+            self._homing = None
+            self._commanded = None  # disarmed again: the next arm() starts from the measured state
+            self._state, self._reason = "idle", "at the start pose; arm to run the policy"
+        else:
+            self._state, self._reason = "homing", "moving to the start pose"
+        return Command(positions, self.joint_names, extras, False, self._reason, source="home")
 
     def _select(self, now: float) -> tuple[_Plan | None, int, str]:
         """(plan, row) to send at `now`, or (None, 0, why) to hold."""
@@ -393,11 +487,12 @@ class ExecutorCore:
         assert reference is not None  # callers check
         positions = self.limiter.limit(reference, reference)  # == reference, clamped into the limits
         self._commanded = positions
+        self._last_sent = positions
         self.holds += 1
         self._state, self._reason = state, reason
         # Extras are velocities: zero is the hold (a stopped base), unlike joint positions.
         extras = {name: np.zeros(len(comps)) for name, comps in self.extra_groups.items()}
-        return Command(positions, self.joint_names, extras, True, reason)
+        return Command(positions, self.joint_names, extras, True, reason, source="hold")
 
     def _reject(self, reason: str) -> Verdict:
         self.chunks_rejected += 1
@@ -427,6 +522,11 @@ class ExecutorCore:
     def measured(self) -> np.ndarray | None:
         """[J] latest joint state in action-joint order, or None."""
         return None if self._measured is None else self._measured.copy()
+
+    @property
+    def last_sent(self) -> np.ndarray | None:
+        """[J] the last command ever sent (kept across disarm; what arming is checked against), or None."""
+        return None if self._last_sent is None else self._last_sent.copy()
 
     @property
     def commanded(self) -> np.ndarray | None:

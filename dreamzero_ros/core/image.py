@@ -139,6 +139,20 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out[top : top + rh, left : left + rw] = resized
     return out
 
+def encode_compressed(rgb: np.ndarray, format: str = "jpeg", quality: int = 90) -> tuple[str, bytes]:
+    """An RGB uint8 [H, W, 3] array as `sensor_msgs/CompressedImage` fields (format, data).
+
+    format: "jpeg" or "png"; the returned format string is image_transport's ("rgb8; jpeg compressed bgr8").
+    """
+    if format not in ("jpeg", "png"):
+        raise ImageDecodeError(f"cannot compress to {format!r}; supported: ['jpeg', 'png']")
+    encode_image(rgb)  # the same shape/dtype checks
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if format == "jpeg" else []
+    ok, buf = cv2.imencode(".jpg" if format == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageDecodeError(f"cv2.imencode failed for a {rgb.shape} image as {format}")
+    return f"rgb8; {format} compressed bgr8", buf.tobytes()
+
 
 def _as_bytes_array(data: Any) -> np.ndarray:
     """A flat uint8 view of any buffer-like message payload (no copy where possible)."""

@@ -19,17 +19,25 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.robot_profile import load_robot
 from dreamzero_ros.core.staleness import CameraGate
 from dreamzero_ros.core.stitch import stitched_frame_id
 from dreamzero_ros.model.stitching import stitch_views
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, image_to_rgb, rgb_to_image
 from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC
-from dreamzero_ros.ros.runtime import EMBODIMENT_PARAM, Param, declare_parameters, run_node, stamp_to_seconds
+from dreamzero_ros.ros.runtime import (
+    EMBODIMENT_PARAM,
+    ROBOT_PARAM,
+    Param,
+    declare_parameters,
+    run_node,
+    stamp_to_seconds,
+)
 
 PARAMS = (
     EMBODIMENT_PARAM,
+    ROBOT_PARAM,
     Param("publish_rate", 0.0, "Hz of stitched frames; 0 = the embodiment's video fps", minimum=0.0, maximum=120.0),
     Param("sync_slop", 0.0, "s, time-sync tolerance between views; 0 = the embodiment's", minimum=0.0),
     Param("sync_queue_size", 0, "images queued per view for time sync; 0 = the embodiment's", minimum=0),
@@ -46,7 +54,8 @@ class CameraStitcherNode(Node):
         import torch
 
         torch.set_num_threads(p["torch_threads"])
-        embodiment = load_embodiment(p["embodiment"])
+        self.profile = load_robot(p["robot"], p["embodiment"])
+        embodiment = self.profile.embodiment
         # A parameter left at 0 / "" keeps the embodiment's value; anything else overrides it.
         overrides = {k: p[k] for k in ("sync_slop", "sync_queue_size", "stale_timeout", "stale_policy") if p[k]}
         self.embodiment = replace(embodiment, stitch=replace(embodiment.stitch, **overrides))
@@ -66,14 +75,15 @@ class CameraStitcherNode(Node):
 
         self.pub = self.create_publisher(Image, STITCHED_TOPIC, qos.FRAMES)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
-        for cam in self.embodiment.cameras:
+        # Per the robot profile: each camera's topic, type (CompressedImage is decoded with cv2.imdecode) and QoS.
+        for cam in self.profile.cameras:
             msg_type = CompressedImage if cam.compressed else Image
-            self.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
+            self.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.from_spec(cam.qos))
         rate = p["publish_rate"] or self.embodiment.video.fps
         self.create_timer(1.0 / rate, self._publish)
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(
-            f"stitching cameras={list(self.embodiment.camera_names)} layout={self.embodiment.stitch.layout} "
+            f"stitching robot={self.profile.name} cameras={[f'{c.name}@{c.topic}' for c in self.profile.cameras]} layout={self.embodiment.stitch.layout} "
             f"rate={rate:g}Hz stale_policy={self.embodiment.stitch.stale_policy}"
         )
 

@@ -22,19 +22,19 @@ from diagnostic_msgs.msg import DiagnosticArray
 from dreamzero_msgs.msg import ActionChunk, ActionGroup, PolicyStatus
 from dreamzero_msgs.srv import SetInstruction
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dreamzero_ros.backends import BACKEND_KINDS, make_backend
 from dreamzero_ros.backends.base import BackendError, Observation
-from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.inference_loop import (
     InferenceLoop,
     InferenceSettings,
     InstructionError,
     validate_instruction,
 )
+from dreamzero_ros.core.robot_profile import load_robot
 from dreamzero_ros.core.stitch import stale_views_of
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import CameraViews, diagnostic_status, image_to_rgb, rgb_to_image
@@ -48,8 +48,10 @@ from dreamzero_ros.ros.names import (
     STATUS_TOPIC,
     STITCHED_TOPIC,
 )
+from dreamzero_ros.ros.robot_io import JointStateInputs
 from dreamzero_ros.ros.runtime import (
     EMBODIMENT_PARAM,
+    ROBOT_PARAM,
     Param,
     ParameterError,
     declare_parameters,
@@ -60,6 +62,7 @@ from dreamzero_ros.ros.runtime import (
 
 PARAMS = (
     EMBODIMENT_PARAM,
+    ROBOT_PARAM,
     Param("backend", "local", "policy backend", choices=BACKEND_KINDS),
     Param("server", "", "policy server URL (remote backend), e.g. ws://127.0.0.1:8000"),
     Param("token", "", "shared token for the policy server (remote backend)"),
@@ -85,7 +88,8 @@ class InferenceNode(Node):
                 validate_instruction(p["instruction"])
             except InstructionError as exc:
                 raise ParameterError(f"node {self.get_name()}: parameter 'instruction': {exc}") from exc
-        self.embodiment = load_embodiment(p["embodiment"])
+        self.profile = load_robot(p["robot"], p["embodiment"])
+        self.embodiment = self.profile.embodiment
         self.loop = InferenceLoop(
             self.embodiment,
             InferenceSettings(max_frame_age=p["max_frame_age"], max_state_age=p["max_state_age"],
@@ -118,13 +122,12 @@ class InferenceNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         self.video_pub = self.create_publisher(Image, PREDICTED_VIDEO_TOPIC, qos.FRAMES) if self.publish_video else None
         self.create_subscription(Image, STITCHED_TOPIC, self._on_frame, qos.FRAMES)
-        self.create_subscription(JointState, self.embodiment.command.joint_states_topic, self._on_joint_state,
-                                 qos.JOINT_STATES)
+        self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state)
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction_msg, qos.LATCHED)
         self.views = None
         if self.backend_kind == "remote":
             # The wire protocol carries per-camera images; the server stitches them itself.
-            self.views = CameraViews(self, self.embodiment)
+            self.views = CameraViews(self, self.embodiment, self.profile.cameras)
         self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction)
         self.create_service(Trigger, RESET_EPISODE_SERVICE, self._on_reset)
         self.create_timer(1.0 / p["status_rate"], self._publish_status)
@@ -134,7 +137,7 @@ class InferenceNode(Node):
         self._worker = threading.Thread(target=self._work, name="inference-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"inference ready embodiment={self.embodiment.name} backend={self.backend_kind} "
+            f"inference ready embodiment={self.embodiment.name} robot={self.profile.name} backend={self.backend_kind} "
             f"horizon={self.embodiment.control.horizon} rate={self.embodiment.control.rate_hz:g}Hz"
         )
 
@@ -172,9 +175,10 @@ class InferenceNode(Node):
             self.received_frames += 1
         self._wake.set()
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, names: list[str], positions: list[float], stamp: float) -> None:
+        """A complete model-ordered state from the profile's topics; `stamp` is its oldest input's time."""
         with self._lock:
-            self.loop.on_joint_state(list(msg.name), list(msg.position), self._now())
+            self.loop.on_joint_state(names, positions, stamp)
             self.received_states += 1
 
     def _apply_instruction(self, text: str) -> str:

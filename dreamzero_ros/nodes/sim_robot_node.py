@@ -1,9 +1,11 @@
 """sim_robot node: a MuJoCo `SimRobot` behind the topics a real robot driver offers.
 
-Publishes every configured camera (sensor_msgs/Image rgb8 at its source size, all rendered at one simulated
-instant and stamped identically) and /joint_states; takes joint commands on the embodiment's configured
-interface (Float64MultiArray / JointTrajectory / JointState), base velocity as Twist where the embodiment has
-one, and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
+It speaks a robot profile's wiring (core.robot_profile; default: the embodiment's own): every camera on its
+topic as sensor_msgs/Image rgb8 or CompressedImage JPEG at its source size, all rendered at one simulated
+instant and stamped identically; joint states on each of the profile's input topics under the robot's names,
+in the robot's units (each input's value map inverted); joint commands on each command output (JointState,
+Float64MultiArray, JointTrajectory; each output's value map inverted back to the model's joints); base
+velocity as Twist where the profile has that output; and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
 tick advances it by the time elapsed since the previous one.
 
 Threads: physics, joint states and commands run in the node's (single-threaded) executor; camera rendering
@@ -23,17 +25,26 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.image import encode_compressed
+from dreamzero_ros.core.robot_profile import (
+    FLOAT64_ARRAY,
+    GRIPPER_COMMAND,
+    JOINT_STATE,
+    JOINT_TRAJECTORY,
+    CommandOutput,
+    load_robot,
+)
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, rgb_to_image
 from dreamzero_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC, SIM_RESET_SERVICE
 from dreamzero_ros.ros.runtime import (
     EMBODIMENT_PARAM,
+    ROBOT_PARAM,
     Param,
     declare_parameters,
     log_info,
@@ -46,6 +57,7 @@ from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
 
 PARAMS = (
     EMBODIMENT_PARAM,
+    ROBOT_PARAM,
     Param("camera_rate", 10.0, "Hz at which all cameras are rendered, at one sim instant; 0 = no cameras",
           minimum=0.0, maximum=60.0),
     Param("joint_state_rate", 0.0, "Hz of joint states; 0 = the embodiment's control rate", minimum=0.0,
@@ -66,7 +78,8 @@ class SimRobotNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_robot")
         p = declare_parameters(self, PARAMS)
-        self.embodiment = load_embodiment(p["embodiment"])
+        self.profile = load_robot(p["robot"], p["embodiment"])
+        self.embodiment = self.profile.embodiment
         self.robot = SimRobot(self.embodiment)
         self.max_catch_up: float = p["max_catch_up"]
         self.base_timeout: float = p["base_command_timeout"]
@@ -89,23 +102,22 @@ class SimRobotNode(Node):
         self._render_s = 0.0
         self._diag_last = (self._start, dict(self.counts), 0.0)
 
-        self.joint_pub = self.create_publisher(JointState, self.embodiment.command.joint_states_topic,
-                                               qos.JOINT_STATES)
-        self.camera_pubs = {c.name: (self.create_publisher(Image, c.topic, qos.SENSOR), c.frame)
-                            for c in self.embodiment.cameras}
+        self.joint_pubs = [(self.create_publisher(JointState, inp.topic, qos.from_spec(inp.qos)), inp)
+                           for inp in self.profile.joint_states]
+        self.camera_pubs = {
+            c.name: (self.create_publisher(CompressedImage if c.compressed else Image, c.topic, qos.from_spec(c.qos)),
+                     self.embodiment.camera(c.name).frame, c.compressed)
+            for c in self.profile.cameras}
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10) if self.use_sim_clock else None
 
-        cmd = self.embodiment.command
-        msg_type = {"forward_position": Float64MultiArray, "joint_trajectory": JointTrajectory,
-                    "joint_state": JointState}[cmd.interface]
-        handler = {"forward_position": self._on_forward_position, "joint_trajectory": self._on_trajectory,
-                   "joint_state": self._on_joint_state_command}[cmd.interface]
-        self.create_subscription(msg_type, cmd.topic, handler, qos.COMMANDS)
+        for out in self.profile.commands:
+            self._subscribe_command(out)
         base_groups = [g for g in self.embodiment.extra_actions if tuple(g.components) == BASE_VELOCITY_COMPONENTS]
-        for group in base_groups if self.robot.has_mobile_base else ():
-            self.create_subscription(Twist, group.topic, self._on_twist, qos.COMMANDS)
+        base_topics = [o.topic for o in self.profile.extra_outputs if o.name in {g.name for g in base_groups}]
+        for topic in base_topics if self.robot.has_mobile_base else ():
+            self.create_subscription(Twist, topic, self._on_twist, qos.COMMANDS)
         self.create_service(Trigger, SIM_RESET_SERVICE, self._on_reset)
 
         self.joint_state_rate = p["joint_state_rate"] or float(self.embodiment.control.rate_hz)
@@ -122,10 +134,10 @@ class SimRobotNode(Node):
             self._render_thread.start()
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(
-            f"sim embodiment={self.embodiment.name} joints={len(self.joint_names)} "
+            f"sim embodiment={self.embodiment.name} robot={self.profile.name} joints={len(self.joint_names)} "
             f"cameras={list(self.embodiment.camera_names)} camera_rate={self.camera_rate:g}Hz "
             f"joint_state_rate={self.joint_state_rate:g}Hz physics_rate={p['physics_rate']:g}Hz "
-            f"command={cmd.interface}@{cmd.topic} base={[g.topic for g in base_groups]} "
+            f"commands={[f'{c.type}@{c.topic}' for c in self.profile.commands]} base={base_topics} "
             f"use_sim_clock={self.use_sim_clock}"
         )
 
@@ -180,15 +192,20 @@ class SimRobotNode(Node):
                 self._publish(self.clock_pub, msg)
 
     def _publish_joint_states(self) -> None:
+        """One JointState per profile input: the robot's names, values through the input's inverted map."""
         self._advance()  # state as of now, not of the last physics tick
         with self._lock:
             stamp = self._stamp_of(self._sim_total())
             q = self.robot.joint_positions()
             v = self.robot.joint_velocities()
-        msg = JointState(name=self.joint_names, position=[q[n] for n in self.joint_names],
-                         velocity=[v[n] for n in self.joint_names])
-        seconds_to_stamp(stamp, msg.header.stamp)
-        self._publish(self.joint_pub, msg)
+        for pub, inp in self.joint_pubs:
+            sl = inp.slice
+            model_q = [q[j] for j in sl.joints]
+            # d(robot)/d(model) = 1 / scale of the robot -> model map (inside its clip range).
+            msg = JointState(name=list(sl.robot_joints), position=sl.invert_values(model_q).tolist(),
+                             velocity=[v[j] / m.scale for j, m in zip(sl.joints, sl.maps, strict=True)])
+            seconds_to_stamp(stamp, msg.header.stamp)
+            self._publish(pub, msg)
         self.counts["joint_states"] += 1
 
     # -- cameras (own thread) ------------------------------------------------------------------------
@@ -210,7 +227,7 @@ class SimRobotNode(Node):
                 self.get_logger().error(f"camera render failed: {exc}", throttle_duration_sec=5.0)
 
     def _publish_cameras(self) -> None:
-        if not any(pub.get_subscription_count() for pub, _ in self.camera_pubs.values()):
+        if not any(pub.get_subscription_count() for pub, _, _ in self.camera_pubs.values()):
             self.counts["camera_sets_skipped"] += 1  # nobody is looking: rendering is most of this node's CPU
             return
         t0 = time.perf_counter()
@@ -218,8 +235,9 @@ class SimRobotNode(Node):
         sim_time, images = self.robot.render_all()
         with self._lock:
             stamp = self._stamp_of(self._sim_before_reset + sim_time)
-        for name, (pub, frame) in self.camera_pubs.items():
-            self._publish(pub, rgb_to_image(images[name], stamp, frame))
+        for name, (pub, frame, compressed) in self.camera_pubs.items():
+            self._publish(pub, self._compressed(images[name], stamp, frame) if compressed
+                          else rgb_to_image(images[name], stamp, frame))
         self._render_s += time.perf_counter() - t0
         self.counts["camera_sets"] += 1
 
@@ -239,37 +257,87 @@ class SimRobotNode(Node):
         try:
             with self._lock:
                 self.robot.set_targets(names, positions)
-                self._trajectory = None  # the latest command wins
+                if self._trajectory is not None and set(names) & set(self._trajectory.joints):
+                    self._trajectory = None  # the latest command wins (another output's trajectory runs on)
         except ValueError as exc:  # non-finite values
             return self._reject(what, str(exc))
         self.counts["accepted"] += 1
 
-    def _on_forward_position(self, msg: Float64MultiArray) -> None:
-        joints = list(self.embodiment.action_joints)
-        if len(msg.data) != len(joints):
-            return self._reject("Float64MultiArray", f"expected {len(joints)} values in order {joints}, "
-                                                     f"got {len(msg.data)}")
-        self._set("Float64MultiArray", joints, list(msg.data))
+    @staticmethod
+    def _compressed(rgb: np.ndarray, stamp: float, frame: str) -> CompressedImage:
+        msg = CompressedImage()
+        seconds_to_stamp(stamp, msg.header.stamp)
+        msg.header.frame_id = frame
+        msg.format, msg.data = encode_compressed(rgb, "jpeg")
+        return msg
 
-    def _on_joint_state_command(self, msg: JointState) -> None:
-        self._set("JointState", list(msg.name), list(msg.position))
+    def _subscribe_command(self, out: CommandOutput) -> None:
+        """Listen where the profile's output publishes, as the robot's controller would."""
+        if out.type == GRIPPER_COMMAND:
+            # control_msgs is not among the pip ROS wheels: the simulated gripper then holds its position.
+            self.get_logger().warning(f"{out.type} output {out.topic} is not simulated; "
+                                      f"{list(out.slice.joints)} hold their position")
+            return
+        msg_type = {FLOAT64_ARRAY: Float64MultiArray, JOINT_TRAJECTORY: JointTrajectory, JOINT_STATE: JointState}[out.type]
+        handler = {FLOAT64_ARRAY: self._on_forward_position, JOINT_TRAJECTORY: self._on_trajectory,
+                   JOINT_STATE: self._on_joint_state_command}[out.type]
+        self.create_subscription(msg_type, out.topic, lambda m, o=out: handler(o, m), qos.from_spec(out.qos))
 
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
-        names = list(msg.joint_names)
-        unknown = [n for n in names if n not in self._index]
+    def _to_model(self, what: str, out: CommandOutput, names: list[str] | None,
+                  values: list[float]) -> tuple[list[str], list[float]] | None:
+        """Robot names/values of one output -> model joints and values (the output's map inverted)."""
+        sl = out.slice
+        if names is None or not names:  # positional (Float64MultiArray, or a JointState without names)
+            names = list(sl.robot_joints)
+        if len(names) != len(values):
+            self._reject(what, f"{out.topic}: {len(names)} joint names but {len(values)} positions")
+            return None
+        index = {r: k for k, r in enumerate(sl.robot_joints)}
+        unknown = [n for n in names if n not in index]
         if unknown:
-            return self._reject("JointTrajectory", f"unknown joints {unknown}; joints are {self.joint_names}")
+            self._reject(what, f"{out.topic}: unknown joints {unknown}; this output's joints are {list(sl.robot_joints)}")
+            return None
+        model = [sl.joints[index[n]] for n in names]
+        return model, [float(sl.maps[index[n]].invert(v)) for n, v in zip(names, values, strict=True)]
+
+    def _on_forward_position(self, out: CommandOutput, msg: Float64MultiArray) -> None:
+        if len(msg.data) != len(out.slice.joints):
+            return self._reject("Float64MultiArray", f"{out.topic}: expected {len(out.slice.joints)} values in order "
+                                                     f"{list(out.slice.robot_joints)}, got {len(msg.data)}")
+        mapped = self._to_model("Float64MultiArray", out, None, list(msg.data))
+        if mapped is not None:
+            self._set("Float64MultiArray", *mapped)
+
+    def _on_joint_state_command(self, out: CommandOutput, msg: JointState) -> None:
+        mapped = self._to_model("JointState", out, list(msg.name), list(msg.position))
+        if mapped is not None:
+            self._set("JointState", *mapped)
+
+    def _on_trajectory(self, out: CommandOutput, msg: JointTrajectory) -> None:
+        robot_names = list(msg.joint_names)
+        mapped = self._to_model("JointTrajectory", out, robot_names, [0.0] * len(robot_names))
+        if mapped is None:
+            return
+        names = mapped[0]
+        index = {r: k for k, r in enumerate(out.slice.robot_joints)}
+        maps = [out.slice.maps[index[n]] for n in robot_names]
         with self._lock:
             if not msg.points:  # joint_trajectory_controller: an empty trajectory means hold where you are
                 self._trajectory = None
                 self.counts["accepted"] += 1
                 return
             targets = self.robot.targets()
+            # As joint_trajectory_controller: points are timed from header.stamp (zero = on receipt);
+            # from now until a future first point the targets move from where they are to it.
+            now = self._sim_total()
+            stamp = stamp_to_seconds(msg.header.stamp)
+            start = now if stamp == 0.0 else stamp - self._stamp_of(0.0)
+            shift = max(start - now, 0.0)
             try:
                 self._trajectory = Trajectory.build(
-                    tuple(names), self._sim_total(), np.array([targets[n] for n in names]),
-                    [stamp_to_seconds(pt.time_from_start) for pt in msg.points],
-                    [list(pt.positions) for pt in msg.points])
+                    tuple(names), min(start, now), np.array([targets[n] for n in names]),
+                    [stamp_to_seconds(pt.time_from_start) + shift for pt in msg.points],
+                    [[float(m.invert(x)) for m, x in zip(maps, pt.positions, strict=False)] for pt in msg.points])
             except ValueError as exc:
                 return self._reject("JointTrajectory", str(exc))
         self.counts["accepted"] += 1

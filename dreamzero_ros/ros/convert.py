@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.core.image import decode_compressed, decode_image, encode_image
+from dreamzero_ros.core.robot_profile import CameraInput
 from dreamzero_ros.core.stitch import resize_to_source
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.runtime import seconds_to_stamp, stamp_to_seconds
@@ -52,7 +54,8 @@ def diagnostic_status(name: str, level: int, message: str, values: dict[str, Any
 class CameraViews:
     """Per-camera frame buffers at each camera's training resolution (remote backend input)."""
 
-    def __init__(self, node: Node, embodiment: EmbodimentConfig, *, history: int = 8) -> None:
+    def __init__(self, node: Node, embodiment: EmbodimentConfig, cameras: Sequence[CameraInput], *,
+                 history: int = 8) -> None:
         self.embodiment = embodiment
         self._lock = threading.Lock()
         self._frames: dict[str, collections.deque[tuple[float, np.ndarray]]] = {
@@ -61,13 +64,14 @@ class CameraViews:
         self._taken_until = -float("inf")
         self.errors = 0
         self._node = node
-        for cam in embodiment.cameras:
+        for cam in cameras:
             msg_type = CompressedImage if cam.compressed else Image
-            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
+            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.from_spec(cam.qos))
 
-    def _on_image(self, cam, msg) -> None:
+    def _on_image(self, cam: CameraInput, msg) -> None:
         try:
-            rgb = resize_to_source(image_to_rgb(msg), cam.source_size, cam.aspect)
+            source = self.embodiment.camera(cam.name)
+            rgb = resize_to_source(image_to_rgb(msg), source.source_size, source.aspect)
         except ValueError as exc:
             self.errors += 1
             self._node.get_logger().warning(f"camera {cam.name} ({cam.topic}): {exc}", throttle_duration_sec=5.0)

@@ -10,6 +10,8 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from dreamzero_ros.core.robot_profile import QosSpec
+
 #: Camera images in: best effort, keep last few (a late frame is worth less than the next one).
 SENSOR = qos_profile_sensor_data
 
@@ -32,3 +34,15 @@ LATCHED = QoSProfile(
 
 #: Status and diagnostics.
 STATUS = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+def from_spec(spec: QosSpec) -> QoSProfile:
+    """The rclpy QoSProfile of a robot profile's per-topic `qos` (keep-last `depth`)."""
+    return QoSProfile(
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=spec.depth,
+        reliability=(QoSReliabilityPolicy.RELIABLE if spec.reliability == "reliable"
+                     else QoSReliabilityPolicy.BEST_EFFORT),
+        durability=(QoSDurabilityPolicy.TRANSIENT_LOCAL if spec.durability == "transient_local"
+                    else QoSDurabilityPolicy.VOLATILE),
+    )

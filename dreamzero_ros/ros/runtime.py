@@ -39,6 +39,8 @@ class Param:
 
 #: every node that serves one robot takes its embodiment the same way
 EMBODIMENT_PARAM = Param("embodiment", DEFAULT_EMBODIMENT, "embodiment name (config/<name>.yaml) or YAML path")
+ROBOT_PARAM = Param("robot", "", "robot profile (config/robots/<name>.yaml) or YAML path; empty = the embodiment's own "
+                    "wiring (the built-in simulator's)")
 
 
 def declare_parameters(node: Node, table: Sequence[Param]) -> dict[str, Any]:

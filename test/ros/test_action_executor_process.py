@@ -219,7 +219,8 @@ def test_the_e_stop_latches_a_hold_until_reset_and_rearm(launcher, probe):
     reset = _call(probe, Trigger, RESET_ESTOP_SERVICE, Trigger.Request())
     assert reset.success
     _wait_status(status, lambda m: not m.estopped and m.state == "idle")
-    _arm(probe, node, states, emb.action_joints, FRANKA_HOME)
+    # Where a real arm would be: at the held command (arming is refused far from the last command).
+    _arm(probe, node, states, emb.action_joints, held[0])
     stamp_msg = probe.now_msg()
     rows = _ramp(emb, FRANKA_HOME, -SLOPE)
     chunks.publish(_chunk(emb, rows, stamp_msg, chunk_id=3))
@@ -245,11 +246,12 @@ def test_a_latched_e_stop_published_before_the_executor_starts_stops_it_on_arriv
     assert node.output().count("E-STOP latched") == 1  # heard on both subscriptions, latched once
 
 
-def test_agibot_commands_are_joint_trajectories_with_one_point_due_one_period_ahead_plus_base_twists(
+def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_trajectory_plus_per_tick_base_twists(
     launcher, probe
 ):
     emb = load_embodiment("agibot_g1")
     assert emb.command.interface == "joint_trajectory"
+    dt, lead, min_segment = emb.control.dt, 0.05, 0.03  # the node's trajectory_lead / _min_segment defaults
     node, chunks, states, status = _start(launcher, probe, "agibot_g1", arm_on_start=True)
     trajectories = probe.collect(JointTrajectory, emb.command.topic, qos.COMMANDS)
     twists = probe.collect(Twist, emb.extra_actions[0].topic, qos.COMMANDS)
@@ -260,23 +262,43 @@ def test_agibot_commands_are_joint_trajectories_with_one_point_due_one_period_ah
     home = (lower + upper) / 2
     shuffled = list(reversed(emb.action_joints))  # joint states in another order are matched by name
     states.publish(_joint_state(shuffled, home[::-1]))
-    assert wait_until(lambda: len(trajectories) >= 10, 10), node.output()
+    assert wait_until(lambda: len(twists) >= 30, 10), node.output()  # 1 s of 30 Hz ticks
     offset = _ros_offset()
-    for t, msg in list(trajectories):
-        assert msg.joint_names == list(emb.action_joints)
-        assert len(msg.points) == 1
-        point = msg.points[0]
-        assert (point.time_from_start.sec, point.time_from_start.nanosec) == (0, int(1e9 / 30))
-        np.testing.assert_allclose(point.positions, home, atol=1e-12)  # holding the measured state
-        assert abs(stamp_to_seconds(msg.header.stamp) - (t + offset)) < 0.1
+    # Holding: ONE trajectory (not one per tick): two points at the measured state, at rest, its
+    # stamp (= its first point) lead ahead of sending.
+    assert len(trajectories) == 1, [len(m.points) for _, m in list(trajectories)]
+    t, hold = trajectories[0]
+    assert hold.joint_names == list(emb.action_joints) and len(hold.points) == 2
+    for point in hold.points:
+        np.testing.assert_allclose(point.positions, home, atol=1e-12)
+        assert list(point.velocities) == [0.0] * len(home)
+    assert [stamp_to_seconds(p.time_from_start) for p in hold.points] == [0.0, 1.0]
+    ahead = stamp_to_seconds(hold.header.stamp) - (t + offset)
+    assert 0.0 < ahead <= lead, ahead
     assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for _, m in list(twists))  # a held base stands still
 
-    # A chunk with base velocity: the twist carries it (within limits) while the chunk runs.
-    stamp = probe.now_msg()
-    chunks.publish(_chunk(emb, np.tile(home, (emb.control.horizon, 1)), stamp, chunk_id=1))
+    # A chunk: one trajectory of its remaining rows at the rows' own times (stamp + (k + 1) dt),
+    # positions and velocities per point; the twist carries the chunk's base velocity every tick.
+    stamp_msg = probe.now_msg()
+    stamp = stamp_to_seconds(stamp_msg)
+    rows = np.tile(home, (emb.control.horizon, 1))
+    chunks.publish(_chunk(emb, rows, stamp_msg, chunk_id=1))
     running = time.monotonic()
     assert wait_until(lambda: any(t > running and m.linear.x == pytest.approx(0.1) for t, m in list(twists)), 5)
     assert _wait_status(status, lambda m: m.state == "running").control_rate == pytest.approx(30.0, abs=2.0)
+    new = [(t, m) for t, m in list(trajectories) if t > running]
+    assert len(new) == 1, len(new)
+    t, traj = new[0]
+    first = stamp_to_seconds(traj.header.stamp)
+    assert 0.0 < first - (t + offset) <= lead
+    times = first + np.array([stamp_to_seconds(p.time_from_start) for p in traj.points])
+    row_times = stamp + dt * np.arange(1, emb.control.horizon + 1)
+    expected = row_times[row_times >= first + min_segment - 1e-6]
+    np.testing.assert_allclose(times[1:], expected, atol=2e-9)  # nanosecond rounding of the stamps
+    assert times[-1] == pytest.approx(stamp + emb.control.horizon * dt, abs=2e-9)
+    for point in traj.points:
+        np.testing.assert_allclose(point.positions, home, atol=1e-9)  # a still chunk at the measured state
+        np.testing.assert_allclose(point.velocities, 0.0, atol=1e-9)
 
 
 def test_yam_commands_are_joint_states_and_nan_or_wrong_joint_chunks_are_rejected_and_counted(launcher, probe):

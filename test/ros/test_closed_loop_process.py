@@ -15,13 +15,13 @@ from dreamzero_msgs.msg import ActionChunk, PolicyStatus
 from dreamzero_msgs.srv import SetInstruction
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_ros.bringup.plan import BringupOptions, node_plan, start_plan
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.ros import qos
-from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, SET_INSTRUCTION_SERVICE, STATUS_TOPIC
+from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, HOME_SERVICE, SET_INSTRUCTION_SERVICE, STATUS_TOPIC
 from dreamzero_ros.testing.probes import wait_until
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,30 @@ COMMAND_TYPES = {"forward_position": Float64MultiArray, "joint_trajectory": Join
                  "joint_state": JointState}
 
 
+def resample_trajectories(received: list, dt: float) -> list:
+    """Streamed JointTrajectory messages (one per chunk or hold) as one-point samples every dt, so the
+    per-tick checks apply: at each time the latest trajectory received by then, linearly between its
+    points at their absolute times (header.stamp + time_from_start) and held before the first and
+    after the last. Receive times are monotonic; stamps are ROS (system) time."""
+    if not received:
+        return []
+    offset = time.time() - time.monotonic()
+    out = []
+    t, k = received[0][0], 0
+    while t <= received[-1][0] + 3.0:
+        while k + 1 < len(received) and received[k + 1][0] <= t:
+            k += 1
+        msg = received[k][1]
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        times = np.array([stamp + p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+        points = np.array([list(p.positions) for p in msg.points])
+        values = [float(np.interp(t + offset, times, points[:, j])) for j in range(points.shape[1])]
+        out.append((t, JointTrajectory(joint_names=list(msg.joint_names),
+                                       points=[JointTrajectoryPoint(positions=values)])))
+        t += dt
+    return out
+
+
 def run_loop(embodiment: str, backend: str, probe, tmp_path, duration: float = RUN):
     cfg = load_embodiment(embodiment)
     plan = node_plan(BringupOptions(embodiment=embodiment, backend=backend, sim=True))
@@ -60,7 +84,13 @@ def run_loop(embodiment: str, backend: str, probe, tmp_path, duration: float = R
                           timeout=90)
         assert resp.success, resp.message
         assert wait_until(lambda: len(joints) > 0, 30), "\n".join(logs[-50:])
-        # The executor refuses to arm until it has a joint state of its own: retry like an operator.
+        # Episodes start at the start pose: home first (refused until the executor has a joint state of
+        # its own: retry like an operator), wait for it, then arm.
+        homing = wait_until(lambda: probe.call(Trigger, HOME_SERVICE, Trigger.Request(), timeout=30).success,
+                            30, interval=0.2)
+        assert homing, "executor never started homing\n" + "\n".join(logs[-50:])
+        assert wait_until(lambda: any(s.node == "action_executor" and "start pose" in s.reason
+                                      for _, s in statuses[-6:]), 60), "\n".join(logs[-50:])
         armed = wait_until(lambda: probe.call(SetBool, ARM_SERVICE, SetBool.Request(data=True), timeout=30).success,
                            30, interval=0.2)
         assert armed, "executor never armed\n" + "\n".join(logs[-50:])
@@ -78,7 +108,10 @@ def run_loop(embodiment: str, backend: str, probe, tmp_path, duration: float = R
         assert dead is None, f"{dead.name} exited {dead.returncode}:\n{dead.output()[-2000:]}"
     finally:
         codes = group.stop_all()
-    return cfg, {"commands": list(commands), "joints": list(joints), "chunks": list(chunks), "first": first,
+    sent = list(commands)
+    if cfg.command.interface == "joint_trajectory":  # streamed: one trajectory per chunk, not per tick
+        sent = resample_trajectories(sent, cfg.control.dt)
+    return cfg, {"commands": sent, "sent": len(commands), "joints": list(joints), "chunks": list(chunks), "first": first,
                  "t0": t0, "t1": t1, "start_holds": start_holds, "end_status": end_status, "codes": codes,
                  "group": group, "logs": logs}
 
@@ -88,6 +121,11 @@ def latest_executor(statuses) -> PolicyStatus:
 
 
 def assert_rate(cfg, run) -> float:
+    if cfg.command.interface == "joint_trajectory":  # per chunk; the executor's own tick rate instead
+        rate = run["end_status"].control_rate
+        assert abs(rate - cfg.control.rate_hz) / cfg.control.rate_hz < 0.05, f"control rate {rate:.2f} Hz"
+        assert run["sent"] < 0.5 * RUN * cfg.control.rate_hz, f"{run['sent']} trajectories: sent per tick?"
+        return rate
     times = np.array([t for t, _ in run["commands"] if run["t0"] <= t <= run["t1"]])
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert abs(rate - cfg.control.rate_hz) / cfg.control.rate_hz < 0.02, f"command rate {rate:.2f} Hz"
@@ -109,9 +147,9 @@ def tracking_errors(cfg, run) -> np.ndarray:
     for t, msg in run["joints"]:
         if cmd_t[0] + 0.2 <= t <= cmd_t[-1]:
             measured = dict(zip(msg.name, msg.position, strict=False))
-            # The actuators follow the command with a lag of about one control period; a trajectory
-            # controller (and the sim's model of one) takes one more period to reach each point.
-            lag = cfg.control.dt * (2 if cfg.command.interface == "joint_trajectory" else 1)
+            # The actuators follow the command with a lag of about one control period (streamed
+            # trajectories are resampled at their points' own times, so the same lag applies).
+            lag = cfg.control.dt
             expected = [np.interp(t - lag, cmd_t, cmd_q[:, k]) for k in range(len(names))]
             errors.append(np.abs(np.array([measured[j] for j in names]) - expected))
     return np.array(errors)

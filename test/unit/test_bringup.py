@@ -139,3 +139,38 @@ def test_the_launch_description_builds_when_launch_ros_is_installed():
         entity.visit(context)
     nodes = module._nodes(context)
     assert [n.node_executable for n in nodes] == [s.executable for s in node_plan(BringupOptions(sim=False))]
+
+
+def test_a_robot_profile_reaches_every_node_with_the_embodiment_it_names():
+    plan = {n.name: n for n in node_plan(BringupOptions(robot="yam_i2rt", sim=False, record="/tmp/y.mcap"))}
+    assert "sim_robot" not in plan
+    for name in ("camera_stitcher", "inference", "action_executor"):
+        assert plan[name].parameters["robot"] == "yam_i2rt"
+        assert plan[name].parameters["embodiment"].endswith("config/yam.yaml")
+        assert "use_sim_time" not in plan[name].parameters
+    assert plan["recorder"].parameters["embodiment"].endswith("config/yam.yaml")
+
+
+def test_a_profile_on_sim_time_puts_every_node_on_sim_time_and_the_simulator_on_its_own_clock():
+    plan = {n.name: n for n in node_plan(BringupOptions(robot="agibot_g1_genie_sim", sim=True))}
+    assert plan["sim_robot"].parameters["use_sim_clock"] is True
+    assert "use_sim_time" not in plan["sim_robot"].parameters  # it is the clock
+    for name in ("camera_stitcher", "inference", "action_executor"):
+        assert plan[name].parameters["use_sim_time"] is True
+
+
+def test_the_embodiment_option_alone_keeps_todays_wiring():
+    plan = node_plan(BringupOptions(embodiment="agibot_g1"))
+    assert all(n.parameters["robot"] == "" and n.parameters["embodiment"] == "agibot_g1" for n in plan)
+
+
+def test_an_unknown_robot_profile_is_refused_naming_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown robot profile 'r2d2'; known: \[.*'fr3_franka_ros2'"):
+        node_plan(BringupOptions(robot="r2d2"))
+
+
+def test_the_launch_file_and_the_cli_take_a_robot_profile():
+    assert "robot" in launch_arguments()
+    assert BringupOptions.from_strings({"robot": "yam_i2rt"}).robot == "yam_i2rt"
+    args = build_parser().parse_args(["bringup", "--robot", "fr3_franka_ros2"])
+    assert options_from_args(args).robot == "fr3_franka_ros2"

@@ -55,7 +55,8 @@ def test_arming_is_refused_before_the_first_joint_state():
 
 
 def test_disarm_stops_commanding_and_rearming_starts_from_the_measured_position():
-    core = armed_core()
+    # A tolerance wide enough to admit the push below (the default refuses it: see the next test).
+    core = armed_core(ExecutorSettings(crossfade_steps=0, smoothing=False, arm_tolerance=1.0))
     core.on_chunk(chunk(10.0, ramp()), 10.0)
     core.tick(10.2)
     assert core.disarm(10.25).ok
@@ -63,7 +64,7 @@ def test_disarm_stops_commanding_and_rearming_starts_from_the_measured_position(
     moved = HOME.copy()
     moved[:7] -= 0.5  # the arm was pushed by hand while disarmed
     core.on_joint_state(NAMES, moved, 10.3)
-    core.arm(10.3)
+    assert core.arm(10.3).ok
     cmd = core.tick(10.4)
     # the velocity limit is relative to where the robot is now, not to the old command
     max_step = FRANKA.limits_arrays()[2] * DT
