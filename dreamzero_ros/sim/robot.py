@@ -22,7 +22,7 @@ import mujoco  # dreamzero_ros.sim (imported first, as our parent package) chose
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
-from dreamzero_ros.sim.scene import SceneInfo, SceneLayout, build_scene
+from dreamzero_ros.sim.scene import SceneInfo, SceneLayout, build_scene, home_pose
 
 BASE_VELOCITY_COMPONENTS = ("linear_x", "angular_z")
 
@@ -127,11 +127,7 @@ class SimRobot:
     @property
     def home(self) -> dict[str, float]:
         """The home pose `reset()` goes to: joint -> position (rad | m), inside the config limits."""
-        layout = self._scene.layout.home
-        return {
-            name: float(np.clip(layout.get(name, 0.0), self._lower[i], self._upper[i]))
-            for i, name in enumerate(self._joint_names)
-        }
+        return home_pose(self._embodiment, self._scene.layout)
 
     # ----------------------------------------------------------------------------------------
     # Control

@@ -172,6 +172,15 @@ def controlled_joints(embodiment: EmbodimentConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(embodiment.state_joints + embodiment.action_joints))
 
 
+def home_pose(embodiment: EmbodimentConfig, layout: SceneLayout | None = None) -> dict[str, float]:
+    """joint -> home position (rad | m) of the controlled joints: the layout's home, else 0, clamped into the
+    config limits."""
+    home = (layout if layout is not None else layout_for(embodiment)).home
+    joints = controlled_joints(embodiment)
+    lower, upper, _ = embodiment.limits_arrays(joints)
+    return {j: float(np.clip(home.get(j, 0.0), lower[i], upper[i])) for i, j in enumerate(joints)}
+
+
 def build_spec(
     embodiment: EmbodimentConfig,
     render_size: dict[str, tuple[int, int]] | None = None,

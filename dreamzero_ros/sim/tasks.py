@@ -25,7 +25,7 @@ import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.sim.robot import SimRobot
-from dreamzero_ros.sim.scene import SceneLayout, SceneMarker, SceneObject, layout_for
+from dreamzero_ros.sim.scene import SceneLayout, SceneMarker, SceneObject, home_pose, layout_for
 
 CUBE_HALF = 0.03  # m: 6 cm cubes are ~10 px across in a 180x320 exterior view and fit the 8 cm gripper
 PAD_RADIUS = 0.07  # m
@@ -216,14 +216,6 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int) -> Episod
         objects={cube_name(c): (float(xy[i, 0]), float(xy[i, 1])) for i, c in enumerate(colours)},
         pad=(float(pad[0]), float(pad[1])), start=start, max_duration=spec.max_duration,
     )
-
-
-def home_pose(embodiment: EmbodimentConfig) -> dict[str, float]:
-    """SimRobot.home without building a simulator: the layout's home clamped into the config limits."""
-    layout = layout_for(embodiment).home
-    joints = tuple(dict.fromkeys(embodiment.state_joints + embodiment.action_joints))
-    lower, upper, _ = embodiment.limits_arrays(joints)
-    return {j: float(np.clip(layout.get(j, 0.0), lower[i], upper[i])) for i, j in enumerate(joints)}
 
 
 def reset_episode(robot: SimRobot, task: str, seed: int) -> Episode:

@@ -266,3 +266,11 @@ def test_the_expert_generator_writes_successful_demonstrations_with_a_frame_per_
     # The expert moves the arm, and touches with the fingers together: gripper closed = DROID value 1.
     assert np.ptp(table["action"][:, :7], axis=0).max() > 0.1
     np.testing.assert_allclose(table["action"][:, 7], 1.0, atol=1e-6)
+
+
+def test_dreamzero_export_exits_2_naming_a_missing_recording(tmp_path, capsys) -> None:
+    from dreamzero_ros.cli import main
+
+    missing = tmp_path / "nope.mcap"
+    assert main(["export", "--mcap", str(missing), "--out", str(tmp_path / "ds")]) == 2
+    assert f"{missing}: no such recording" in capsys.readouterr().err
