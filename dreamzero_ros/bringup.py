@@ -38,6 +38,7 @@ RESET_EPISODE_SERVICE = "/dreamzero/reset_episode"
 ARM_SERVICE = "/dreamzero/arm"
 RESET_ESTOP_SERVICE = "/dreamzero/reset_estop"
 SIM_RESET_SERVICE = "/sim/reset"
+SIM_TASK_TOPIC = "/sim/task"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ tick advances it by the time elapsed since the previous one.
 
 With the `task` parameter set (reach | push | lift, see sim/tasks.py) the scene is the task scene and every
 reset starts the next seeded episode of the task named by `task` then (it may change between resets): seed
-`seed` first (the scene also starts in it), then seed + 1, ...; setting `seed` again jumps there. The reset reply names the task, seed and
-instruction; /diagnostics carries them with whether the task's success predicate holds.
+`seed` first (the scene also starts in it), then seed + 1, ...; setting `seed` again jumps there. The reset
+reply names the task, seed and instruction; /sim/task (std_msgs/String, JSON, latched) carries them at the
+joint-state rate with the simulated time, whether the task's success predicate holds, and where the cubes
+and the pad are (what an evaluation harness or a privileged expert needs).
 
 Threads: physics, joint states and commands run in the node's (single-threaded) executor; camera rendering
 (the expensive part, ~8 ms per 480x640 view on one core) runs on a thread of its own, so it never holds up the
@@ -18,6 +20,7 @@ joint-state rate. A bad command is rejected with a throttled log and counted, ne
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import threading
@@ -30,11 +33,11 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dreamzero_ros.bringup import SIM_RESET_SERVICE
+from dreamzero_ros.bringup import SIM_RESET_SERVICE, SIM_TASK_TOPIC
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.nodes import qos
 from dreamzero_ros.nodes.common import Param, declare_parameters, run_node, seconds_to_stamp, stamp_to_seconds
@@ -107,6 +110,7 @@ class SimRobotNode(Node):
         self.camera_pubs = {c.name: (self.create_publisher(Image, c.topic, qos.SENSOR), c.frame)
                             for c in self.embodiment.cameras}
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
+        self.task_pub = self.create_publisher(String, SIM_TASK_TOPIC, qos.LATCHED) if self.task_scene else None
         # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_clock else None
 
@@ -203,6 +207,21 @@ class SimRobotNode(Node):
         seconds_to_stamp(stamp, msg.header.stamp)
         self._publish(self.joint_pub, msg)
         self.counts["joint_states"] += 1
+        if self.task_pub is not None:
+            self._publish_task(stamp)
+
+    def _publish_task(self, stamp: float) -> None:
+        with self._lock:
+            episode = self.episode
+            if episode is None:
+                return
+            success = is_success(self.robot, episode)
+            objects = {name: self.robot.body_position(name).round(4).tolist() for name in episode.objects}
+            episode_time = self.robot.time
+        state = {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction,
+                 "success": success, "stamp": round(stamp, 4), "episode_time": round(episode_time, 4),
+                 "objects": objects, "pad": list(episode.pad)}
+        self._publish(self.task_pub, String(data=json.dumps(state)))
 
     # -- cameras (own thread) ------------------------------------------------------------------------
 

@@ -1,19 +1,22 @@
 """sim_robot with a task: /sim/reset starts the next seeded episode (arm at its start pose), the reply names the
-task, seed and instruction, and /diagnostics reports whether the task's predicate holds. Real node, real DDS."""
+task, seed and instruction, and /sim/task and /diagnostics report the episode and whether its predicate holds.
+Real node, real DDS."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from dreamzero_ros.bringup import SIM_RESET_SERVICE
+from dreamzero_ros.bringup import SIM_RESET_SERVICE, SIM_TASK_TOPIC
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.nodes import qos
-from dreamzero_ros.sim.tasks import sample_episode
+from dreamzero_ros.sim.tasks import CUBE_HALF, sample_episode
 from dreamzero_ros.testing import wait_until
 
 MODULE = "dreamzero_ros.nodes.sim_robot_node"
@@ -37,6 +40,7 @@ def test_a_reset_starts_the_next_seeded_episode_of_the_task_with_the_arm_at_its_
                     "-r", f"{SIM_RESET_SERVICE}:={RESET}"])
     states = probe.collect(JointState, TOPIC, qos.JOINT_STATES)
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics", qos.STATUS)
+    task_states = probe.collect(String, SIM_TASK_TOPIC, qos.LATCHED)
     assert wait_until(lambda: len(states) > 3, 60), process.output()
 
     seeds = []
@@ -60,3 +64,10 @@ def test_a_reset_starts_the_next_seeded_episode_of_the_task_with_the_arm_at_its_
     assert wait_until(lambda: _diagnostic(diagnostics, "seed") == str(seeds[-1]), 10), process.output()
     assert _diagnostic(diagnostics, "task_success") == "False", "the cube starts away from the pad"
     assert np.isfinite(list(q.values())).all()
+
+    assert wait_until(lambda: task_states and json.loads(task_states[-1][1].data)["seed"] == seeds[-1], 10)
+    state = json.loads(task_states[-1][1].data)
+    assert (state["task"], state["instruction"], state["success"]) == ("push", episode.instruction, False)
+    assert state["pad"] == list(episode.pad)
+    for name, (x, y) in episode.objects.items():
+        assert np.allclose(state["objects"][name], [x, y, CUBE_HALF], atol=0.005), (name, state["objects"][name])
