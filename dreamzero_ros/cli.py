@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--tasks", nargs="+", default=["reach", "push", "lift"], help="tasks (default: %(default)s)")
     generate.add_argument("--episodes", type=int, default=10, help="episodes per task (default: %(default)s)")
     generate.add_argument("--seed", type=int, default=0, help="first episode seed (default: %(default)s)")
+    generate.add_argument("--noise", type=float, default=0.0,
+                          help="rad of Gaussian noise on the executed arm targets (perturbed demonstrations; "
+                               "the recorded actions stay the expert's) (default: %(default)s)")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     export = sub.add_parser("export", help="MCAP recording of a run (sim or real robot) -> LeRobot dataset")
@@ -117,7 +120,8 @@ def _dataset(args: argparse.Namespace) -> int:
             from dreamzero_ros.datasets.generate import generate
 
             report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
-                              overwrite=args.overwrite, progress=lambda line: print(line, flush=True))
+                              action_noise=args.noise, overwrite=args.overwrite,
+                              progress=lambda line: print(line, flush=True))
             for task, n in report.written.items():
                 print(f"{task}: {n} episodes written, expert failed on seeds {report.failed[task] or 'none'}")
             print(f"{report.frames} frames in {report.seconds:.1f} s -> {args.out}")

@@ -32,10 +32,15 @@ def generate(
     episodes: int,
     *,
     first_seed: int = 0,
+    action_noise: float = 0.0,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> GenerateReport:
-    """`episodes` expert episodes per task (seeds first_seed, first_seed + 1, ...) into the dataset `out`."""
+    """`episodes` expert episodes per task (seeds first_seed, first_seed + 1, ...) into the dataset `out`.
+
+    action_noise: std (rad) of noise on the executed arm targets, the recorded actions staying the expert's
+    (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
+    """
     import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
     from dreamzero_ros.sim.expert import ScriptedExpert, rollout
     from dreamzero_ros.sim.robot import SimRobot
@@ -54,7 +59,8 @@ def generate(
             report.failed[task] = []
             for seed in range(first_seed, first_seed + episodes):
                 episode = reset_episode(robot, task, seed)
-                result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names)
+                result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names,
+                                 action_noise=action_noise, noise_seed=seed)
                 if not result.success:
                     report.failed[task].append(seed)
                     continue

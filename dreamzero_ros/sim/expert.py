@@ -202,15 +202,21 @@ def rollout(
     cameras: Sequence[str] = (),
     settle: float = 0.5,
     stop_on_success: bool = True,
+    action_noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> Rollout:
     """Run `policy` on `robot` (already reset to `episode`) for up to episode.max_duration s.
 
     cameras: render these views every control step into Rollout.frames (none: physics only). After the
     predicate first holds the episode runs `settle` s more (the data shows the outcome), then stops if
-    `stop_on_success`.
+    `stop_on_success`. action_noise: std (rad | m) of Gaussian noise added to the EXECUTED targets of every
+    non-effector joint, while Rollout.actions keeps the policy's clean targets (DART-style perturbed
+    demonstrations: states off the nominal path, labelled with the targets that lead back to it).
     """
     emb = robot.embodiment
     dt = emb.control.dt
+    rng = np.random.default_rng(noise_seed)
+    noisy = np.array([emb.effector(j) is None for j in emb.action_joints], dtype=np.float64)
     steps = int(round(episode.max_duration / dt))
     settle_steps = int(round(settle / dt))
     states, actions = [], []
@@ -225,6 +231,8 @@ def rollout(
                 frames[c].append(images[c])
         action = np.asarray(policy(robot), dtype=np.float64)
         actions.append(action)
+        if action_noise > 0:
+            action = action + rng.normal(0.0, action_noise, size=action.shape) * noisy
         robot.set_targets(emb.action_joints, action)
         robot.step(dt)
         if success_step is None and is_success(robot, episode):

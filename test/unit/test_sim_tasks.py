@@ -136,3 +136,21 @@ def test_the_scripted_expert_solves_the_task_and_holding_still_does_not(robot, t
         still = rollout(robot, episode, hold_still)
         assert not still.success, f"{task} seed {seed}: holding still counted as success"
         assert len(still.actions) == round(episode.max_duration * EMB.control.rate_hz)
+
+
+def test_perturbed_demonstrations_leave_the_nominal_path_yet_record_the_experts_clean_targets(robot) -> None:
+    episode = reset_episode(robot, "reach", 3)
+    clean = rollout(robot, episode, ScriptedExpert(robot, episode), stop_on_success=False)
+    episode = reset_episode(robot, "reach", 3)
+    expert = ScriptedExpert(robot, episode)
+    labels: list[np.ndarray] = []
+
+    def recording_expert(sim: SimRobot) -> np.ndarray:
+        labels.append(expert(sim))
+        return labels[-1]
+
+    noisy = rollout(robot, episode, recording_expert, stop_on_success=False, action_noise=0.02, noise_seed=1)
+    assert noisy.success
+    np.testing.assert_array_equal(noisy.actions, np.array(labels))  # recorded: what the expert asked for
+    deviation = np.abs(noisy.states[:, :7] - clean.states[:, :7]).max()
+    assert deviation > 0.005, f"noise on the executed targets moved the arm off the clean path ({deviation:.4f} rad)"
