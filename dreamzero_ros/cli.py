@@ -134,6 +134,8 @@ def _dataset(args: argparse.Namespace) -> int:
                 print(f"episode at {ep['start_s']:.2f} s: {ep['steps']} steps, '{ep['instruction']}'")
             for why in report.skipped:
                 print(f"skipped: {why}")
+            for note in report.notes:
+                print(f"note: {note}")
             print(f"{len(report.episodes)} episodes -> {args.out}")
     except (KeyError, ValueError) as exc:  # ConfigError and DatasetError are ValueErrors naming what was wrong
         print(f"error: {exc}", file=sys.stderr)

@@ -11,6 +11,8 @@ grid at the control rate over the time every stream covers, using receive (log) 
 * action[k] = the latest command at or before t_k + 1/fps (the command given during step k); where no
   command has been given yet, or the recording has no command topic at all (e.g. kinesthetic teaching),
   the next state state[k+1] (the last row repeats its state). Joints a command does not name keep the state.
+* extra actions (AgiBot's base velocity, geometry_msgs/Twist on the group's topic): the latest message at or
+  before t_k + 1/fps if it is younger than `EXTRA_COMMAND_TIMEOUT` (a base stops without commands), else 0.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from dreamzero_ros.core.stitch import resize_to_source
 from dreamzero_ros.datasets.lerobot import DatasetError, LeRobotWriter
 
 MIN_EPISODE_STEPS = 2
+EXTRA_COMMAND_TIMEOUT = 0.5  # s, as sim_robot's base_command_timeout
 
 
 @dataclass
 class ExportReport:
     episodes: list[dict] = field(default_factory=list)  # per written episode: instruction, steps, start_s
     skipped: list[str] = field(default_factory=list)  # why segments were left out
+    notes: list[str] = field(default_factory=list)  # assumptions made (e.g. an extra action never recorded)
 
 
 @dataclass
@@ -42,6 +46,17 @@ class _Streams:
     frames_t: dict[str, list[int]] = field(default_factory=dict)
     frames: dict[str, list[np.ndarray]] = field(default_factory=dict)
     instructions: list[tuple[int, str]] = field(default_factory=list)
+    extras_t: dict[str, list[int]] = field(default_factory=dict)
+    extras: dict[str, list[list[float]]] = field(default_factory=dict)
+
+
+def _twist_components(msg: object, components: tuple[str, ...]) -> list[float]:
+    """Twist fields named like "linear_x", "angular_z"."""
+    out = []
+    for name in components:
+        part, _, axis = name.partition("_")
+        out.append(float(getattr(getattr(msg, part), axis)))
+    return out
 
 
 def _decode_frame(msg: object, size: tuple[int, int]) -> np.ndarray:
@@ -64,9 +79,16 @@ def _read(path: Path, emb: EmbodimentConfig) -> _Streams:
                            f"recording of embodiment {emb.name!r}?")
     index = {name: i for i, name in enumerate(emb.state_joints)}
     s = _Streams(frames_t={c.name: [] for c in emb.cameras}, frames={c.name: [] for c in emb.cameras})
-    wanted = [js_topic, *cameras] + ([INSTRUCTION_TOPIC] if INSTRUCTION_TOPIC in types else [])
+    extra_topics = {g.topic: g for g in emb.extra_actions if g.topic in types}
+    for g in emb.extra_actions:
+        s.extras_t[g.name], s.extras[g.name] = [], []
+    wanted = [js_topic, *cameras, *extra_topics] + ([INSTRUCTION_TOPIC] if INSTRUCTION_TOPIC in types else [])
     for topic, t_ns, msg in read_messages(path, wanted):
-        if topic == js_topic:
+        if topic in extra_topics:
+            group = extra_topics[topic]
+            s.extras_t[group.name].append(t_ns)
+            s.extras[group.name].append(_twist_components(msg, group.components))
+        elif topic == js_topic:
             row = np.full(len(index), np.nan)
             for name, value in zip(msg.name, msg.position, strict=False):
                 k = index.get(name)
@@ -144,6 +166,9 @@ def export_mcap(
         raise DatasetError(f"{path}: action joints outside the state need a recorded command topic "
                            f"({emb.command.topic})")
     report = ExportReport()
+    for group in emb.extra_actions:
+        if not streams.extras[group.name]:
+            report.notes.append(f"{group.name}: no messages on {group.topic}; exported as 0 (standing still)")
     step_ns = 1e9 / rate
     with LeRobotWriter(out, emb, fps=rate, overwrite=overwrite) as writer:
         for seg_start, seg_end, text in segments:
@@ -167,7 +192,19 @@ def export_mcap(
             if np.isnan(actions).any():
                 raise DatasetError(f"{path}: '{text}': steps without a command for joints outside the state")
             frames = {c: np.stack([streams.frames[c][i] for i in _latest(t, ticks)]) for c, t in frame_t.items()}
-            writer.add_episode(s, actions, frames, text)
+            extras = {}
+            for group in emb.extra_actions:
+                times = np.asarray(streams.extras_t[group.name], dtype=np.int64)
+                values = np.asarray(streams.extras[group.name], dtype=np.float64).reshape(-1, len(group.components))
+                at = ticks + int(step_ns)
+                if len(times):
+                    i = _latest(times, at)
+                    fresh = (i >= 0) & (at - times[np.maximum(i, 0)] <= EXTRA_COMMAND_TIMEOUT * 1e9)
+                    latest = values[np.maximum(i, 0)]
+                else:
+                    fresh, latest = np.zeros(n, bool), np.zeros((n, len(group.components)))
+                extras[group.name] = np.where(fresh[:, None], latest, 0.0)
+            writer.add_episode(s, actions, frames, text, extras=extras or None)
             report.episodes.append({"instruction": text, "steps": n, "start_s": (seg_start - start) / 1e9})
         if not report.episodes:
             raise DatasetError(f"{path}: no episode long enough to export ({'; '.join(report.skipped)})")

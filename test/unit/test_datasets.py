@@ -274,3 +274,42 @@ def test_dreamzero_export_exits_2_naming_a_missing_recording(tmp_path, capsys) -
     missing = tmp_path / "nope.mcap"
     assert main(["export", "--mcap", str(missing), "--out", str(tmp_path / "ds")]) == 2
     assert f"{missing}: no such recording" in capsys.readouterr().err
+
+
+def test_an_agibot_recording_exports_its_base_velocity_from_twist_and_zero_once_commands_stop(tmp_path) -> None:
+    from geometry_msgs.msg import Twist
+
+    emb = load_embodiment("agibot_g1")
+    rate = emb.control.rate_hz
+    mcap = tmp_path / "g1.mcap"
+    twist_period, n_twist = 100_000_000, 7  # 10 Hz for 0.7 s, then silence
+    with McapWriter(mcap) as w:
+        for i in range(201):  # 2 s of joint states at 100 Hz (longer than the 48-step horizon at 30 Hz)
+            w.write_message("/joint_states", JointState(name=list(emb.state_joints),
+                                                        position=[0.001 * i] * len(emb.state_joints)),
+                            T0 + i * 10_000_000)
+        for m in range(n_twist):
+            msg = Twist()
+            msg.linear.x, msg.angular.z = 0.05 * (m + 1), -0.1 * (m + 1)
+            w.write_message("/cmd_vel", msg, T0 + 2_000_000 + m * twist_period)
+        for m in range(21):  # 2 s of images at 10 Hz (held between frames)
+            for k, cam in enumerate(emb.cameras):
+                h, w_ = cam.source_size
+                img = np.full((h, w_, 3), 10 * k, np.uint8)
+                w.write_message(cam.topic, Image(height=h, width=w_, encoding="rgb8", step=w_ * 3,
+                                                 data=img.tobytes()), T0 + m * 100_000_000)
+    report = export_mcap(mcap, tmp_path / "ds", emb, instruction="wave")
+    table = read_parquet(tmp_path / "ds/data/chunk-000/episode_000000.parquet")
+    step = 1e9 / rate
+    n = len(table["action"])
+    assert n == report.episodes[0]["steps"] == int(2e9 // step) + 1
+    for k in range(n):
+        at = T0 + int(k * step) + int(step)
+        sent = [m for m in range(n_twist) if T0 + 2_000_000 + m * twist_period <= at]
+        fresh = sent and at - (T0 + 2_000_000 + sent[-1] * twist_period) <= 0.5e9
+        want = [0.05 * (sent[-1] + 1), -0.1 * (sent[-1] + 1)] if fresh else [0.0, 0.0]
+        np.testing.assert_allclose(table["action"][k, -2:], want, atol=1e-6, err_msg=f"step {k}")
+    assert np.all(table["action"][-1, -2:] == 0.0), "the base stopped after its last command"
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["features"]["action"]["names"][-2:] == ["base_velocity.linear_x", "base_velocity.angular_z"]
+    assert info["fps"] == rate
