@@ -1,4 +1,4 @@
-"""The `dreamzero` command: demo, bringup, serve and the operator commands.
+"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export) and the operator commands.
 
 Subcommands import what they need lazily, so `dreamzero status` does not load torch.
 """
@@ -33,6 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
     from dreamzero_ros.backends import server
 
     server.add_arguments(serve)
+
+    generate = sub.add_parser("generate", help="scripted-expert demonstrations of the simulated tasks -> LeRobot dataset")
+    generate.add_argument("--out", required=True, help="dataset folder to write")
+    generate.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
+    generate.add_argument("--tasks", nargs="+", default=["reach", "push", "lift"], help="tasks (default: %(default)s)")
+    generate.add_argument("--episodes", type=int, default=10, help="episodes per task (default: %(default)s)")
+    generate.add_argument("--seed", type=int, default=0, help="first episode seed (default: %(default)s)")
+    generate.add_argument("--noise", type=float, default=0.0,
+                          help="rad of Gaussian noise on the executed arm targets (perturbed demonstrations; "
+                               "the recorded actions stay the expert's) (default: %(default)s)")
+    generate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    export = sub.add_parser("export", help="MCAP recording of a run (sim or real robot) -> LeRobot dataset")
+    export.add_argument("--mcap", required=True, help="recording to export, e.g. out/demo/recording.mcap")
+    export.add_argument("--out", required=True, help="dataset folder to write")
+    export.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
+    export.add_argument("--instruction", default=None,
+                        help="one instruction for the whole recording (default: split at each recorded instruction)")
+    export.add_argument("--fps", type=float, default=None, help="rows per second (default: the control rate)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     instruct = sub.add_parser("instruct", help="send a language instruction")
     instruct.add_argument("text")
@@ -81,6 +101,38 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace) -> int:
+    from dreamzero_ros.core.embodiment import load_embodiment
+
+    try:
+        emb = load_embodiment(args.embodiment)
+        if args.command == "generate":
+            from dreamzero_ros.datasets.generate import generate
+
+            report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
+                              action_noise=args.noise, overwrite=args.overwrite,
+                              progress=lambda line: print(line, flush=True))
+            for task, n in report.written.items():
+                print(f"{task}: {n} episodes written, expert failed on seeds {report.failed[task] or 'none'}")
+            print(f"{report.frames} frames in {report.seconds:.1f} s -> {args.out}")
+        else:
+            from dreamzero_ros.datasets.export import export_mcap
+
+            report = export_mcap(args.mcap, args.out, emb, instruction=args.instruction, fps=args.fps,
+                                 overwrite=args.overwrite)
+            for ep in report.episodes:
+                print(f"episode at {ep['start_s']:.2f} s: {ep['steps']} steps, '{ep['instruction']}'")
+            for why in report.skipped:
+                print(f"skipped: {why}")
+            for note in report.notes:
+                print(f"note: {note}")
+            print(f"{len(report.episodes)} episodes -> {args.out}")
+    except (KeyError, ValueError) as exc:  # ConfigError and DatasetError are ValueErrors naming what was wrong
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -96,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return run_plan(plan, localhost_only=not args.network, duration=args.duration)
+    if args.command in ("generate", "export"):
+        return _dataset(args)
     if args.command == "serve":
         from dreamzero_ros.backends import server
 

@@ -8,6 +8,13 @@ Float64MultiArray, JointTrajectory; each output's value map inverted back to the
 velocity as Twist where the profile has that output; and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
 tick advances it by the time elapsed since the previous one.
 
+With the `task` parameter set (reach | push | lift, see sim/tasks.py) the scene is the task scene and every
+reset starts the next seeded episode of the task named by `task` then (it may change between resets): seed
+`seed` first (the scene also starts in it), then seed + 1, ...; setting `seed` again jumps there. The reset
+reply names the task, seed and instruction; /sim/task (std_msgs/String, JSON, latched) carries them at the
+joint-state rate with the simulated time, whether the task's success predicate holds, and where the cubes
+and the pad are (what an evaluation harness or a privileged expert needs).
+
 Threads: physics, joint states and commands run in the node's (single-threaded) executor; camera rendering
 (the expensive part, ~8 ms per 480x640 view on one core) runs on a thread of its own, so it never holds up the
 joint-state rate. A bad command is rejected with a throttled log and counted, never fatal.
@@ -15,6 +22,7 @@ joint-state rate. A bad command is rejected with a throttled log and counted, ne
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -26,7 +34,7 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -41,7 +49,7 @@ from dreamzero_ros.core.robot_profile import (
 )
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, rgb_to_image
-from dreamzero_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC, SIM_RESET_SERVICE
+from dreamzero_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC, SIM_RESET_SERVICE, SIM_TASK_TOPIC
 from dreamzero_ros.ros.runtime import (
     EMBODIMENT_PARAM,
     ROBOT_PARAM,
@@ -53,6 +61,7 @@ from dreamzero_ros.ros.runtime import (
     stamp_to_seconds,
 )
 from dreamzero_ros.sim.robot import BASE_VELOCITY_COMPONENTS, SimRobot  # its package picks headless GL first
+from dreamzero_ros.sim.tasks import Episode, get_task, is_success, reset_episode, task_layout
 from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
 
 PARAMS = (
@@ -71,6 +80,10 @@ PARAMS = (
     Param("base_command_timeout", 0.5, "s without a base velocity command before the base stops; 0 = never",
           minimum=0.0),
     Param("use_sim_clock", False, "publish /clock from simulated time and stamp messages with it"),
+    Param("task", "", "simulated task whose seeded episodes /sim/reset starts ('' = the demo scene); "
+                      "set at start to build the task scene", read_only=False),
+    Param("seed", 0, "episode seed of the first reset (then +1 each reset; setting it jumps there)", minimum=0,
+          read_only=False),
 )
 
 
@@ -81,6 +94,17 @@ class SimRobotNode(Node):
         self.profile = load_robot(p["robot"], p["embodiment"])
         self.embodiment = self.profile.embodiment
         self.robot = SimRobot(self.embodiment)
+        self.task_scene = bool(p["task"])
+        self.episode: Episode | None = None
+        self._seed_param = p["seed"]
+        self._next_seed = p["seed"]
+        if self.task_scene:
+            get_task(p["task"])  # an unknown task stops the node at start, naming the tasks
+            self.robot = SimRobot(self.embodiment, layout=task_layout(self.embodiment))
+            # The scene starts in the episode the first reset will also give (a reset before each run is usual).
+            self.episode = reset_episode(self.robot, p["task"], p["seed"])
+        else:
+            self.robot = SimRobot(self.embodiment)
         self.max_catch_up: float = p["max_catch_up"]
         self.base_timeout: float = p["base_command_timeout"]
         self.use_sim_clock: bool = p["use_sim_clock"]
@@ -109,6 +133,7 @@ class SimRobotNode(Node):
                      self.embodiment.camera(c.name).frame, c.compressed)
             for c in self.profile.cameras}
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
+        self.task_pub = self.create_publisher(String, SIM_TASK_TOPIC, qos.LATCHED) if self.task_scene else None
         # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10) if self.use_sim_clock else None
 
@@ -207,6 +232,21 @@ class SimRobotNode(Node):
             seconds_to_stamp(stamp, msg.header.stamp)
             self._publish(pub, msg)
         self.counts["joint_states"] += 1
+        if self.task_pub is not None:
+            self._publish_task(stamp)
+
+    def _publish_task(self, stamp: float) -> None:
+        with self._lock:
+            episode = self.episode
+            if episode is None:
+                return
+            success = is_success(self.robot, episode)
+            objects = {name: self.robot.body_position(name).round(4).tolist() for name in episode.objects}
+            episode_time = self.robot.time
+        state = {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction,
+                 "success": success, "stamp": round(stamp, 4), "episode_time": round(episode_time, 4),
+                 "objects": objects, "pad": list(episode.pad)}
+        self._publish(self.task_pub, String(data=json.dumps(state)))
 
     # -- cameras (own thread) ------------------------------------------------------------------------
 
@@ -351,13 +391,42 @@ class SimRobotNode(Node):
             return self._reject("Twist", str(exc))
         self.counts["accepted"] += 1
 
+    def _start_episode(self, task: str) -> Episode:
+        seed = int(self.get_parameter("seed").value)
+        if seed != self._seed_param:  # the user set a new seed: start there
+            self._seed_param = self._next_seed = seed
+        self.episode = reset_episode(self.robot, task, self._next_seed)
+        self._next_seed += 1
+        return self.episode
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        task = str(self.get_parameter("task").value)
+        if task and not self.task_scene:
+            response.success = False
+            response.message = (f"task {task!r}: this sim_robot runs the demo scene; start it with the task "
+                                "parameter set to build the task scene")
+            return response
         with self._lock:
             self._sim_before_reset += self.robot.time
-            self.robot.reset()
             self._trajectory = None
-        self.get_logger().info("episode reset: joints at home, objects at their start")
-        response.success, response.message = True, f"{self.embodiment.name}: reset to home"
+            if task:
+                try:
+                    episode = self._start_episode(task)
+                except ValueError as exc:
+                    self.robot.reset()
+                    self.episode = None
+                    response.success, response.message = False, f"{exc}; reset to home instead"
+                    return response
+            else:
+                self.robot.reset()
+                self.episode = None
+        if task:
+            text = f"task={episode.task} seed={episode.seed} instruction={episode.instruction!r}"
+            self.get_logger().info(f"episode reset: {text}")
+            response.success, response.message = True, f"{self.embodiment.name}: {text}"
+        else:
+            self.get_logger().info("episode reset: joints at home, objects at their start")
+            response.success, response.message = True, f"{self.embodiment.name}: reset to home"
         return response
 
     # -- rates ---------------------------------------------------------------------------------------
@@ -378,7 +447,13 @@ class SimRobotNode(Node):
         with self._lock:
             self._diag_last = (time.monotonic(), dict(self.counts), self._sim_total())
         low = rates["joint_state_hz"] < 0.9 * self.joint_state_rate or rates["real_time_factor"] < 0.9
-        values = {**rates, "joint_state_target_hz": self.joint_state_rate, "camera_target_hz": self.camera_rate,
+        task = {}
+        if self.episode is not None:
+            with self._lock:
+                success = is_success(self.robot, self.episode)
+            task = {"task": self.episode.task, "seed": self.episode.seed, "instruction": self.episode.instruction,
+                    "task_success": success}
+        values = {**rates, **task, "joint_state_target_hz": self.joint_state_rate, "camera_target_hz": self.camera_rate,
                   "render_ms_mean": 1e3 * self._render_s / max(self.counts["camera_sets"], 1),
                   "camera_sets_skipped": self.counts["camera_sets_skipped"],
                   "lagged_s": self._lagged, "commands_accepted": self.counts["accepted"],

@@ -22,7 +22,7 @@ import mujoco  # dreamzero_ros.sim (imported first, as our parent package) chose
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
-from dreamzero_ros.sim.scene import SceneInfo, build_scene
+from dreamzero_ros.sim.scene import SceneInfo, SceneLayout, build_scene, home_pose
 
 BASE_VELOCITY_COMPONENTS = ("linear_x", "angular_z")
 
@@ -33,14 +33,19 @@ class SimRobot:
     Args:
         embodiment: the validated embodiment config; its URDF, joints, limits and cameras build the scene.
         render_size: camera name -> (H, W) pixels to render at; default each camera's `source_size`.
+        layout: the scene's objects, markers and home pose; default the embodiment's demo scene.
     """
 
     def __init__(
-        self, embodiment: EmbodimentConfig, *, render_size: dict[str, tuple[int, int]] | None = None
+        self,
+        embodiment: EmbodimentConfig,
+        *,
+        render_size: dict[str, tuple[int, int]] | None = None,
+        layout: SceneLayout | None = None,
     ) -> None:
         self._embodiment = embodiment
         self._render_size = self._resolve_render_size(embodiment, render_size)
-        self._scene: SceneInfo = build_scene(embodiment, self._render_size)
+        self._scene: SceneInfo = build_scene(embodiment, self._render_size, layout)
         self._model = self._scene.model
         self._data = mujoco.MjData(self._model)
         self._lock = threading.RLock()
@@ -101,6 +106,16 @@ class SimRobot:
         return self._data
 
     @property
+    def layout(self) -> SceneLayout:
+        """The scene layout this robot was built from (objects, markers, table)."""
+        return self._scene.layout
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The state lock: hold it to read several quantities of `data` at one instant."""
+        return self._lock
+
+    @property
     def has_mobile_base(self) -> bool:
         return self._mocap_id >= 0
 
@@ -112,11 +127,7 @@ class SimRobot:
     @property
     def home(self) -> dict[str, float]:
         """The home pose `reset()` goes to: joint -> position (rad | m), inside the config limits."""
-        layout = self._scene.layout.home
-        return {
-            name: float(np.clip(layout.get(name, 0.0), self._lower[i], self._upper[i]))
-            for i, name in enumerate(self._joint_names)
-        }
+        return home_pose(self._embodiment, self._scene.layout)
 
     # ----------------------------------------------------------------------------------------
     # Control
@@ -149,6 +160,38 @@ class SimRobot:
             self._base_pose[:] = 0.0
             self._apply_base_pose()
             mujoco.mj_forward(m, d)
+
+    def place(self, positions: dict[str, Sequence[float]]) -> None:
+        """Move free objects (x, y, z; upright, at rest) and mocap markers (x, y, z) by body name.
+
+        Raises ValueError for a body that is neither a free object nor a mocap body, or a non-finite position.
+        """
+        m = self._model
+        with self._lock:
+            for name, xyz in positions.items():
+                pos = np.asarray(xyz, dtype=np.float64).reshape(-1)
+                if pos.size != 3 or not np.all(np.isfinite(pos)):
+                    raise ValueError(f"place: {name!r}: expected a finite (x, y, z), got {list(pos)}")
+                try:
+                    body = m.body(name)
+                except KeyError:
+                    raise ValueError(f"place: no body named {name!r} in the scene") from None
+                mocap = int(m.body_mocapid[body.id])
+                if mocap >= 0:
+                    self._data.mocap_pos[mocap] = pos
+                    continue
+                joint = int(m.body_jntadr[body.id])
+                if joint < 0 or m.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE:
+                    raise ValueError(f"place: body {name!r} is neither a free object nor a mocap body")
+                adr, dof = int(m.jnt_qposadr[joint]), int(m.jnt_dofadr[joint])
+                self._data.qpos[adr:adr + 7] = (*pos, 1.0, 0.0, 0.0, 0.0)
+                self._data.qvel[dof:dof + 6] = 0.0
+            mujoco.mj_forward(m, self._data)
+
+    def body_position(self, name: str) -> np.ndarray:
+        """(x, y, z) m of a body's origin in the world frame."""
+        with self._lock:
+            return self._data.body(name).xpos.copy()
 
     def set_targets(self, names: Sequence[str], positions: np.ndarray | Sequence[float]) -> None:
         """Position-actuator targets for `names` (rad | m), clamped to the config joint limits.

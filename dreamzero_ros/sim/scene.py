@@ -51,6 +51,16 @@ class SceneObject:
 
 
 @dataclass(frozen=True, slots=True)
+class SceneMarker:
+    """A flat, visual-only disc on the table (a target region); it moves with its mocap body, never collides."""
+
+    name: str
+    radius: float  # m
+    xy: tuple[float, float]  # m, in the world frame (tasks move it per episode through data.mocap_pos)
+    rgba: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
 class SceneLayout:
     """Simulation-only placement: the robot root pose, the table, the objects and the home pose."""
 
@@ -67,6 +77,7 @@ class SceneLayout:
     dampratio: float = 1.0  # actuator damping relative to critical for the joint's reflected inertia
     physics_timestep: float = 0.002  # s
     arm_armature: float = 0.05  # kg m^2, motor inertia reflected through the gearbox; steadies stiff control
+    markers: tuple[SceneMarker, ...] = ()  # target regions drawn on the table (tasks)
 
 
 def _objects(x0: float, y0: float, scale: float = 1.0) -> tuple[SceneObject, ...]:
@@ -161,13 +172,26 @@ def controlled_joints(embodiment: EmbodimentConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(embodiment.state_joints + embodiment.action_joints))
 
 
-def build_spec(embodiment: EmbodimentConfig, render_size: dict[str, tuple[int, int]] | None = None) -> mujoco.MjSpec:
+def home_pose(embodiment: EmbodimentConfig, layout: SceneLayout | None = None) -> dict[str, float]:
+    """joint -> home position (rad | m) of the controlled joints: the layout's home, else 0, clamped into the
+    config limits."""
+    home = (layout if layout is not None else layout_for(embodiment)).home
+    joints = controlled_joints(embodiment)
+    lower, upper, _ = embodiment.limits_arrays(joints)
+    return {j: float(np.clip(home.get(j, 0.0), lower[i], upper[i])) for i, j in enumerate(joints)}
+
+
+def build_spec(
+    embodiment: EmbodimentConfig,
+    render_size: dict[str, tuple[int, int]] | None = None,
+    layout: SceneLayout | None = None,
+) -> mujoco.MjSpec:
     """The editable scene: URDF robot, world, actuators and cameras (not compiled yet).
 
     render_size: camera name -> (H, W) in pixels; sizes the offscreen framebuffer (default: each camera's
-    source_size).
+    source_size). layout: replaces the embodiment's default `SceneLayout` (e.g. a task scene's objects).
     """
-    layout = layout_for(embodiment)
+    layout = layout if layout is not None else layout_for(embodiment)
     spec = mujoco.MjSpec.from_file(str(embodiment.urdf))
     # Keep fixed links (camera frames) as bodies even if the URDF lacks its <mujoco> compiler block.
     spec.compiler.fusestatic = False
@@ -183,15 +207,18 @@ def build_spec(embodiment: EmbodimentConfig, render_size: dict[str, tuple[int, i
 
 
 def build_scene(
-    embodiment: EmbodimentConfig, render_size: dict[str, tuple[int, int]] | None = None
+    embodiment: EmbodimentConfig,
+    render_size: dict[str, tuple[int, int]] | None = None,
+    layout: SceneLayout | None = None,
 ) -> SceneInfo:
     """Compile the scene for `embodiment`; raises ValueError if the URDF lacks a configured camera frame."""
-    spec = build_spec(embodiment, render_size)
+    layout = layout if layout is not None else layout_for(embodiment)
+    spec = build_spec(embodiment, render_size, layout)
     model = spec.compile()
     root = spec.worldbody.first_body().name
     return SceneInfo(
         model=model,
-        layout=layout_for(embodiment),
+        layout=layout,
         root_body=root,
         joint_names=controlled_joints(embodiment),
         camera_names=embodiment.camera_names,
@@ -280,6 +307,13 @@ def _add_world(spec: mujoco.MjSpec, layout: SceneLayout) -> None:
         body.add_geom(
             type=gtype, size=size, rgba=obj.rgba, mass=obj.mass, contype=WORLD_CONTYPE,
             conaffinity=WORLD_CONAFFINITY, friction=(1.0, 0.01, 0.001), condim=4,
+        )
+    for marker in layout.markers:
+        # 1 mm above the table so it never z-fights with the top; no contact, so objects slide over it.
+        body = wb.add_body(name=marker.name, pos=(*marker.xy, layout.table_top + 0.001), mocap=True)
+        body.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=(marker.radius, 0.001, 0.0), rgba=marker.rgba,
+            contype=0, conaffinity=0, group=VISUAL_GROUP,
         )
     # A key light from above-front and a fill light; neither casts shadows (see module docstring).
     for name, pos, direction, diffuse in (

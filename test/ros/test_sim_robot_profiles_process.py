@@ -23,7 +23,7 @@ from sensor_msgs.msg import CompressedImage, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_ros.core.image import decode_compressed
-from dreamzero_ros.testing import NodeLauncher, RosProbe, wait_until
+from dreamzero_ros.testing.probes import NodeLauncher, RosProbe, wait_until
 
 MODULE = "dreamzero_ros.nodes.sim_robot_node"
 REACH = 5.0  # s for a commanded joint to settle (the sim renders cameras on the same two cores)

@@ -1,0 +1,88 @@
+"""Benchmark the simulated tasks' scripted expert: success rate per task over seeded episodes, the hold-still
+baseline, simulated time to success, and CPU seconds per episode (physics only, no rendering); optionally the
+cost of rendering demonstrations (all cameras every control step, as `dreamzero generate` does).
+
+    python benchmarks/bench_expert.py --episodes 50            # success table, ~1 min on one core
+    python benchmarks/bench_expert.py --episodes 3 --render    # + demonstration frames per second
+
+Success rates come with a 95% Wilson interval. Seeds start at --seed (default 1_000_000, disjoint from the
+seeds `dreamzero generate` uses by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from _common import default_output, print_table, summarize, write_json
+
+import dreamzero_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is first imported
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.sim.expert import ScriptedExpert, hold_still, rollout
+from dreamzero_ros.sim.robot import SimRobot
+from dreamzero_ros.sim.tasks import TASKS, reset_episode, task_layout
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embodiment", default="franka_droid")
+    parser.add_argument("--tasks", nargs="+", default=sorted(TASKS))
+    parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per task and policy")
+    parser.add_argument("--seed", type=int, default=1_000_000)
+    parser.add_argument("--render", action="store_true", help="also time episodes with every camera rendered")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    emb = load_embodiment(args.embodiment)
+    rows, render_rows = [], []
+    with SimRobot(emb, layout=task_layout(emb)) as robot:
+        for task in args.tasks:
+            for name in ("expert", "hold_still"):
+                ok, tts, cpu, failed = 0, [], [], []
+                for seed in range(args.seed, args.seed + args.episodes):
+                    episode = reset_episode(robot, task, seed)
+                    policy = ScriptedExpert(robot, episode) if name == "expert" else hold_still
+                    t0 = time.process_time()
+                    result = rollout(robot, episode, policy)
+                    cpu.append(time.process_time() - t0)
+                    ok += result.success
+                    if result.success:
+                        tts.append(result.time_to_success)
+                    else:
+                        failed.append(seed)
+                lo, hi = wilson(ok, args.episodes)
+                rows.append({
+                    "task": task, "policy": name, "success": f"{ok}/{args.episodes}", "rate": ok / args.episodes,
+                    "ci95_lo": lo, "ci95_hi": hi, "tts_p50_s": summarize(tts)["p50"], "tts_max_s": summarize(tts)["max"],
+                    "cpu_s_per_ep_p50": summarize(cpu)["p50"],
+                    "failed_seeds": failed[:10] if name == "expert" else "-",
+                })
+            if args.render:
+                frames, t0 = 0, time.perf_counter()
+                for seed in range(args.seed, args.seed + min(args.episodes, 3)):
+                    episode = reset_episode(robot, task, seed)
+                    result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=emb.camera_names)
+                    frames += len(result.states)
+                wall = time.perf_counter() - t0
+                render_rows.append({"task": task, "steps": frames, "wall_s": wall, "steps_per_s": frames / wall,
+                                    "views": len(emb.camera_names)})
+    print_table(rows, title=f"scripted expert vs hold-still, {args.embodiment}, seeds {args.seed}..")
+    if render_rows:
+        print_table(render_rows, title="demonstrations with every camera rendered (control steps per wall s)")
+    write_json(args.out or default_output("expert"), {"results": rows, "render": render_rows,
+                                                       "episodes": args.episodes, "seed": args.seed})
+
+
+if __name__ == "__main__":
+    main()

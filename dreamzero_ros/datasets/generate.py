@@ -1,0 +1,73 @@
+"""Expert demonstrations from the simulator, written as a LeRobot dataset (`dreamzero generate`).
+
+Each (task, seed) episode is reset through `sim.tasks.reset_episode`, solved by `sim.expert.ScriptedExpert`
+with every camera rendered at its source size each control step, and written by `LeRobotWriter` if the task's
+predicate held (failed demonstrations are skipped and counted, as the release filters DROID's failures).
+Seeds run from `first_seed`; keep evaluation seeds disjoint from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.datasets.lerobot import LeRobotWriter
+
+
+@dataclass
+class GenerateReport:
+    written: dict[str, int] = field(default_factory=dict)  # task -> episodes written
+    failed: dict[str, list[int]] = field(default_factory=dict)  # task -> seeds the expert failed
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def generate(
+    out: str | Path,
+    embodiment: EmbodimentConfig,
+    tasks: Sequence[str],
+    episodes: int,
+    *,
+    first_seed: int = 0,
+    action_noise: float = 0.0,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> GenerateReport:
+    """`episodes` expert episodes per task (seeds first_seed, first_seed + 1, ...) into the dataset `out`.
+
+    action_noise: std (rad) of noise on the executed arm targets, the recorded actions staying the expert's
+    (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
+    """
+    import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
+    from dreamzero_ros.sim.expert import ScriptedExpert, rollout
+    from dreamzero_ros.sim.robot import SimRobot
+    from dreamzero_ros.sim.tasks import get_task, reset_episode, task_layout
+
+    for task in tasks:
+        get_task(task)  # unknown names fail before any work
+    if episodes < 1:
+        raise ValueError(f"episodes per task must be >= 1, got {episodes}")
+    report = GenerateReport()
+    t0 = time.perf_counter()
+    with SimRobot(embodiment, layout=task_layout(embodiment)) as robot, \
+            LeRobotWriter(out, embodiment, overwrite=overwrite) as writer:
+        for task in tasks:
+            report.written[task] = 0
+            report.failed[task] = []
+            for seed in range(first_seed, first_seed + episodes):
+                episode = reset_episode(robot, task, seed)
+                result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names,
+                                 action_noise=action_noise, noise_seed=seed)
+                if not result.success:
+                    report.failed[task].append(seed)
+                    continue
+                writer.add_episode(result.states, result.actions, result.frames, episode.instruction, success=True)
+                report.written[task] += 1
+                report.frames += len(result.states)
+                if progress is not None:
+                    progress(f"{task} seed {seed}: {len(result.states)} steps, '{episode.instruction}'")
+    report.seconds = time.perf_counter() - t0
+    return report

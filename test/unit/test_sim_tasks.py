@@ -1,0 +1,156 @@
+"""Simulated tasks: seeded episodes, success predicates on hand-placed states, the scripted expert vs holding still.
+
+Pure MuJoCo (no ROS, no rendering).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dreamzero_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is first imported
+from dreamzero_ros.core.embodiment import load_embodiment
+
+pytest.importorskip("mujoco")
+from dreamzero_ros.sim.expert import ScriptedExpert, hold_still, rollout
+from dreamzero_ros.sim.robot import SimRobot
+from dreamzero_ros.sim.tasks import (
+    CUBE_HALF,
+    MIN_OBJECT_GAP,
+    MIN_PAD_DISTANCE,
+    PAD_NAME,
+    TASKS,
+    WORKSPACE_X,
+    WORKSPACE_Y,
+    is_success,
+    reset_episode,
+    sample_episode,
+    task_layout,
+)
+
+EMB = load_embodiment("franka_droid")
+FINGER_ORIGIN_TO_TIP = 0.052  # m: URDF finger box centre 0.027 + half length 0.025 along the hand's z
+
+
+@pytest.fixture(scope="module")
+def robot():
+    sim = SimRobot(EMB, layout=task_layout(EMB))
+    yield sim
+    sim.close()
+
+
+def _fingertips(sim: SimRobot) -> np.ndarray:
+    """Midpoint of the two fingertips, from the finger bodies (not from the task code's tool centre point)."""
+    d = sim.data
+    mid = 0.5 * (d.body("panda_leftfinger").xpos + d.body("panda_rightfinger").xpos)
+    return mid + d.body("panda_hand").xmat.reshape(3, 3)[:, 2] * FINGER_ORIGIN_TO_TIP
+
+
+def test_an_episode_is_a_pure_function_of_task_and_seed_and_respects_the_placement_rules() -> None:
+    for task in TASKS:
+        episodes = [sample_episode(EMB, task, seed) for seed in range(6)]
+        assert sample_episode(EMB, task, 3) == episodes[3]
+        assert len({tuple(e.objects[e.target]) for e in episodes}) == 6, "every seed places the cube anew"
+        for e in episodes:
+            assert e.colour in e.instruction and "cube" in e.instruction
+            xy = np.array(list(e.objects.values()))
+            assert np.all((xy[:, 0] >= WORKSPACE_X[0]) & (xy[:, 0] <= WORKSPACE_X[1]))
+            assert np.all((xy[:, 1] >= WORKSPACE_Y[0]) & (xy[:, 1] <= WORKSPACE_Y[1]))
+            gaps = [np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)]
+            assert min(gaps) >= MIN_OBJECT_GAP
+            assert np.linalg.norm(np.array(e.pad) - np.array(e.objects[e.target])) >= MIN_PAD_DISTANCE
+
+
+def test_bad_task_names_and_seeds_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown task 'stack'"):
+        sample_episode(EMB, "stack", 0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        sample_episode(EMB, "reach", -1)
+
+
+def test_the_demo_scene_is_unchanged_and_refuses_a_task_reset() -> None:
+    with SimRobot(EMB) as sim:
+        names = {sim.model.body(i).name for i in range(sim.model.nbody)}
+        assert {"red_cube", "green_cylinder", "blue_block", "yellow_puck"} <= names
+        assert PAD_NAME not in names
+        with pytest.raises(ValueError, match="task_layout"):
+            reset_episode(sim, "reach", 0)
+
+
+def test_reset_puts_the_arm_at_the_episode_start_and_the_cubes_and_pad_where_the_episode_says(robot) -> None:
+    episode = reset_episode(robot, "push", 4)
+    q = robot.joint_positions()
+    for joint, value in episode.start.items():
+        assert q[joint] == pytest.approx(value, abs=1e-9)
+    for name, (x, y) in episode.objects.items():
+        assert robot.body_position(name) == pytest.approx([x, y, CUBE_HALF + 1e-4], abs=1e-6)
+    assert robot.body_position(PAD_NAME)[:2] == pytest.approx(episode.pad, abs=1e-9)
+
+
+def test_reach_succeeds_with_the_cube_just_under_the_fingertips_and_fails_with_it_elsewhere(robot) -> None:
+    episode = reset_episode(robot, "reach", 0)
+    tip = _fingertips(robot)
+    robot.place({episode.target: tip + np.array([0.0, 0.0, -CUBE_HALF])})  # top face touching the fingertips
+    assert is_success(robot, episode)
+    robot.place({episode.target: tip + np.array([0.0, 0.0, -CUBE_HALF - 0.05])})  # 5 cm below them
+    assert not is_success(robot, episode)
+    other = next(name for name in episode.objects if name != episode.target)
+    robot.place({other: tip + np.array([0.0, 0.0, -CUBE_HALF]), episode.target: (*episode.objects[episode.target],
+                                                                                  CUBE_HALF)})
+    assert not is_success(robot, episode), "touching another colour's cube is not success"
+
+
+def test_push_succeeds_with_the_cube_on_the_pad_only(robot) -> None:
+    episode = reset_episode(robot, "push", 1)
+    px, py = episode.pad
+    robot.place({episode.target: (px + 0.03, py - 0.03, CUBE_HALF)})  # 4.2 cm off centre: on the pad
+    assert is_success(robot, episode)
+    robot.place({episode.target: (px + 0.06, py, CUBE_HALF)})  # half its width over the pad's edge
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (px, py, CUBE_HALF + 0.1)})  # above the pad, not on it
+    assert not is_success(robot, episode)
+
+
+def test_lift_succeeds_with_the_cube_held_high_and_fails_with_it_on_the_table(robot) -> None:
+    episode = reset_episode(robot, "lift", 2)
+    assert not is_success(robot, episode)
+    x, y = episode.objects[episode.target]
+    robot.place({episode.target: (x, y, CUBE_HALF + 0.1)})
+    assert is_success(robot, episode)
+    robot.place({episode.target: (x, y, CUBE_HALF + 0.03)})  # 3 cm up is not a lift
+    assert not is_success(robot, episode)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_the_scripted_expert_solves_the_task_and_holding_still_does_not(robot, task: str) -> None:
+    for seed in (100, 101):
+        episode = reset_episode(robot, task, seed)
+        result = rollout(robot, episode, ScriptedExpert(robot, episode))
+        assert result.success, f"{task} seed {seed}: expert failed"
+        assert is_success(robot, episode), "still solved at the end of the settle time"
+        assert result.states.shape == (len(result.actions), len(EMB.state_joints))
+        assert result.actions.shape[1] == len(EMB.action_joints)
+        assert np.all(np.isfinite(result.actions))
+
+        episode = reset_episode(robot, task, seed)
+        still = rollout(robot, episode, hold_still)
+        assert not still.success, f"{task} seed {seed}: holding still counted as success"
+        assert len(still.actions) == round(episode.max_duration * EMB.control.rate_hz)
+
+
+def test_perturbed_demonstrations_leave_the_nominal_path_yet_record_the_experts_clean_targets(robot) -> None:
+    episode = reset_episode(robot, "reach", 3)
+    clean = rollout(robot, episode, ScriptedExpert(robot, episode), stop_on_success=False)
+    episode = reset_episode(robot, "reach", 3)
+    expert = ScriptedExpert(robot, episode)
+    labels: list[np.ndarray] = []
+
+    def recording_expert(sim: SimRobot) -> np.ndarray:
+        labels.append(expert(sim))
+        return labels[-1]
+
+    noisy = rollout(robot, episode, recording_expert, stop_on_success=False, action_noise=0.02, noise_seed=1)
+    assert noisy.success
+    np.testing.assert_array_equal(noisy.actions, np.array(labels))  # recorded: what the expert asked for
+    deviation = np.abs(noisy.states[:, :7] - clean.states[:, :7]).max()
+    assert deviation > 0.005, f"noise on the executed targets moved the arm off the clean path ({deviation:.4f} rad)"
