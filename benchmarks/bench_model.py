@@ -219,33 +219,51 @@ def closed_loop(args: argparse.Namespace, received: int) -> dict[str, dict[str, 
 
 
 def vae_write_cost(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """The VAE part of a chunk write: a 9-frame clip encoded from scratch (the release) vs 8 frames continuing a
-    causal stream (the earlier design), and the 33-frame y clip of an episode start."""
+    """The VAE part of observe(), the cases interleaved repeat by repeat so a busy machine weighs on each alike:
+    a write's 9-frame clip from scratch (the release) vs 8 frames continuing a causal stream (the earlier design);
+    the y clip at an episode start (lazy: first frame + the 8 zero frames of chunk 1) vs all 33 frames at once, and
+    the 8 zero frames a later chunk adds."""
+    from dreamzero_ros.model.encoders import ConditionStream
+
     model = build(args)
     vae = model.vae
     size = tuple(args.frame_size)
     clip = model.real_clip(frames(model.frames_per_chunk, size, 1))
     first = frames(1, size, 0)
+    total = model.config.condition_frames
+    samples: dict[str, list[float]] = {name: [] for name in (
+        "write: 9-frame clip from scratch", "write: 8 frames continuing a stream (before)",
+        "start: y lazily (1 + 8 frames)", "start: y at once (33 frames)", "later chunk: y's next 8 zero frames")}
 
-    def streamed() -> None:
-        cache: list = [None] * vae._conv_count
-        vae._encode_pixels(vae.frames_to_input(first), cache)
-        timed_part.append(time.perf_counter())
-        pixels = vae.frames_to_input(clip[1:])
+    def started_stream() -> ConditionStream:
+        stream = ConditionStream(vae, first[0], total)
+        stream.latents(3)
+        return stream
+
+    def streamed(pixels: torch.Tensor, cache: list) -> None:
         for i in range(0, pixels.shape[2], 4):
             vae._encode_pixels(pixels[:, :, i : i + 4], cache)
-        timed_part.append(time.perf_counter())
 
-    timed_part: list[float] = []
     with torch.no_grad():
-        rows = {"9-frame clip from scratch": summarize(timed(lambda: vae.encode_clip(clip), args.repeats, 1)),
-                "33-frame y clip (episode start)": summarize(
-                    timed(lambda: vae.encode_condition(first[0], model.config.condition_frames), 3, 1))}
-        for _ in range(args.repeats + 1):
-            streamed()
-    pairs = list(zip(timed_part[0::2], timed_part[1::2], strict=True))[1:]
-    rows["8 frames continuing a stream (before)"] = summarize([b - a for a, b in pairs])
-    return rows
+        for _ in range(args.repeats):
+            tick = time.perf_counter()
+            vae.encode_clip(clip)
+            samples["write: 9-frame clip from scratch"].append(time.perf_counter() - tick)
+            cache: list = [None] * vae._conv_count
+            vae._encode_pixels(vae.frames_to_input(first), cache)
+            tick = time.perf_counter()
+            streamed(vae.frames_to_input(clip[1:]), cache)
+            samples["write: 8 frames continuing a stream (before)"].append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            stream = started_stream()
+            samples["start: y lazily (1 + 8 frames)"].append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            stream.latents(5)
+            samples["later chunk: y's next 8 zero frames"].append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            vae.encode_condition(first[0], total)
+            samples["start: y at once (33 frames)"].append(time.perf_counter() - tick)
+    return {name: summarize(values) for name, values in samples.items()}
 
 
 def main() -> None:

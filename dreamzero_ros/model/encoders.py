@@ -169,6 +169,17 @@ class VideoVae(nn.Module):
         stream = ConditionStream(self, first_frame, num_frames)
         return stream.latents(stream.total)
 
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Normalised latents [1, z, F, h, w] -> uint8 frames [T, H, W, 3] at frame_size (T = 1 + 4 (F - 1))."""
+        z = latents.float() * self.latents_std + self.latents_mean
+        video = self.model.decode(z.to(self.dtype)).sample[0].float()  # [3, T, h, w] in [-1, 1]
+        frames = video.permute(1, 0, 2, 3)
+        if tuple(frames.shape[-2:]) != tuple(self.frame_size):
+            frames = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False)
+        frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(0, 2, 3, 1).cpu().numpy()
+
 
 class ConditionStream:
     """The y clip [first frame, num_frames - 1 zero frames] encoded lazily: latent frame j is computed the first time
@@ -198,14 +209,3 @@ class ConditionStream:
         while len(self._latents) < count:
             self._latents.append(self.vae._encode_pixels(self._zeros, self._cache))
         return torch.cat(self._latents[:count], dim=2)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Normalised latents [1, z, F, h, w] -> uint8 frames [T, H, W, 3] at frame_size (T = 1 + 4 (F - 1))."""
-        z = latents.float() * self.latents_std + self.latents_mean
-        video = self.model.decode(z.to(self.dtype)).sample[0].float()  # [3, T, h, w] in [-1, 1]
-        frames = video.permute(1, 0, 2, 3)
-        if tuple(frames.shape[-2:]) != tuple(self.frame_size):
-            frames = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False)
-        frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return frames.permute(0, 2, 3, 1).cpu().numpy()
