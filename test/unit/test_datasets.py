@@ -311,5 +311,5 @@ def test_an_agibot_recording_exports_its_base_velocity_from_twist_and_zero_once_
         np.testing.assert_allclose(table["action"][k, -2:], want, atol=1e-6, err_msg=f"step {k}")
     assert np.all(table["action"][-1, -2:] == 0.0), "the base stopped after its last command"
     info = json.loads((tmp_path / "ds/meta/info.json").read_text())
-    assert info["features"]["action"]["names"][-2:] == ["base_velocity.linear_x", "base_velocity.angular_z"]
+    assert info["features"]["action"]["names"][-2:] == ["robot_velocity.linear_x", "robot_velocity.angular_z"]  # the release key
     assert info["fps"] == rate
