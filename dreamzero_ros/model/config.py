@@ -272,6 +272,7 @@ def dreamzero_5b_config(**overrides: Any) -> WamConfig:
         latent_channels=48, conditioning="ti2v", text_dim=4096, text_len=512, image_dim=None, image_tokens=0,
         vae=dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                  attn_scales=[], temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
+                 in_channels=12, out_channels=12,  # 2x2-patchified RGB in and out
                  scale_factor_spatial=16, latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
         text_encoder=dict(_UMT5_XXL), image_encoder=None,
     )  # fmt: skip

@@ -255,7 +255,9 @@ def infer_encoder_configs(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         )  # fmt: skip
         out["image_dim"], out["image_tokens"] = int(dim), int(tokens)
     vae = "action_head.vae.model."
-    if vae + "encoder.conv1.weight" in tensors:
+    # the Wan 2.2 (5B) VAE's residual stages keep the preset's layout (its statistics are not in the files)
+    if vae + "encoder.conv1.weight" in tensors and vae + "encoder.downsamples.0.downsamples.0.residual.6.weight" \
+            not in tensors:  # fmt: skip
         out["vae"] = _infer_vae(tensors, keys, vae)
     return out
 

@@ -601,3 +601,25 @@ def test_the_local_backend_loads_a_checkpoint_of_our_own_save_path_and_refuses_a
     # YAM: the same 24-step horizon, but 14 state values where the checkpoint's model has 8
     with pytest.raises(ConfigError, match=r"yam\.yaml: action: 14 values in the config but 8 in the checkpoint"):
         LocalBackend(load_embodiment("yam"), model=backend.model)
+
+
+def test_the_wan_2_2_vae_of_the_5b_variant_maps_onto_diffusers_residual_blocks_name_for_name_and_shape():
+    from diffusers import AutoencoderKLWan
+
+    from dreamzero_ros.model.native_names import vae_to_module
+
+    layout = dict(z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=2, temperal_downsample=[False, True, True])
+    native = wan.native_state(wan.VideoVAE38(dim=4, dec_dim=8, **layout), "model.", 41)
+    got, _ = vae_to_module(native, num_res_blocks=2)
+    ours = AutoencoderKLWan(base_dim=4, decoder_base_dim=8, is_residual=True, patch_size=2, in_channels=12,
+                            out_channels=12, attn_scales=[], latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+                            scale_factor_spatial=16, **layout).state_dict()  # fmt: skip
+    assert sorted(got) == sorted("model." + k for k in ours)
+    assert {k: tuple(v.shape) for k, v in got.items()} == {"model." + k: tuple(v.shape) for k, v in ours.items()}
+    # hand-listed: stage 1's resample follows its 2 residual blocks in the encoder, 3 in the decoder
+    assert torch.equal(got["model.encoder.down_blocks.1.downsampler.time_conv.weight"],
+                       native["model.encoder.downsamples.1.downsamples.2.time_conv.weight"])  # fmt: skip
+    assert torch.equal(got["model.decoder.up_blocks.0.upsampler.resample.1.weight"],
+                       native["model.decoder.upsamples.0.upsamples.3.resample.1.weight"])  # fmt: skip
+    assert torch.equal(got["model.decoder.up_blocks.2.resnets.2.norm2.gamma"],
+                       native["model.decoder.upsamples.2.upsamples.2.residual.3.gamma"])  # fmt: skip
