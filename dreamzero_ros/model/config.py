@@ -56,7 +56,8 @@ class WamConfig:
         max_action_dim / max_state_dim: actions are zero-padded to 32, state to 64 (released shapes).
         encoder_hidden: hidden width of the state encoder and action decoder MLPs (1024).
         num_embodiments: weight slabs of the category-specific action/state layers (the release has 1).
-        horizon: action tokens per chunk (24 for DROID at 15 Hz, 48 at 30 Hz).
+        horizon: action tokens per chunk (24 in the released recipe: 1.6 s at 15 Hz for DROID, 0.8 s at 30 Hz for
+            AgiBot G1 and YAM; the paper used 48 for AgiBot).
         latent_frames_per_chunk: latent frames per chunk (2 = 8 video frames).
         context_chunks: chunks kept in the KV cache before the episode context resets (4).
         frame_size: (H, W) of the stitched RGB frame the model sees.
