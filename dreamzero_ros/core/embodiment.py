@@ -645,7 +645,7 @@ def check_checkpoint_timing(
 ) -> None:
     """Refuse a config whose chunk timing differs from the checkpoint's: a model trained on 24 steps at 30 Hz must
     not be driven with 48-step chunks or at 15 Hz. Values the checkpoint does not state (None) are not checked.
-    The ConfigError names the config field, both values and the checkpoint."""
+    The ConfigError names the config file and field, both values and the checkpoint."""
     wanted = (
         ("control.horizon", embodiment.control.horizon, horizon),
         ("control.rate_hz", embodiment.control.rate_hz, control_rate_hz),
@@ -655,7 +655,4 @@ def check_checkpoint_timing(
     wrong = [(f, mine, theirs) for f, mine, theirs in wanted if theirs is not None and abs(mine - theirs) > 1e-6]
     if wrong:
         detail = "; ".join(f"{f} is {mine:g} in the config but {theirs:g} in the checkpoint" for f, mine, theirs in wrong)
-        raise ConfigError(
-            embodiment.source, wrong[0][0],
-            f"{detail} ({source}); use a config with the checkpoint's chunk timing",
-        )  # fmt: skip
+        raise ConfigError(embodiment.source, "", f"{detail} ({source}); use a config with the checkpoint's chunk timing")

@@ -436,8 +436,16 @@ def released_folder(tmp_path_factory):
     return folder, dit, t5
 
 
-def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_weights(released_folder):
+def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_weights(released_folder,
+                                                                                       monkeypatch):  # fmt: skip
     folder, dit, t5 = released_folder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("loading a released folder tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # offline by construction, not by environment
     loaded = WorldActionModel.from_checkpoint(folder)
     assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
     info, config = loaded.checkpoint_info, loaded.config
@@ -623,3 +631,22 @@ def test_the_wan_2_2_vae_of_the_5b_variant_maps_onto_diffusers_residual_blocks_n
                        native["model.decoder.upsamples.0.upsamples.3.resample.1.weight"])  # fmt: skip
     assert torch.equal(got["model.decoder.up_blocks.2.resnets.2.norm2.gamma"],
                        native["model.decoder.upsamples.2.upsamples.2.residual.3.gamma"])  # fmt: skip
+
+
+def test_dreamzero_serve_refuses_a_config_whose_timing_differs_from_the_checkpoint_and_exits_2(released_folder,
+                                                                                              tmp_path, capsys):  # fmt: skip
+    import argparse
+
+    from dreamzero_ros.core.embodiment import config_dir
+    from dreamzero_ros.server import add_arguments, run
+
+    folder, _, _ = released_folder
+    paper = (config_dir() / "agibot_g1.yaml").read_text().replace("horizon: 24", "horizon: 48")
+    (tmp_path / "agibot_paper.yaml").write_text(paper.replace("chunk_duration: 0.8", "chunk_duration: 1.6"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--embodiment", str(tmp_path / "agibot_paper.yaml"), "--checkpoint", str(folder),
+                              "--port", "0", "--torch-threads", "1"])  # fmt: skip
+    assert run(args) == 2
+    out = capsys.readouterr().out
+    assert "agibot_paper.yaml: control.horizon is 48 in the config but 24 in the checkpoint" in out
