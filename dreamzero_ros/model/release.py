@@ -307,9 +307,9 @@ def find_tokenizer(folder: Path, explicit: str | Path | None = None) -> Path:
     raise ReleaseError(
         f"umT5 tokenizer not found (the release does not ship it; its code downloads {TOKENIZER_REPO}, we never "
         f"download at run time). Looked in: {looked}, and the Hugging Face cache {_cache_dir()}. Download it once "
-        f"with network access:\n  huggingface-cli download {TOKENIZER_REPO} spiece.model tokenizer.json "
-        f"tokenizer_config.json special_tokens_map.json --local-dir {target}\n"
-        f"(or set DREAMZERO_TOKENIZER to a folder holding those files)"
+        f"with network access (the tokenizer files only, not the model weights):\n  huggingface-cli download "
+        f"{TOKENIZER_REPO} --exclude '*.bin' '*.safetensors' '*.h5' '*.msgpack' --local-dir {target}\n"
+        f"(or set DREAMZERO_TOKENIZER to a folder holding spiece.model / tokenizer_config.json)"
     )
 
 
