@@ -419,7 +419,9 @@ def released_folder(tmp_path_factory):
     # CLIP width 160 = 2 heads of ViT-H's 80 (the head count is not in the weights)
     clip = dict(hidden_size=160, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28,
                 patch_size=14, projection_dim=16, hidden_act="gelu")  # fmt: skip
-    dit = tiny_model(seed=7, action_dim=22, state_dim=20, image_dim=160, image_tokens=5, image_encoder=clip)
+    # the DiT patch of the release (1, 2, 2); the folder's model sees full-size frames (pixel_downsample 1)
+    dit = tiny_model(seed=7, action_dim=22, state_dim=20, image_dim=160, image_tokens=5, image_encoder=clip,
+                     patch_size=(1, 2, 2), pixel_downsample=2)  # fmt: skip
     folder = tmp_path_factory.mktemp("released") / "DreamZero-AgiBot"
     (folder / "experiment_cfg").mkdir(parents=True)
     t5_cfg = {**dit.config.text_encoder, "relative_attention_max_distance": 128}  # Wan's T5 buckets reach 128
@@ -464,7 +466,7 @@ def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_
         assert "sampler option noise_seed=1140 of the checkpoint is not supported by this sampler" in \
             loaded.load_report.notes  # fmt: skip
     # sizes from the weights: DiT, Wan T5, ViT, VAE
-    assert (config.dim, config.num_layers, config.patch_size) == (dit.config.dim, 2, (1, 1, 1))
+    assert (config.dim, config.num_layers, config.patch_size) == (dit.config.dim, 2, (1, 2, 2))
     assert config.text_encoder["num_layers"] == 1 and config.text_encoder["d_model"] == 16
     assert config.text_encoder["relative_attention_num_buckets"] == 8 and config.text_encoder["d_kv"] == 8
     assert (config.image_dim, config.image_tokens, config.image_encoder["num_attention_heads"]) == (160, 5, 2)
@@ -482,12 +484,21 @@ def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_
 
 
 def test_the_local_backend_takes_the_released_timing_and_refuses_a_config_that_disagrees(released_folder, tmp_path):
+    from dreamzero_ros.backends.base import Observation
     from dreamzero_ros.backends.local import LocalBackend
     from dreamzero_ros.core.embodiment import ConfigError, config_dir, load_embodiment
 
     folder, _, _ = released_folder
-    backend = LocalBackend(load_embodiment("agibot_g1"), checkpoint=folder)
+    g1 = load_embodiment("agibot_g1")
+    backend = LocalBackend(g1, checkpoint=folder)
     assert backend.space.action_dim == 22 and not backend.space.identity
+    # one chunk end to end: 24 rows of the 20 joints + robot_velocity, inside the metadata's ranges
+    backend.set_instruction("stack the blocks")
+    lo, hi, _ = g1.limits_arrays(g1.state_joints)
+    frame = np.random.default_rng(0).integers(0, 256, (1, 352, 640, 3), dtype=np.uint8)
+    result = backend.infer(Observation(stamp=0.0, frames=frame, state=(lo + hi) / 2))
+    assert result.positions.shape == (24, 20) and result.extras["robot_velocity"].shape == (24, 2)
+    assert np.all(np.isfinite(result.positions)) and np.all(np.abs(result.extras["robot_velocity"]) <= [0.5, 1.0])
     # the paper's 48-step AgiBot setting (1.6 s, 5 fps) against a checkpoint of the released recipe
     paper = (config_dir() / "agibot_g1.yaml").read_text().replace("horizon: 24", "horizon: 48")
     paper = paper.replace("chunk_duration: 0.8", "chunk_duration: 1.6").replace("fps: 10", "fps: 5")
