@@ -56,7 +56,7 @@ def load_model(
 
         return load_world_action_model(WorldActionModel, Path(checkpoint), device=device, dtype=dtype,
                                        embodiment=embodiment.name)  # fmt: skip
-    action_dim = len(embodiment.action_joints) + sum(len(g.components) for g in embodiment.extra_actions)
+    action_dim = embodiment.action_dim
     kwargs: dict[str, Any] = {
         "action_dim": action_dim,
         "state_dim": len(embodiment.state_joints),
@@ -75,7 +75,7 @@ def check_checkpoint(embodiment: EmbodimentConfig, info: Any, source: str) -> No
     (`model.checkpoint_info`, see model.release.CheckpointInfo), naming both values."""
     check_checkpoint_timing(embodiment, horizon=info.horizon, control_rate_hz=info.control_rate_hz,
                             video_fps=info.video_fps, frames_per_chunk=info.frames_per_chunk, source=source)  # fmt: skip
-    action_dim = len(embodiment.action_joints) + sum(len(g.components) for g in embodiment.extra_actions)
+    action_dim = embodiment.action_dim
     for what, mine, theirs in (("action", action_dim, info.action_dim),
                                ("state", len(embodiment.state_joints), info.state_dim)):  # fmt: skip
         if mine != theirs:

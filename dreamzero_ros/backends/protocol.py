@@ -264,15 +264,12 @@ def validate_server_metadata(metadata: Any, embodiment: EmbodimentConfig, *, whe
     got_state = metadata.get("state_keys")
     if not isinstance(got_state, Mapping) or dict(got_state) != want_state:
         raise ProtocolError(f"{where}: metadata: state_keys: expected {want_state}, got {got_state!r}")
-    for key, value in (("action_horizon", e.control.horizon), ("action_dim", _action_dim(e)),
+    for key, value in (("action_horizon", e.control.horizon), ("action_dim", e.action_dim),
                        ("action_joints", list(e.action_joints))):
         if metadata.get(key) != value:
             raise ProtocolError(f"{where}: metadata: {key}: expected {value}, got {metadata.get(key)!r}")
     return dict(metadata)
 
-
-def _action_dim(e: EmbodimentConfig) -> int:
-    return len(e.action_joints) + sum(len(g.components) for g in e.extra_actions)
 
 
 # --------------------------------------------------------------------------------------------

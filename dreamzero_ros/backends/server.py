@@ -595,6 +595,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", flush=True)
         return 2
+    except (ValueError, RuntimeError) as exc:  # checkpoint refused: unreadable, or its timing/sizes differ
+        print(f"error: --checkpoint {args.checkpoint!r}: {exc}", flush=True)
+        return 2
     print(f"dreamzero serve: listening on {server.url} embodiment={embodiment.name} backend={args.backend}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -169,7 +169,7 @@ class ActionSpace:
         self.state_dim = len(self.state_joints)
         self.joint_action_dim = len(self.action_joints)
         self.extra_dims = {g.name: len(g.components) for g in e.extra_actions}
-        self.action_dim = self.joint_action_dim + sum(self.extra_dims.values())
+        self.action_dim = e.action_dim
         self.horizon = e.control.horizon
 
         self.state_segments = _segments((g.name, len(g.joints), False) for g in e.state)

@@ -179,6 +179,11 @@ class EmbodimentConfig:
         return tuple(j for g in self.action for j in g.joints)
 
     @property
+    def action_dim(self) -> int:
+        """Length A of one action row: the action joints, then every extra action group's components."""
+        return len(self.action_joints) + sum(len(g.components) for g in self.extra_actions)
+
+    @property
     def camera_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.cameras)
 
@@ -679,7 +684,7 @@ def check_checkpoint_timing(
 ) -> None:
     """Refuse a config whose chunk timing differs from the checkpoint's: a model trained on 24 steps at 30 Hz must
     not be driven with 48-step chunks or at 15 Hz. Values the checkpoint does not state (None) are not checked.
-    The ConfigError names the config field, both values and the checkpoint."""
+    The ConfigError names the config file and field, both values and the checkpoint."""
     wanted = (
         ("control.horizon", embodiment.control.horizon, horizon),
         ("control.rate_hz", embodiment.control.rate_hz, control_rate_hz),
@@ -689,10 +694,8 @@ def check_checkpoint_timing(
     wrong = [(f, mine, theirs) for f, mine, theirs in wanted if theirs is not None and abs(mine - theirs) > 1e-6]
     if wrong:
         detail = "; ".join(f"{f} is {mine:g} in the config but {theirs:g} in the checkpoint" for f, mine, theirs in wrong)
-        raise ConfigError(
-            embodiment.source, wrong[0][0],
-            f"{detail} ({source}); use a config with the checkpoint's chunk timing",
-        )  # fmt: skip
+        raise ConfigError(embodiment.source, "", f"{detail} ({source}); use a config with the checkpoint's chunk timing")
+
 
 def _parse_home(r: _Reader, value: Any, action_joints: tuple[str, ...], limits: dict[str, JointLimits]) -> HomeConfig:
     keys = ("pose", "velocity_scale")

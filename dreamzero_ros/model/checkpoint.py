@@ -17,6 +17,7 @@ the umT5 tokenizer must be found locally before any weight is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -53,6 +54,7 @@ COMPONENT_PREFIXES = {
     "image_encoder": "action_head.image_encoder.",
     "vae": "action_head.vae.",
 }
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(WamConfig)}
 CONFIG_SECTION = "dreamzero_ros"  # our section of config.json: the WamConfig and the robot's action/state dims
 
 # (released name, module name) templates; {n} is a block index, the parameter suffix follows the template.
@@ -333,8 +335,8 @@ def infer_config(
         latent_channels=shape("head.head.weight")[0] // (patch[0] * patch[1] * patch[2]), max_action_dim=shape("action_encoder.W1.W")[1],
         max_state_dim=shape("state_encoder.layer1.W")[1], encoder_hidden=shape("state_encoder.layer1.W")[2],
         num_embodiments=shape("state_encoder.layer1.W")[0], horizon=timing.get("horizon", 24),
-        latent_frames_per_chunk=timing.get("latent_frames_per_chunk", 2), step_cache=sampler["step_cache"],
-        **encoders,
+        latent_frames_per_chunk=timing.get("latent_frames_per_chunk", 2),
+        **{k: v for k, v in sampler.items() if k in _CONFIG_FIELDS}, **encoders,
     )  # fmt: skip
     if config.in_channels != in_channels:
         raise CheckpointError(f"{source}: patch_embedding has {in_channels} input channels, the inferred "

@@ -63,7 +63,8 @@ class WamConfig:
         max_action_dim / max_state_dim: actions are zero-padded to 32, state to 64 (released shapes).
         encoder_hidden: hidden width of the state encoder and action decoder MLPs (1024).
         num_embodiments: weight slabs of the category-specific action/state layers (the release has 1).
-        horizon: action tokens per chunk (24 for DROID at 15 Hz, 48 at 30 Hz).
+        horizon: action tokens per chunk (24 in the released recipe: 1.6 s at 15 Hz for DROID, 0.8 s at 30 Hz for
+            AgiBot G1 and YAM; the paper used 48 for AgiBot).
         latent_frames_per_chunk: latent frames per chunk (2 = 8 video frames).
         context_chunks: chunks kept in the KV cache before the episode context resets (4).
         frame_size: (H, W) of the stitched RGB frame the model sees.
@@ -298,6 +299,7 @@ def dreamzero_5b_config(**overrides: Any) -> WamConfig:
         latent_channels=48, conditioning="ti2v", text_dim=4096, text_len=512, image_dim=None, image_tokens=0,
         vae=dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                  attn_scales=[], temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
+                 in_channels=12, out_channels=12,  # 2x2-patchified RGB in and out
                  scale_factor_spatial=16, latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
         text_encoder=dict(_UMT5_XXL), image_encoder=None,
     )  # fmt: skip

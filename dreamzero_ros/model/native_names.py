@@ -10,7 +10,8 @@ The release keeps its frozen encoders under the module names of Wan's reference 
 - VAE (Wan 2.1 `VideoVAE_`, under `action_head.vae.`): `model.conv1/conv2`, `model.encoder.downsamples.K`,
   `model.decoder.upsamples.K`, `middle.{0,1,2}`, `head.{0,2}`, `residual.{0,2,3,6}`, `shortcut` -> diffusers'
   AutoencoderKLWan (the same renaming diffusers' `convert_wan_vae_to_diffusers` does for the 14B layout, derived
-  here for any `num_res_blocks` / number of stages so tiny VAEs map too).
+  here for any `num_res_blocks` / number of stages so tiny VAEs map too); Wan 2.2's residual stages
+  (`downsamples.i.downsamples.j`, `upsamples.i.upsamples.j`) -> diffusers' residual down/up blocks.
 
 Weights the deployed model never uses (CLIP's projection `head`, `log_scale`, its text tower) are returned as
 ignored, not as unexpected. A key that fits none of the patterns is passed through unchanged, so the loader
@@ -153,6 +154,7 @@ _CODER = {
     "head.2.bias": "conv_out.bias",
 }
 _INDEXED = re.compile(r"^(?P<list>downsamples|upsamples|middle)\.(?P<k>\d+)\.(?P<rest>.+)$")
+_NESTED = re.compile(r"^(?:downsamples|upsamples)\.(?P<j>\d+)\.(?P<rest>.+)$")
 
 
 def _resnet_or_same(rest: str) -> str:
@@ -186,7 +188,17 @@ def vae_to_module(state: dict[str, torch.Tensor], num_res_blocks: int) -> tuple[
             out[key] = tensor
             continue
         k, tail = int(match.group("k")), match.group("rest")
-        if match.group("list") == "middle":
+        nested = _NESTED.match(tail)
+        if nested is not None and match.group("list") != "middle":
+            # Wan 2.2 (5B) residual stages: downsamples.i.downsamples.j / upsamples.i.upsamples.j, the stage's
+            # resample last (encoder: after num_res_blocks blocks, decoder: after num_res_blocks + 1)
+            j, inner = int(nested.group("j")), nested.group("rest")
+            blocks = num_res_blocks if coder == "encoder" else num_res_blocks + 1
+            kind = "down_blocks" if coder == "encoder" else "up_blocks"
+            sampler = "downsampler" if coder == "encoder" else "upsampler"
+            target = (f"{kind}.{k}.{sampler}.{inner}" if j == blocks
+                      else f"{kind}.{k}.resnets.{j}.{_resnet_or_same(inner)}")  # fmt: skip
+        elif match.group("list") == "middle":
             target = f"mid_block.attentions.0.{tail}" if k == 1 else f"mid_block.resnets.{k // 2}.{_resnet_or_same(tail)}"
         elif match.group("list") == "downsamples" and coder == "encoder":
             target = f"down_blocks.{k}.{_resnet_or_same(tail)}"

@@ -22,12 +22,10 @@ import torch
 import yaml
 
 from dreamzero_ros.core.action_space import REFERENCE_TAGS
-from dreamzero_ros.model.config import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+from dreamzero_ros.model.config import RELEASED_SAMPLER_DEFAULTS, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
 
 #: the umT5 tokenizer the release downloads at run time (we never do)
 TOKENIZER_REPO = "google/umt5-xxl"
-#: DiT step caching and per-call noise seed the reference server always runs
-RELEASED_SAMPLER = {"step_cache": "fixed", "noise_seed": 1140}
 #: released recipe: control rate = the dataset rate per embodiment tag (DREAMZERO_FACTS.md, "Embodiments")
 RELEASED_CONTROL_RATE_HZ = {"oxe_droid": 15.0, "agibot": 30.0, "yam": 30.0}
 #: Wan's open-clip ViT-H/14 head width (1280 = 16 heads x 80); CLIP heads cannot be read from weight shapes
@@ -204,7 +202,7 @@ def _metadata_fps(metadata: dict | None, tag: str) -> float | None:
 def released_sampler(raw: dict) -> dict[str, Any]:
     """The reference server's sampler: fixed 8-of-16 DiT step cache, seed 1140 per call, and the
     `decouple_inference_noise` variant when the checkpoint's config asks for it."""
-    sampler = dict(RELEASED_SAMPLER)
+    sampler = dict(RELEASED_SAMPLER_DEFAULTS)
     if find_key(raw, "decouple_inference_noise"):
         sampler["decouple_inference_noise"] = True
         final = find_key(raw, "video_inference_final_noise")
@@ -255,7 +253,9 @@ def infer_encoder_configs(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         )  # fmt: skip
         out["image_dim"], out["image_tokens"] = int(dim), int(tokens)
     vae = "action_head.vae.model."
-    if vae + "encoder.conv1.weight" in tensors:
+    # the Wan 2.2 (5B) VAE's residual stages keep the preset's layout (its statistics are not in the files)
+    if vae + "encoder.conv1.weight" in tensors and vae + "encoder.downsamples.0.downsamples.0.residual.6.weight" \
+            not in tensors:  # fmt: skip
         out["vae"] = _infer_vae(tensors, keys, vae)
     return out
 
@@ -305,9 +305,9 @@ def find_tokenizer(folder: Path, explicit: str | Path | None = None) -> Path:
     raise ReleaseError(
         f"umT5 tokenizer not found (the release does not ship it; its code downloads {TOKENIZER_REPO}, we never "
         f"download at run time). Looked in: {looked}, and the Hugging Face cache {_cache_dir()}. Download it once "
-        f"with network access:\n  huggingface-cli download {TOKENIZER_REPO} spiece.model tokenizer.json "
-        f"tokenizer_config.json special_tokens_map.json --local-dir {target}\n"
-        f"(or set DREAMZERO_TOKENIZER to a folder holding those files)"
+        f"with network access (the tokenizer files only, not the model weights):\n  huggingface-cli download "
+        f"{TOKENIZER_REPO} --exclude '*.bin' '*.safetensors' '*.h5' '*.msgpack' --local-dir {target}\n"
+        f"(or set DREAMZERO_TOKENIZER to a folder holding spiece.model / tokenizer_config.json)"
     )
 
 

@@ -419,7 +419,9 @@ def released_folder(tmp_path_factory):
     # CLIP width 160 = 2 heads of ViT-H's 80 (the head count is not in the weights)
     clip = dict(hidden_size=160, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28,
                 patch_size=14, projection_dim=16, hidden_act="gelu")  # fmt: skip
-    dit = tiny_model(seed=7, action_dim=22, state_dim=20, image_dim=160, image_tokens=5, image_encoder=clip)
+    # the DiT patch of the release (1, 2, 2); the folder's model sees full-size frames (pixel_downsample 1)
+    dit = tiny_model(seed=7, action_dim=22, state_dim=20, image_dim=160, image_tokens=5, image_encoder=clip,
+                     patch_size=(1, 2, 2), pixel_downsample=2)  # fmt: skip
     folder = tmp_path_factory.mktemp("released") / "DreamZero-AgiBot"
     (folder / "experiment_cfg").mkdir(parents=True)
     t5_cfg = {**dit.config.text_encoder, "relative_attention_max_distance": 128}  # Wan's T5 buckets reach 128
@@ -436,8 +438,16 @@ def released_folder(tmp_path_factory):
     return folder, dit, t5
 
 
-def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_weights(released_folder):
+def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_weights(released_folder,
+                                                                                       monkeypatch):  # fmt: skip
     folder, dit, t5 = released_folder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("loading a released folder tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # offline by construction, not by environment
     loaded = WorldActionModel.from_checkpoint(folder)
     assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
     info, config = loaded.checkpoint_info, loaded.config
@@ -456,7 +466,7 @@ def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_
         assert "sampler option noise_seed=1140 of the checkpoint is not supported by this sampler" in \
             loaded.load_report.notes  # fmt: skip
     # sizes from the weights: DiT, Wan T5, ViT, VAE
-    assert (config.dim, config.num_layers, config.patch_size) == (dit.config.dim, 2, (1, 1, 1))
+    assert (config.dim, config.num_layers, config.patch_size) == (dit.config.dim, 2, (1, 2, 2))
     assert config.text_encoder["num_layers"] == 1 and config.text_encoder["d_model"] == 16
     assert config.text_encoder["relative_attention_num_buckets"] == 8 and config.text_encoder["d_kv"] == 8
     assert (config.image_dim, config.image_tokens, config.image_encoder["num_attention_heads"]) == (160, 5, 2)
@@ -474,12 +484,21 @@ def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_
 
 
 def test_the_local_backend_takes_the_released_timing_and_refuses_a_config_that_disagrees(released_folder, tmp_path):
+    from dreamzero_ros.backends.base import Observation
     from dreamzero_ros.backends.local import LocalBackend
     from dreamzero_ros.core.embodiment import ConfigError, config_dir, load_embodiment
 
     folder, _, _ = released_folder
-    backend = LocalBackend(load_embodiment("agibot_g1"), checkpoint=folder)
+    g1 = load_embodiment("agibot_g1")
+    backend = LocalBackend(g1, checkpoint=folder)
     assert backend.space.action_dim == 22 and not backend.space.identity
+    # one chunk end to end: 24 rows of the 20 joints + robot_velocity, inside the metadata's ranges
+    backend.set_instruction("stack the blocks")
+    lo, hi, _ = g1.limits_arrays(g1.state_joints)
+    frame = np.random.default_rng(0).integers(0, 256, (1, 352, 640, 3), dtype=np.uint8)
+    result = backend.infer(Observation(stamp=0.0, frames=frame, state=(lo + hi) / 2))
+    assert result.positions.shape == (24, 20) and result.extras["robot_velocity"].shape == (24, 2)
+    assert np.all(np.isfinite(result.positions)) and np.all(np.abs(result.extras["robot_velocity"]) <= [0.5, 1.0])
     # the paper's 48-step AgiBot setting (1.6 s, 5 fps) against a checkpoint of the released recipe
     paper = (config_dir() / "agibot_g1.yaml").read_text().replace("horizon: 24", "horizon: 48")
     paper = paper.replace("chunk_duration: 0.8", "chunk_duration: 1.6").replace("fps: 10", "fps: 5")
@@ -601,3 +620,44 @@ def test_the_local_backend_loads_a_checkpoint_of_our_own_save_path_and_refuses_a
     # YAM: the same 24-step horizon, but 14 state values where the checkpoint's model has 8
     with pytest.raises(ConfigError, match=r"yam\.yaml: action: 14 values in the config but 8 in the checkpoint"):
         LocalBackend(load_embodiment("yam"), model=backend.model)
+
+
+def test_the_wan_2_2_vae_of_the_5b_variant_maps_onto_diffusers_residual_blocks_name_for_name_and_shape():
+    from diffusers import AutoencoderKLWan
+
+    from dreamzero_ros.model.native_names import vae_to_module
+
+    layout = dict(z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=2, temperal_downsample=[False, True, True])
+    native = wan.native_state(wan.VideoVAE38(dim=4, dec_dim=8, **layout), "model.", 41)
+    got, _ = vae_to_module(native, num_res_blocks=2)
+    ours = AutoencoderKLWan(base_dim=4, decoder_base_dim=8, is_residual=True, patch_size=2, in_channels=12,
+                            out_channels=12, attn_scales=[], latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+                            scale_factor_spatial=16, **layout).state_dict()  # fmt: skip
+    assert sorted(got) == sorted("model." + k for k in ours)
+    assert {k: tuple(v.shape) for k, v in got.items()} == {"model." + k: tuple(v.shape) for k, v in ours.items()}
+    # hand-listed: stage 1's resample follows its 2 residual blocks in the encoder, 3 in the decoder
+    assert torch.equal(got["model.encoder.down_blocks.1.downsampler.time_conv.weight"],
+                       native["model.encoder.downsamples.1.downsamples.2.time_conv.weight"])  # fmt: skip
+    assert torch.equal(got["model.decoder.up_blocks.0.upsampler.resample.1.weight"],
+                       native["model.decoder.upsamples.0.upsamples.3.resample.1.weight"])  # fmt: skip
+    assert torch.equal(got["model.decoder.up_blocks.2.resnets.2.norm2.gamma"],
+                       native["model.decoder.upsamples.2.upsamples.2.residual.3.gamma"])  # fmt: skip
+
+
+def test_dreamzero_serve_refuses_a_config_whose_timing_differs_from_the_checkpoint_and_exits_2(released_folder,
+                                                                                              tmp_path, capsys):  # fmt: skip
+    import argparse
+
+    from dreamzero_ros.backends.server import add_arguments, run
+    from dreamzero_ros.core.embodiment import config_dir
+
+    folder, _, _ = released_folder
+    paper = (config_dir() / "agibot_g1.yaml").read_text().replace("horizon: 24", "horizon: 48")
+    (tmp_path / "agibot_paper.yaml").write_text(paper.replace("chunk_duration: 0.8", "chunk_duration: 1.6"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--embodiment", str(tmp_path / "agibot_paper.yaml"), "--checkpoint", str(folder),
+                              "--port", "0", "--torch-threads", "1"])  # fmt: skip
+    assert run(args) == 2
+    out = capsys.readouterr().out
+    assert "agibot_paper.yaml: control.horizon is 48 in the config but 24 in the checkpoint" in out

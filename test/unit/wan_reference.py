@@ -281,6 +281,87 @@ class WanVideoVAE(nn.Module):
         self.model = VideoVAE(**kwargs)
 
 
+class Resample38(nn.Module):
+    """Wan 2.2: the upsampling conv keeps the width (Wan 2.1 halves it)."""
+
+    def __init__(self, dim: int, mode: str) -> None:
+        super().__init__()
+        if mode.startswith("upsample"):
+            self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0)), nn.Conv2d(dim, dim, 3, padding=1))
+            if mode == "upsample3d":
+                self.time_conv = nn.Conv3d(dim, dim * 2, (3, 1, 1))
+        else:
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
+            if mode == "downsample3d":
+                self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+
+
+class DownResidualBlock(nn.Module):
+    """Names: downsamples.j (residual blocks, then the resample); the averaging shortcut has no weights."""
+
+    def __init__(self, in_dim, out_dim, mult, temporal, down) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for _ in range(mult):
+            blocks.append(ResidualBlock(in_dim, out_dim))
+            in_dim = out_dim
+        if down:
+            blocks.append(Resample38(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.Sequential(*blocks)
+
+
+class UpResidualBlock(nn.Module):
+    def __init__(self, in_dim, out_dim, mult, temporal, up) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for _ in range(mult):
+            blocks.append(ResidualBlock(in_dim, out_dim))
+            in_dim = out_dim
+        if up:
+            blocks.append(Resample38(out_dim, "upsample3d" if temporal else "upsample2d"))
+        self.upsamples = nn.Sequential(*blocks)
+
+
+class Encoder3d38(nn.Module):
+    def __init__(self, dim, z_dim, dim_mult, num_res_blocks, temperal_downsample) -> None:
+        super().__init__()
+        dims = [dim * u for u in [1, *dim_mult]]
+        self.conv1 = nn.Conv3d(12, dims[0], 3)  # 2x2 patchified RGB
+        self.downsamples = nn.Sequential(*[
+            DownResidualBlock(i_dim, o_dim, num_res_blocks, i < len(temperal_downsample) and temperal_downsample[i],
+                              i != len(dim_mult) - 1)
+            for i, (i_dim, o_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True))])  # fmt: skip
+        out_dim = dims[-1]
+        self.middle = nn.Sequential(ResidualBlock(out_dim, out_dim), AttentionBlock(out_dim),
+                                    ResidualBlock(out_dim, out_dim))  # fmt: skip
+        self.head = nn.Sequential(RMSNorm(out_dim, images=False), nn.SiLU(), nn.Conv3d(out_dim, z_dim, 3))
+
+
+class Decoder3d38(nn.Module):
+    def __init__(self, dim, z_dim, dim_mult, num_res_blocks, temperal_upsample) -> None:
+        super().__init__()
+        dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
+        self.conv1 = nn.Conv3d(z_dim, dims[0], 3)
+        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
+                                    ResidualBlock(dims[0], dims[0]))  # fmt: skip
+        self.upsamples = nn.Sequential(*[
+            UpResidualBlock(i_dim, o_dim, num_res_blocks + 1, i < len(temperal_upsample) and temperal_upsample[i],
+                            i != len(dim_mult) - 1)
+            for i, (i_dim, o_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True))])  # fmt: skip
+        self.head = nn.Sequential(RMSNorm(dims[-1], images=False), nn.SiLU(), nn.Conv3d(dims[-1], 12, 3))
+
+
+class VideoVAE38(nn.Module):
+    """Wan 2.2 (TI2V-5B) VAE: residual stages, separate decoder width."""
+
+    def __init__(self, dim, dec_dim, z_dim, dim_mult, num_res_blocks, temperal_downsample) -> None:
+        super().__init__()
+        self.encoder = Encoder3d38(dim, z_dim * 2, dim_mult, num_res_blocks, temperal_downsample)
+        self.conv1 = nn.Conv3d(z_dim * 2, z_dim * 2, 1)
+        self.conv2 = nn.Conv3d(z_dim, z_dim, 1)
+        self.decoder = Decoder3d38(dec_dim, z_dim, dim_mult, num_res_blocks, temperal_downsample[::-1])
+
+
 def native_state(module: nn.Module, prefix: str, seed: int) -> dict[str, torch.Tensor]:
     """The module's weights, re-drawn from a seed so that no two tensors are equal, under `prefix`."""
     gen = torch.Generator().manual_seed(seed)
