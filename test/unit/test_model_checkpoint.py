@@ -458,7 +458,11 @@ def test_a_released_folder_loads_with_every_setting_inferred_from_its_files_and_
     assert (info.state_dim, info.action_dim) == (14 + 2 + 2 + 2, 20 + 2)  # metadata groups, robot_velocity included
     assert (loaded.state_dim, loaded.action_dim, loaded.horizon) == (20, 22, 24)
     # the reference server's sampler: fixed 8-of-16 DiT step cache, noise seeded with 1140 on every call
-    assert config.step_cache == "fixed" and info.sampler == {"step_cache": "fixed", "noise_seed": 1140}
+    # The reference server's sampler (DREAMZERO_FACTS.md, Sampling): UniPC, 16 steps, shift 5, CFG 5 on video,
+    # fixed 8-of-16 DiT step cache, seed 1140 per call; no 1-step Flash.
+    assert config.step_cache == "fixed" and info.sampler == {
+        "num_steps": 16, "shift": 5.0, "cfg_scale": 5.0, "scheduler": "unipc", "step_cache": "fixed",
+        "noise_seed": 1140, "flash": False}
     settings = loaded.sampler.settings
     if hasattr(settings, "noise_seed"):
         assert settings.noise_seed == 1140
