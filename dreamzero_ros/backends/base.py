@@ -2,16 +2,21 @@
 
 A backend turns an observation (stitched frames, per-camera views, joint state, instruction)
 into an action chunk in ABSOLUTE joint targets, SI units, with joint names. Un-normalisation,
-relative-to-absolute conversion and effector mapping happen inside the backend (local) or on
-the server + client (remote), exactly once.
+relative-to-absolute conversion and effector mapping happen exactly once: inside the local
+backend; for the remote one the client converts SI <-> model units once on its side of the wire
+and the server works in model units only (`PolicyBackend.infer_model_units`).
 """
 
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from dreamzero_ros.core.action_space import ActionSpace
+from dreamzero_ros.core.embodiment import EmbodimentConfig
 
 
 class BackendError(RuntimeError):
@@ -56,11 +61,28 @@ class ChunkResult:
     predicted_frames: np.ndarray | None = None
 
 
+@dataclass(slots=True)
+class ModelChunk:
+    """An action chunk in the model's units, as a policy server sends it.
+
+    actions: [horizon, A] float absolute targets in MODEL units (effectors mapped, relative groups
+        made absolute), action_joints order then the extra groups.
+    latency: seconds spent producing it.
+    predicted_frames: optional [T, H, W, 3] uint8 decoded future video.
+    """
+
+    actions: np.ndarray
+    latency: float
+    predicted_frames: np.ndarray | None = None
+
+
 class PolicyBackend(abc.ABC):
     """One interface for the local model, a remote server and the scripted test generator."""
 
     #: short name reported in PolicyStatus.backend
     name: str = "base"
+    #: the embodiment the backend serves (every implementation sets it)
+    embodiment: EmbodimentConfig
 
     @abc.abstractmethod
     def reset(self) -> None:
@@ -73,6 +95,20 @@ class PolicyBackend(abc.ABC):
     @abc.abstractmethod
     def infer(self, observation: Observation) -> ChunkResult:
         """Produce the next chunk for `observation`; raises BackendError on failure."""
+
+    def infer_model_units(self, frames: np.ndarray, state_model: np.ndarray,
+                          views: dict[str, np.ndarray] | None = None) -> ModelChunk:
+        """The next chunk for a policy server, which receives the state and returns the actions in model
+        units. frames: [T, H, W, 3] uint8 stitched; state_model: [S] model units.
+
+        This default serves backends that work in SI (the scripted test tool) by converting at this
+        boundary; the local backend overrides it and never leaves model units.
+        """
+        units = ActionSpace(self.embodiment, None, warn_if_identity=False)
+        result = self.infer(Observation(stamp=time.time(), frames=frames, state=units.state_from_model(state_model),
+                                        views=views))
+        return ModelChunk(units.si_to_model_actions(result.positions, result.extras), result.latency,
+                          result.predicted_frames)
 
     @property
     def connected(self) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamzero_ros.backends.base import BackendError, ChunkResult, Observation, PolicyBackend
+from dreamzero_ros.backends.base import BackendError, ChunkResult, ModelChunk, Observation, PolicyBackend
 from dreamzero_ros.core.action_space import ActionSpace
 from dreamzero_ros.core.embodiment import ConfigError, EmbodimentConfig, check_checkpoint_timing
 
@@ -147,17 +147,36 @@ class LocalBackend(PolicyBackend):
             self._chunk_index = 0
 
     def infer(self, observation: Observation) -> ChunkResult:
+        try:
+            state_model = self.space.state_to_model(observation.state)
+        except ValueError as exc:
+            raise BackendError(f"local: {exc}") from exc
+        chunk = self.infer_model_units(observation.frames, state_model)
+        positions, extras = self.space.model_to_si_actions(chunk.actions)
+        return ChunkResult(
+            joint_names=self.embodiment.action_joints,
+            positions=positions,
+            dt=self.embodiment.control.dt,
+            latency=chunk.latency,
+            extras=extras,
+            predicted_frames=chunk.predicted_frames,
+        )
+
+    def infer_model_units(self, frames: np.ndarray, state_model: np.ndarray,
+                          views: dict[str, np.ndarray] | None = None) -> ModelChunk:
+        """The model's own path, in model units end to end (what `dreamzero serve` runs): normalise the
+        state, observe + generate, un-normalise and add the chunk-start state to the relative groups."""
         start = time.perf_counter()
         if not self.instruction:
             raise BackendError("local: no instruction set; call set_instruction() before infer()")
-        frames = np.asarray(observation.frames)
+        frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or not len(frames):
             raise BackendError(
                 f"local: frames: expected uint8 [T>=1, {', '.join(map(str, self.frame_shape))}], "
                 f"got {frames.dtype} {list(frames.shape)}"
             )
         try:
-            state = self.space.encode_state(observation.state)
+            state = self.space.normalise_state(state_model).astype(np.float32)
         except ValueError as exc:
             raise BackendError(f"local: {exc}") from exc
         with self._lock:
@@ -174,15 +193,7 @@ class LocalBackend(PolicyBackend):
         want = (self.embodiment.control.horizon, self.space.action_dim)
         if actions.shape != want:
             raise BackendError(f"local: model returned actions of shape {list(actions.shape)}, expected {list(want)}")
-        positions, extras = self.space.decode_actions(actions, observation.state)
         latency = time.perf_counter() - start
         LOG.debug("local infer chunk=%d dit_forwards=%s model_s=%.3f latency_s=%.3f",
                   self._chunk_index, getattr(gen, "dit_forwards", "?"), getattr(gen, "seconds", float("nan")), latency)
-        return ChunkResult(
-            joint_names=self.embodiment.action_joints,
-            positions=positions,
-            dt=self.embodiment.control.dt,
-            latency=latency,
-            extras=extras,
-            predicted_frames=predicted,
-        )
+        return ModelChunk(self.space.absolute_actions(actions, state_model), latency, predicted)

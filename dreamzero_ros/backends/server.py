@@ -35,8 +35,9 @@ metadata request only our client makes) in front of one PolicyBackend (normally 
     reference does); a message over max_message_size is closed by websockets with 1009;
   * logs one line per request: endpoint, session, sizes, queue/inference/total latency (key=value).
 
-The infer reply is float32 [H, A] absolute in MODEL units (ActionSpace.si_to_model_actions of the
-backend's SI chunk), the state arrives in model units and is mapped back to SI for the backend.
+The state arrives in model units and the infer reply is float32 [H, A] absolute in MODEL units: the
+server hands both to `PolicyBackend.infer_model_units` as they are (the local backend never goes
+through SI; the client converts SI <-> model units once, on its side of the wire).
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from dreamzero_ros.backends import protocol
-from dreamzero_ros.backends.base import Observation, PolicyBackend
-from dreamzero_ros.core.action_space import ActionSpace
+from dreamzero_ros.backends.base import PolicyBackend
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, EmbodimentConfig
 from dreamzero_ros.core.inference_loop import MAX_INSTRUCTION_CHARS
 
@@ -138,7 +138,6 @@ class PolicyServer:
         self.config = protocol.server_config(embodiment)
         self.metadata = protocol.server_metadata(embodiment)
         self.takeover_probe_s = float(takeover_probe_s)
-        self.space = ActionSpace(embodiment, None, warn_if_identity=False)  # units only; the backend normalises
         self._backend_source = backend
         self._owns_backend = not isinstance(backend, PolicyBackend)
         self.backend: PolicyBackend | None = backend if isinstance(backend, PolicyBackend) else None
@@ -484,14 +483,12 @@ class PolicyServer:
         window = {name: _last_n(buf, n) for name, buf in self._buffers.items()}
         stitched = np.stack([self._stitched({name: frames[t] for name, frames in window.items()}) for t in range(n)])
         views = {name: np.stack(frames) for name, frames in window.items()}
-        observation = Observation(
-            stamp=time.time(), frames=stitched, state=self.space.state_from_model(req.state_model), views=views
-        )
         t0 = time.perf_counter()
-        result = backend.infer(observation)
+        # Model units in, model units out: the client converted SI once on its side of the wire.
+        chunk = backend.infer_model_units(stitched, req.state_model, views)
         infer_s = time.perf_counter() - t0
         self._first_call = False
-        actions = self.space.si_to_model_actions(result.positions, result.extras).astype(np.float32)
+        actions = np.asarray(chunk.actions, dtype=np.float32)
         return actions, infer_s
 
 

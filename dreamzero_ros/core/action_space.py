@@ -250,8 +250,18 @@ class ActionSpace:
         state_si: [S] observed state at the chunk start, SI; added once (in model units) to every
         step of every relative group.
         """
+        return self._add_state(actions_model, self.state_to_model(state_si))
+
+    def absolute_actions(self, actions: np.ndarray, state_model: np.ndarray) -> np.ndarray:
+        """[H, A] normalised model output + [S] chunk-start state in MODEL units -> [H, A] absolute model units.
+
+        What a policy server sends back: it works in model units on both sides, so nothing goes through SI.
+        """
+        return self._add_state(self.unnormalise_actions(actions),
+                               self._check(state_model, (self.state_dim,), "state (model units)"))
+
+    def _add_state(self, actions_model: np.ndarray, state_model: np.ndarray) -> np.ndarray:
         x = self._check(actions_model, (None, self.action_dim), "actions (model units)").copy()
-        state_model = self.state_to_model(state_si)
         if self._rel_action.size:
             x[:, self._rel_action] += state_model[self._rel_state]
         return x

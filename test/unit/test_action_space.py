@@ -50,6 +50,21 @@ def test_state_normalisation_is_q99_clipped_with_identity_where_q01_equals_q99()
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+def test_a_server_makes_actions_absolute_in_model_units_from_the_model_unit_state_alone():
+    """The policy server's path (absolute_actions) never leaves model units: the chunk-start state arrives
+    in model units (gripper 0.75 = 0.01 m) and is added to the relative joints only."""
+    space = ActionSpace(DROID, droid_statistics())
+    state_model = np.array([0.1, 0.2, 0.3, -1.5, 0.0, 1.5, 0.7, 0.75])
+    actions = np.zeros((24, 8))
+    actions[:, :7] = 0.5  # -> 0.2 rad relative (see below)
+    actions[:, 7] = -1.0  # -> gripper 0.0 (model units), absolute
+    expected = np.zeros((24, 8))
+    expected[:, :7] = 0.2 + state_model[:7]
+    np.testing.assert_allclose(space.absolute_actions(actions, state_model), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="state \\(model units\\)"):
+        space.absolute_actions(actions, state_model[:7])
+
+
 def test_relative_joints_get_the_chunk_start_state_added_once_and_the_gripper_stays_absolute():
     space = ActionSpace(DROID, droid_statistics())
     state = np.array([0.1, 0.2, 0.3, -1.5, 0.0, 1.5, 0.7, 0.04])

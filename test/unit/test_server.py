@@ -150,6 +150,7 @@ class Recording(PolicyBackend):
 
     def __init__(self, inner: PolicyBackend, fail_with: str = "") -> None:
         self.inner = inner
+        self.embodiment = inner.embodiment
         self.observations: list[Observation] = []
         self.events: list[tuple] = []
         self.fail_with = fail_with
@@ -621,6 +622,7 @@ class SlowFirst(PolicyBackend):
 
     def __init__(self, inner: PolicyBackend, first_s: float) -> None:
         self.inner, self.first_s, self.calls = inner, first_s, 0
+        self.embodiment = inner.embodiment
 
     def reset(self) -> None:
         self.inner.reset()
