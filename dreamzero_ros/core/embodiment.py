@@ -83,7 +83,6 @@ class VideoConfig:
 class ControlConfig:
     rate_hz: float
     horizon: int  # steps per chunk
-    context_chunks: int  # KV-cache chunks before reset
 
     @property
     def dt(self) -> float:
@@ -570,7 +569,7 @@ def _parse_video(r: _Reader, value: Any) -> VideoConfig:
 
 
 def _parse_control(r: _Reader, value: Any) -> ControlConfig:
-    keys = ("rate_hz", "horizon", "chunk_duration", "context_chunks")
+    keys = ("rate_hz", "horizon", "chunk_duration")
     m = r.mapping(value, "control", keys, keys)
     rate = r.number(m["rate_hz"], "control.rate_hz", positive=True)
     horizon = r.integer(m["horizon"], "control.horizon")
@@ -580,9 +579,7 @@ def _parse_control(r: _Reader, value: Any) -> ControlConfig:
             "control.chunk_duration",
             f"horizon x dt = {horizon} x 1/{rate:g} Hz = {horizon / rate:.6g} s, but chunk_duration is {duration:g} s",
         )
-    return ControlConfig(
-        rate_hz=rate, horizon=horizon, context_chunks=r.integer(m["context_chunks"], "control.context_chunks")
-    )
+    return ControlConfig(rate_hz=rate, horizon=horizon)
 
 
 def _parse_groups(r: _Reader, value: Any, field: str, *, allow_relative: bool) -> tuple[JointGroup, ...]:
