@@ -250,11 +250,11 @@ class JointStateAssembler:
     def update(self, index: int, names: Sequence[str], positions: Sequence[float], now: float) -> str:
         inp = self.inputs[index]
         if len(names) != len(positions):
-            return f"{inp.topic}: {len(names)} names but {len(positions)} positions"
+            return f"joint_states has {len(names)} names but {len(positions)} positions on {inp.topic}"
         by_name = dict(zip(names, positions, strict=True))
         missing = [r for r in inp.slice.robot_joints if r not in by_name]
         if missing:
-            return f"{inp.topic}: missing joints {missing}"
+            return f"joint_states is missing {missing} on {inp.topic}"
         raw = np.array([by_name[r] for r in inp.slice.robot_joints], dtype=np.float64)
         self._values[index] = inp.slice.map_values(raw)
         self._times[index] = now

@@ -3,8 +3,9 @@
 A thin shell over core.executor.ExecutorCore (latest chunk wins, time alignment, cross-fade,
 smoothing, limits, watchdog hold, arming, latching e-stop). Every callback is short (a chunk's
 validation and smoothing is well under a millisecond), so one executor thread keeps the control
-timer on time; see run_node for why not a MultiThreadedExecutor. Output adapters write the
-configured command interface; dry_run sends to the preview topic only.
+timer on time; see run_node for why not a MultiThreadedExecutor. Joint states come from the robot
+profile's topics and commands go to its outputs, in the robot's names and units (ros.robot_io);
+dry_run sends to the preview topic only.
 
 JointTrajectory outputs (a joint_trajectory_controller) are not sent per tick: after each tick the
 core.trajectory_stream.TrajectoryStreamer decides whether the controller needs a new trajectory

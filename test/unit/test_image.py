@@ -15,6 +15,7 @@ from dreamzero_ros.core.image import (
     ImageDecodeError,
     decode_compressed,
     decode_image,
+    encode_compressed,
     encode_image,
     letterbox,
 )
@@ -232,3 +233,17 @@ def test_same_aspect_is_a_plain_bilinear_resize_and_the_target_size_is_returned_
 def test_letterbox_refuses_a_non_rgb_uint8_image():
     with pytest.raises(ImageDecodeError, match=r"letterbox expects a uint8 \[H, W, 3\] RGB array, got float32"):
         letterbox(np.zeros((4, 4, 3), np.float32), (2, 2))
+
+
+def test_a_compressed_png_round_trips_exactly_and_a_jpeg_closely_with_image_transports_format_string():
+    rgb = np.zeros((48, 64, 3), np.uint8)  # smooth gradients: what JPEG keeps well
+    rgb[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 4
+    rgb[..., 2] = np.arange(48, dtype=np.uint8)[:, None] * 5
+    fmt, data = encode_compressed(rgb, "png")
+    assert fmt == "rgb8; png compressed bgr8"
+    np.testing.assert_array_equal(decode_compressed(fmt, data), rgb)
+    fmt, data = encode_compressed(rgb, "jpeg", quality=95)
+    assert fmt == "rgb8; jpeg compressed bgr8"
+    assert np.abs(decode_compressed(fmt, data).astype(int) - rgb).mean() < 6
+    with pytest.raises(ValueError, match="cannot compress to 'webp'"):
+        encode_compressed(rgb, "webp")

@@ -275,8 +275,8 @@ def test_the_assembler_waits_for_every_topic_and_returns_model_order_and_values(
 
 def test_the_assembler_names_the_topic_and_joints_a_message_lacks(tmp_path):
     asm = JointStateAssembler(load(tmp_path, base()))
-    assert asm.update(0, FR3[:6], [0.0] * 6, now=1.0) == "/joint_states: missing joints ['fr3_joint7']"
-    assert asm.update(1, ["a", "b"], [0.0], now=1.0) == "/gripper/joint_states: 2 names but 1 positions"
+    assert asm.update(0, FR3[:6], [0.0] * 6, now=1.0) == "joint_states is missing ['fr3_joint7'] on /joint_states"
+    assert asm.update(1, ["a", "b"], [0.0], now=1.0) == "joint_states has 2 names but 1 positions on /gripper/joint_states"
 
 
 GENIE_ARMS = [f"idx2{i}_arm_l_joint{i}" for i in range(1, 8)] + [f"idx6{i}_arm_r_joint{i}" for i in range(1, 8)]
