@@ -5,16 +5,17 @@ update after receipt from the last commanded state, cubic Hermite between points
 velocities, rejection of trajectories that end in the past), sampled at 1 kHz.
 
 Velocity-jump bound at a chunk switch, derived here once: the controller's command is a chain of cubic
-Hermite segments, and at a switch the new segment starts from the controller's own position and
-velocity at that instant, so position and velocity are continuous; between two 1 kHz samples the
+Hermite segments; a new trajectory starts with two points on the path the controller is following
+(at the send time and `lead` later), so at its first sample the controller lands in a segment that
+retraces its old path: position and velocity are continuous, and between two 1 kHz samples the
 velocity changes by at most max|acceleration| x 1 ms. On a cubic of span D from (p0, v0) to (p1, v1),
 acceleration is linear in time with end values 6(p1 - p0)/D^2 - (4 v0 + 2 v1)/D and
 -6(p1 - p0)/D^2 + (2 v0 + 4 v1)/D. The streamer limits every secant |p1 - p0| / D to the joint
 velocity limit V and sends point velocities of at most V (PCHIP), while the controller's own velocity
-inside a segment can reach 1.5 V (a cubic from rest to rest with secant V peaks at 1.5 V); the splice
-segment runs from that state over |p1 - p0| <= 1.5 V D. So |a| <= 6 (1.5 V) / D + 6 (1.5 V) / D = 18 V / D
-and the jump per 1 ms sample is at most 18 V (1 ms) / D_min, D_min the shortest segment: min(lead -
-delivery latency, min_segment, dt).
+inside a segment can reach 1.5 V (a cubic from rest to rest with secant V peaks at 1.5 V), and the
+segment between the two path points spans |p1 - p0| <= 1.5 V D with such velocities at its ends.
+So |a| <= 6 (1.5 V) / D + 6 (1.5 V) / D = 18 V / D and the jump per 1 ms sample is at most
+18 V (1 ms) / D_min, D_min the shortest segment: min(lead, min_segment, dt).
 """
 
 from __future__ import annotations
@@ -53,15 +54,16 @@ def test_a_chunk_becomes_one_trajectory_starting_lead_ahead_with_its_rows_at_the
     rows = START + 0.001 * np.arange(1, H + 1)[:, None] * np.ones(len(NAMES))
     rows[:, -1] = 0.03  # the finger (0.04 m open) closes by 1 cm
     traj = s.follow(times, rows, now)
-    assert traj.stamp == pytest.approx(now + LEAD)  # header stamp = the first point's time
-    assert traj.time_from_start[0] == 0.0 and np.all(np.diff(traj.time_from_start) > 0)
-    # The rows kept are those due at least min_segment after the first point, at their own times.
-    kept = times[times >= now + LEAD + MIN_SEGMENT]
-    np.testing.assert_allclose(traj.times[1:], kept)
-    np.testing.assert_allclose(traj.positions[1:], rows[times >= now + LEAD + MIN_SEGMENT])
-    # The first point continues what the controller holds (START, at rest); the last point is at rest.
-    np.testing.assert_allclose(traj.positions[0], START)
-    np.testing.assert_array_equal(traj.velocities[0], 0.0)
+    assert traj.stamp == now  # header stamp = the first point's time = the send time
+    np.testing.assert_allclose(traj.time_from_start[:2], [0.0, LEAD])
+    assert np.all(np.diff(traj.time_from_start) > 0)
+    # The rows kept are those due at least min_segment after the hand-over point, at their own times.
+    kept = times >= now + LEAD + MIN_SEGMENT
+    np.testing.assert_allclose(traj.times[2:], times[kept])
+    np.testing.assert_allclose(traj.positions[2:], rows[kept])
+    # The first two points are where the controller is (START, at rest); the last point is at rest.
+    np.testing.assert_allclose(traj.positions[:2], [START, START])
+    np.testing.assert_array_equal(traj.velocities[:2], 0.0)
     np.testing.assert_array_equal(traj.velocities[-1], 0.0)
 
 
@@ -96,16 +98,18 @@ def test_every_point_is_clamped_and_velocity_limited_from_the_previous_one():
     assert out[3, 5] == pytest.approx(min(HI[5], START[5] + VEL[5] * 0.2))
 
 
-def test_a_hold_is_two_points_at_the_held_position_at_rest_ahead_of_now():
+def test_a_hold_goes_from_the_current_path_point_to_the_held_position_at_rest_and_stays():
     s = streamer()
-    traj = s.hold(START, 50.0)
-    assert traj.holding and traj.stamp == pytest.approx(50.0 + LEAD)
-    np.testing.assert_allclose(traj.positions, [START, START])
+    held = START + 0.01
+    held[-1] = 0.03  # the finger (0.04 m is fully open)
+    traj = s.hold(held, 50.0)
+    assert traj.holding and traj.stamp == 50.0
+    np.testing.assert_allclose(traj.time_from_start, [0.0, LEAD, LEAD + 1.0])
+    np.testing.assert_allclose(traj.positions, [START, held, held])
     np.testing.assert_array_equal(traj.velocities, 0.0)
-    assert traj.time_from_start[1] == pytest.approx(1.0)
     # and on_command sends a hold once, not again while the same position is held
-    assert s.on_command(None, START, True, 50.1, None) is not None
-    assert s.on_command(None, START, True, 50.2, None) is None
+    assert s.on_command(None, held, True, 50.1, None) is not None
+    assert s.on_command(None, held, True, 50.2, None) is None
 
 
 # ----------------------------------------------------------------------------- the closed chain
@@ -164,7 +168,7 @@ def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
 def test_streamed_chunks_played_through_a_1khz_jtc_are_continuous_and_never_jump_in_velocity_at_switches():
     t, p, v, switches, jtc = play()
     assert jtc.rejected == [] and len(switches) >= 10
-    d_min = min(LEAD - LATENCY, MIN_SEGMENT, DT)
+    d_min = min(LEAD, MIN_SEGMENT, DT)
     bound_dv = 18 * VEL * 1e-3 / d_min  # rad/s per 1 ms sample (module docstring)
     # position: no 1 ms step beyond what 1.5 x the velocity limit covers (continuous, no step)
     dp = np.abs(np.diff(p, axis=0))
@@ -202,7 +206,7 @@ def test_the_same_chunks_sent_per_tick_as_one_point_each_step_the_jtc_at_switche
             jtc.receive(t, np.array([DT]), cmd.positions[None, :], None, t)
         vs.append(jtc.sample(t)[1])
     dv = np.abs(np.diff(np.array(vs), axis=0))
-    d_min = min(LEAD - LATENCY, MIN_SEGMENT, DT)
+    d_min = min(LEAD, MIN_SEGMENT, DT)
     assert dv.max() > (18 * VEL * 1e-3 / d_min).min()  # per-tick violates the streaming bound
 
 
