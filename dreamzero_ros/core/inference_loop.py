@@ -133,6 +133,11 @@ class InferenceLoop:
         self._state_time = now
         self.state_problem = ""
 
+    def state_invalid(self, problem: str) -> None:
+        """A joint-state message could not be used (e.g. a profile topic lacks a joint): no state until a good one."""
+        self._state = None
+        self.state_problem = problem
+
     def set_instruction(self, text: str) -> bool:
         """Validate and set; returns True when it changed (the caller resets the episode)."""
         clean = validate_instruction(text)

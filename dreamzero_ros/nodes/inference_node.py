@@ -120,7 +120,7 @@ class InferenceNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STATUS)
         self.video_pub = self.create_publisher(Image, PREDICTED_VIDEO_TOPIC, qos.FRAMES) if self.publish_video else None
         self.create_subscription(Image, STITCHED_TOPIC, self._on_frame, qos.FRAMES)
-        self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state)
+        self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state, self._on_bad_joint_state)
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction_msg, qos.LATCHED)
         self.views = None
         if self.backend_kind == "remote":
@@ -177,6 +177,11 @@ class InferenceNode(Node):
         """A complete model-ordered state from the profile's topics; `stamp` is its oldest input's time."""
         with self._lock:
             self.loop.on_joint_state(names, positions, stamp)
+            self.received_states += 1
+
+    def _on_bad_joint_state(self, problem: str) -> None:
+        with self._lock:
+            self.loop.state_invalid(problem)
             self.received_states += 1
 
     def _apply_instruction(self, text: str) -> str:

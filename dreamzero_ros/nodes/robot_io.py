@@ -37,14 +37,19 @@ from dreamzero_ros.nodes.common import seconds_to_stamp
 class JointStateInputs:
     """Subscribes to a profile's joint-state topics; calls `on_state(names, values, stamp_s)` per complete state.
 
+    A message that cannot be used (a joint missing, sizes differ) is logged (throttled) and passed to
+    `on_problem(text)` when given.
+
     `stamp_s` is the node-clock time (s) of the OLDEST input's latest message, so one silent topic
     makes the whole state age (and go stale) instead of hiding behind a lively one.
     """
 
     def __init__(self, node: Node, profile: RobotProfile,
-                 on_state: Callable[[list[str], list[float], float], None]) -> None:
+                 on_state: Callable[[list[str], list[float], float], None],
+                 on_problem: Callable[[str], None] | None = None) -> None:
         self._node = node
         self._on_state = on_state
+        self._on_problem = on_problem
         self.assembler = JointStateAssembler(profile)
         self.received = 0
         for i, inp in enumerate(profile.joint_states):
@@ -57,6 +62,8 @@ class JointStateInputs:
         self.received += 1
         if problem:
             self._node.get_logger().warning(f"joint state ignored: {problem}", throttle_duration_sec=2.0)
+            if self._on_problem is not None:
+                self._on_problem(problem)
             return
         full = self.assembler.complete()
         if full is not None:

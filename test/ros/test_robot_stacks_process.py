@@ -89,7 +89,7 @@ def test_genie_sim_gets_one_jointstate_of_arms_and_grippers_with_clip_one_minus_
     emb = load_embodiment("agibot_g1")
     arm_start = [0.3, -0.5, 0.2, -1.0, 0.1, 0.4, -0.2]
     start = {name: v for name, v in zip(COMMAND_JOINTS[:7], arm_start, strict=True)}
-    start |= {name: -v for name, v in zip(COMMAND_JOINTS[8:15], arm_start, strict=True)}
+    start |= {name: v for name, v in zip(COMMAND_JOINTS[7:14], arm_start, strict=True)}
     # Observed gripper = clip(0.8 - joint, 0, 1): 0.6 -> model 0.2 (left), 0.7 -> model 0.1 (right).
     start |= {"idx41_gripper_l_outer_joint1": 0.6, "idx81_gripper_r_outer_joint1": 0.7}
     start |= {"idx01_body_joint1": 0.5, "idx02_body_joint2": 0.2, "idx11_head_joint1": 0.0, "idx12_head_joint2": 0.1}
@@ -100,7 +100,7 @@ def test_genie_sim_gets_one_jointstate_of_arms_and_grippers_with_clip_one_minus_
         standin.close()
     msgs = run["messages"][COMMAND_TOPIC]
     for msg in msgs:
-        assert list(msg.name) == COMMAND_JOINTS  # arms + grippers in the client's order; head and waist never
+        assert list(msg.name) == COMMAND_JOINTS  # arms, then grippers, as the sim reads them; head and waist never
         assert len(msg.position) == 16 and all(math.isfinite(v) for v in msg.position)
         # Stamped on Genie Sim's clock (use_sim_time from the profile), not on the wall clock.
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -108,7 +108,7 @@ def test_genie_sim_gets_one_jointstate_of_arms_and_grippers_with_clip_one_minus_
     pos = np.array([list(m.position) for m in msgs])
     a_eff = amplitude_bound(emb, "left_effector_joint")
     # Command = clip(1 - a, 0, 1) with a around the model centre: left 1 - 0.2 = 0.8, right 1 - 0.1 = 0.9.
-    assert np.all(np.abs(pos[:, 7] - 0.8) <= a_eff), pos[:, 7]
+    assert np.all(np.abs(pos[:, 14] - 0.8) <= a_eff), pos[:, 14]
     assert np.all(np.abs(pos[:, 15] - 0.9) <= a_eff), pos[:, 15]
     for k, joint in enumerate(["left_arm_joint1", "left_arm_joint2", "left_arm_joint3"]):
         assert np.all(np.abs(pos[:, k] - arm_start[k]) <= amplitude_bound(emb, joint)), joint
@@ -154,7 +154,8 @@ def fr3_forward_variant(tmp_path: Path) -> Path:
     data["commands"] = [arm]
     data["uncommanded"] = ["panda_finger_joint1"]
     data["name"] = "fr3_forward_variant"
-    path = tmp_path / "fr3_forward_variant.yaml"
+    path = tmp_path / "profile" / "fr3_forward_variant.yaml"
+    path.parent.mkdir()
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -168,7 +169,7 @@ def test_franka_ros2_gets_fr3_named_per_tick_arm_commands_from_two_joint_state_t
     topic = "/fr3_position_controller/commands"
     try:
         # Arming needs both topics: the arm's (reliable) and the gripper's (best effort, SensorDataQoS).
-        run = run_with_stack(str(robot), probe, tmp_path / "run", [topic], standin)
+        run = run_with_stack(str(robot), probe, tmp_path, [topic], standin)
     finally:
         standin.close()
     msgs = run["messages"][topic]

@@ -181,3 +181,12 @@ def test_a_frame_with_a_view_filled_by_the_stale_policy_blocks_requests_and_name
     loop.on_frame(10.4, frame(3))  # the camera is back: the next frame is a real observation again
     assert loop.blocker(10.4) == ""
     assert loop.take_request(10.4) is not None
+
+
+def test_an_unusable_joint_state_message_blocks_requests_until_a_good_state_arrives():
+    loop = ready_loop()
+    assert loop.blocker(10.0) == ""
+    loop.state_invalid("joint_states is missing ['fr3_joint7'] on /franka/joint_states")
+    assert loop.blocker(10.0) == "joint_states is missing ['fr3_joint7'] on /franka/joint_states"
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.0)
+    assert loop.blocker(10.0) == ""

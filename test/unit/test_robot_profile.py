@@ -275,8 +275,8 @@ def test_the_assembler_waits_for_every_topic_and_returns_model_order_and_values(
 
 def test_the_assembler_names_the_topic_and_joints_a_message_lacks(tmp_path):
     asm = JointStateAssembler(load(tmp_path, base()))
-    assert asm.update(0, FR3[:6], [0.0] * 6, now=1.0) == "/joint_states: missing joints ['fr3_joint7']"
-    assert asm.update(1, ["a", "b"], [0.0], now=1.0) == "/gripper/joint_states: 2 names but 1 positions"
+    assert asm.update(0, FR3[:6], [0.0] * 6, now=1.0) == "joint_states is missing ['fr3_joint7'] on /joint_states"
+    assert asm.update(1, ["a", "b"], [0.0], now=1.0) == "joint_states has 2 names but 1 positions on /gripper/joint_states"
 
 
 GENIE_ARMS = [f"idx2{i}_arm_l_joint{i}" for i in range(1, 8)] + [f"idx6{i}_arm_r_joint{i}" for i in range(1, 8)]
@@ -291,7 +291,7 @@ def test_the_genie_sim_profile_carries_genie_sims_names_topics_qos_and_gripper_f
     (cmd,) = p.commands
     assert (cmd.topic, cmd.type, cmd.qos) == ("/sim/target_joint_state", JOINT_STATE,
                                                QosSpec("reliable", "transient_local", 30))
-    # The client's command order: left arm, right arm, then the two grippers (model order of the slice).
+    # The order the sim's callback_joint_command reads by index: left arm, right arm, then the two grippers.
     assert cmd.slice.robot_joints == (*GENIE_ARMS, "idx41_gripper_l_outer_joint1", "idx81_gripper_r_outer_joint1")
     assert set(p.uncommanded) == {"head_yaw_joint", "head_pitch_joint", "waist_pitch_joint", "waist_lift_joint"}
     action = np.zeros(20)
@@ -305,7 +305,8 @@ def test_the_genie_sim_profile_carries_genie_sims_names_topics_qos_and_gripper_f
     assert inp.slice.robot_joints[k] == "idx41_gripper_l_outer_joint1"
     # clip(0.8 - joint, 0, 1): 0.1 -> 0.7; -0.5 -> 1 (clipped).
     assert inp.slice.maps[k].apply(0.1) == pytest.approx(0.7) and inp.slice.maps[k].apply(-0.5) == 1.0
-    assert dict(zip(inp.slice.joints, inp.slice.robot_joints, strict=True))["waist_pitch_joint"] == "idx01_body_joint1"
+    by_model = dict(zip(inp.slice.joints, inp.slice.robot_joints, strict=True))
+    assert (by_model["waist_lift_joint"], by_model["waist_pitch_joint"]) == ("idx01_body_joint1", "idx02_body_joint2")
 
 
 def test_the_yam_profile_has_one_output_and_one_input_per_arm_with_a_normalised_gripper():

@@ -23,9 +23,13 @@ class StandIn(RosProbe):
         self._t0 = time.monotonic()
         self._sim_start = sim_time_start
         self.received: dict[str, list[tuple[float, Any]]] = {}
+        self._stop = threading.Event()
         if sim_time_start is not None:
+            # Its own thread at 200 Hz, not an executor timer: a /clock that jumps by more than a control
+            # period (the probe's executor is shared by every subscription here) makes ROS timers on sim
+            # time skip that period, as they would on a simulator that stalls.
             self._clock_pub = self.node.create_publisher(Clock, "/clock", 10)
-            self.node.create_timer(0.01, self._tick_clock)
+            threading.Thread(target=self._run_clock, daemon=True).start()
 
     def stack_time(self) -> float:
         """s: the stack's clock (sim time when it publishes /clock, else ROS wall time)."""
@@ -39,11 +43,19 @@ class StandIn(RosProbe):
         msg.header.stamp.nanosec = int((t - int(t)) * 1e9)
         return msg
 
-    def _tick_clock(self) -> None:
-        msg = Clock()
-        t = self.stack_time()
-        msg.clock.sec, msg.clock.nanosec = int(t), int((t - int(t)) * 1e9)
-        self._clock_pub.publish(msg)
+    def _run_clock(self) -> None:
+        while not self._stop.wait(0.005):
+            msg = Clock()
+            t = self.stack_time()
+            msg.clock.sec, msg.clock.nanosec = int(t), int((t - int(t)) * 1e9)
+            try:
+                self._clock_pub.publish(msg)
+            except Exception:  # noqa: BLE001 - the context was shut down under us at close()
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
 
     def log(self, topic: str, msg: Any) -> None:
         with self.lock:

@@ -2,8 +2,9 @@
 
 /joint_states (reliable) with the G1's idx* names; the three cameras as CompressedImage on /sim/*_img,
 published with the sim's QOS_PROFILE_LATEST (reliable, transient local, depth 30); commands taken from
-/sim/target_joint_state (JointState, same QoS): the two arms and the two grippers. The sim's gripper joint
-is 0 closed .. 0.8 open and its gripper command 0 closed .. 1 open, so a command c puts the joint at 0.8 c.
+/sim/target_joint_state (JointState, same QoS): the two arms and the two grippers, read BY INDEX as the sim's
+callback_joint_command does ([0:7] left arm, [7:14] right arm, [14], [15] left/right gripper clipped to [0, 1]).
+The sim's gripper joint is 0 closed .. 0.8 open and its command 0 closed .. 1 open: command c -> joint 0.8 c.
 Everything on sim time: the stand-in publishes /clock.
 """
 
@@ -19,8 +20,8 @@ LATEST = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=30, reliability=Qo
 ARM_L = [f"idx2{i}_arm_l_joint{i}" for i in range(1, 8)]
 ARM_R = [f"idx6{i}_arm_r_joint{i}" for i in range(1, 8)]
 GRIPPERS = ["idx41_gripper_l_outer_joint1", "idx81_gripper_r_outer_joint1"]
-#: What the DreamZero client sends, in its order.
-COMMAND_JOINTS = [*ARM_L, GRIPPERS[0], *ARM_R, GRIPPERS[1]]
+#: The command layout the sim reads by index.
+COMMAND_JOINTS = [*ARM_L, *ARM_R, *GRIPPERS]
 OTHER = ["idx01_body_joint1", "idx02_body_joint2", "idx11_head_joint1", "idx12_head_joint2"]
 COMMAND_TOPIC = "/sim/target_joint_state"
 CAMERAS = ["/sim/head_img", "/sim/left_wrist_img", "/sim/right_wrist_img"]
@@ -37,12 +38,11 @@ class GenieSimStandIn(StandIn):
 
     def _on_command(self, msg: JointState) -> None:
         self.log(COMMAND_TOPIC, msg)
+        if len(msg.position) < 16:
+            return
         with self.lock:
-            for name, value in zip(msg.name, msg.position, strict=False):
-                if name in GRIPPERS:
-                    self.q[name] = 0.8 * value
-                elif name in self.q:
-                    self.q[name] = value
+            for name, value in zip(COMMAND_JOINTS, msg.position, strict=False):
+                self.q[name] = 0.8 * min(1.0, max(0.0, value)) if name in GRIPPERS else value
 
     def _publish_state(self) -> None:
         with self.lock:
