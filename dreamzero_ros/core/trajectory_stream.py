@@ -23,8 +23,9 @@ this module sent, evaluated with the same Hermite rule): one at the send time (t
 already past when the controller first samples it, so the controller lands inside the segment
 instead of splicing from its state) and one `lead` later (longer than the publish-to-controller
 latency). Between the two the controller retraces its old path; the new chunk's rows take over after
-the second with continuous position and velocity, and even a delivery later than `lead` lands on a
-continuous path. Rows closer than `min_segment` after the second point are left out, so no segment is
+the second with continuous position and velocity. A delivery later than `lead` would land the
+controller on the new rows, which have left the old path by then: a step, so `lead` must exceed the
+worst publish-to-controller latency (the node's default is 0.1 s). Rows closer than `min_segment` after the second point are left out, so no segment is
 so short that its cubic needs a large acceleration. The trajectory's last point is always ahead, so
 it is never one that ends in the past.
 
@@ -33,10 +34,11 @@ the limited points, at the first point the continuation velocity and zero at the
 controller holds the last point and a nonzero velocity there would be a step). PCHIP rather than a
 global cubic spline or plain central differences: its derivative at a point is zero where the path
 turns and otherwise a weighted harmonic mean of the two adjacent secants, so it never exceeds the
-larger secant (the points obey the velocity limit, so the sent velocities do too) and it never
+larger secant (the points obey the velocity limit, so the rows' velocities do too) and it never
 invents an overshoot between points; a global spline's derivatives depend on every point and can
 exceed the secants. The controller's cubic between two points can still peak above the secant
-(at most 1.5x, for a segment that starts and ends at rest).
+(at most 1.5x, for a segment that starts and ends at rest); the path points carry the velocity the
+controller already has there.
 
 Limits apply to every point: clamped into the position limits, and each point within
 velocity_limit x (its time - the previous point's time) of the previous one, the first point being
@@ -145,9 +147,9 @@ class _Piece:
 class TrajectoryStreamer:
     """Turns the executor's per-tick decisions into the few trajectories a JTC needs.
 
-    lower, upper, velocity: [J] limits (rad | m, rad/s | m/s). lead: s between sending and the first
-    point (> publish-to-controller latency). min_segment: s, the shortest gap from the first point to
-    the next. hold_span: s between the two held points of a hold.
+    lower, upper, velocity: [J] limits (rad | m, rad/s | m/s). lead: s from sending (the first point)
+    to the hand-over point (> publish-to-controller latency). min_segment: s, the shortest gap from the
+    hand-over point to the first row. hold_span: s between the two held points of a hold.
     """
 
     def __init__(
@@ -155,7 +157,7 @@ class TrajectoryStreamer:
         lower: np.ndarray,
         upper: np.ndarray,
         velocity: np.ndarray,
-        lead: float = 0.05,
+        lead: float = 0.1,
         min_segment: float = 0.03,
         hold_span: float = 1.0,
     ) -> None:
@@ -182,12 +184,16 @@ class TrajectoryStreamer:
         self._key = None
 
     def expected(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """([J] position, [J] velocity) the controller follows at time t, by what was sent."""
+        """([J] position, [J] velocity) the controller follows at time t, by what was sent.
+
+        The velocity is the path's own (a cubic may exceed its points' by up to 1.5x): changing it would
+        put the very step into the controller's command that the continuation points are there to avoid.
+        """
         if not self._pieces:
             raise RuntimeError("TrajectoryStreamer: start(position) first")
         piece = next(p for p in reversed(self._pieces) if p.since <= t or p is self._pieces[0])
         pos, vel = piece.state(t)
-        return np.clip(pos, self.lower, self.upper), np.clip(vel, -self.velocity, self.velocity)
+        return np.clip(pos, self.lower, self.upper), vel
 
     def _knots(self, t_from: float, t_to: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(times [k], positions [k, J], velocities [k, J]) of the followed path's points strictly inside (t_from, t_to)."""

@@ -66,8 +66,8 @@ PARAMS = (
     Param("arm_tolerance", _DEFAULTS.arm_tolerance,
           "rad|m: refuse arming while a non-effector joint is further from the last command (home first)",
           minimum=1e-6),
-    Param("trajectory_lead", 0.05, "s: a streamed trajectory's first point lies this far after sending "
-          "(more than the publish-to-controller latency)", minimum=0.001, maximum=1.0),
+    Param("trajectory_lead", 0.1, "s: a streamed trajectory hands over to the new rows this long after "
+          "sending (must exceed the publish-to-controller latency)", minimum=0.001, maximum=1.0),
     Param("trajectory_min_segment", 0.03, "s: rows closer than this after a trajectory's first point are left out",
           minimum=0.001, maximum=1.0),
     Param("status_rate", 2.0, "Hz of PolicyStatus and diagnostics", minimum=0.1, maximum=100.0),

@@ -250,7 +250,7 @@ def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_traje
 ):
     emb = load_embodiment("agibot_g1")
     assert emb.command.interface == "joint_trajectory"
-    dt, lead, min_segment = emb.control.dt, 0.05, 0.03  # the node's trajectory_lead / _min_segment defaults
+    dt, lead, min_segment = emb.control.dt, 0.1, 0.03  # the node's trajectory_lead / _min_segment defaults
     node, chunks, states, status = _start(launcher, probe, "agibot_g1", arm_on_start=True)
     trajectories = probe.collect(JointTrajectory, emb.command.topic, qos.COMMANDS)
     twists = probe.collect(Twist, emb.extra_actions[0].topic, qos.COMMANDS)

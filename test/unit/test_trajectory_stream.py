@@ -125,7 +125,7 @@ def chunk_rows(t_obs: float, offset: float, rng: np.random.Generator) -> np.ndar
     return rows
 
 
-def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
+def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03, latency: float = LATENCY):
     """ExecutorCore at 15 Hz -> TrajectoryStreamer -> (LATENCY) -> JtcModel sampled at 1 kHz.
 
     Chunks are observed every 0.4 s and arrive 0.25 s later. Returns (t [n], position [n, J],
@@ -152,7 +152,7 @@ def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
             key = ("chunk", cmd.chunk_id)
             traj = s.on_command(key, cmd.positions, cmd.holding, t, core.remaining())
             if traj is not None:
-                inbox.append((t + LATENCY, traj))
+                inbox.append((t + latency, traj))
         while inbox and inbox[0][0] <= t:
             at, traj = inbox.pop(0)
             assert jtc.receive(traj.stamp, traj.time_from_start, traj.positions, traj.velocities, at), jtc.rejected
@@ -221,3 +221,15 @@ def test_when_consecutive_chunks_agree_a_switch_accelerates_no_more_than_the_mot
         near |= (t[1:] >= at - 0.005) & (t[1:] <= at + 0.25)
     away = ~near & (t[1:] > 1.0)  # after the start-up catch-up to the first chunk
     assert accel[near].max() <= 1.2 * accel[away].max(), (accel[near].max(), accel[away].max())
+
+
+
+def test_lead_must_exceed_the_delivery_latency_a_later_delivery_steps_onto_the_new_path():
+    """Why `lead` exists: delivered 45 ms after sending (< the 50 ms lead) the controller lands on its
+    own path and no 1 ms step exceeds 1.5 V x 1 ms; delivered 80 ms after (> lead) its first sample falls
+    past the hand-over point, on the new rows, which have left the old path by then: a position step."""
+    bound = 1.5 * VEL * 1e-3 + 1e-12
+    t, p, v, switches, jtc = play(latency=0.045)
+    assert jtc.rejected == [] and np.all(np.abs(np.diff(p, axis=0)) <= bound)
+    t, p, v, switches, jtc = play(latency=0.08)
+    assert np.any(np.abs(np.diff(p, axis=0)) > bound)
