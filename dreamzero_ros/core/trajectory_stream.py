@@ -25,13 +25,16 @@ instead of splicing from its state) and one `lead` later (longer than the publis
 latency). Between the two the controller retraces its old path; the new chunk's rows take over after
 the second with continuous position and velocity. A delivery later than `lead` would land the
 controller on the new rows, which have left the old path by then: a step, so `lead` must exceed the
-worst publish-to-controller latency (the node's default is 0.1 s). Rows closer than `min_segment` after the second point are left out, so no segment is
-so short that its cubic needs a large acceleration. The trajectory's last point is always ahead, so
-it is never one that ends in the past.
+worst publish-to-controller latency (the node's default is 0.1 s). The first `crossfade_steps`
+rows after the hand-over fade from the followed path into the new chunk (the executor's own
+cross-fade acts on the rows due from the switch tick, which the hand-over mostly skips). Rows closer
+than `min_segment` after the hand-over are left out, so no segment is so short that its cubic needs
+a large acceleration. The trajectory's last point is always ahead, so it is never one that ends in
+the past.
 
-Velocities at the points are the derivative of the monotone piecewise-cubic (PCHIP, scipy) through
-the limited points, at the first point the continuation velocity and zero at the last (the
-controller holds the last point and a nonzero velocity there would be a step). PCHIP rather than a
+Velocities at the rows are the derivative of the monotone piecewise-cubic (PCHIP, scipy) through
+the limited points, the path's own at the path points and zero at the last (the controller holds
+the last point and a nonzero velocity there would be a step). PCHIP rather than a
 global cubic spline or plain central differences: its derivative at a point is zero where the path
 turns and otherwise a weighted harmonic mean of the two adjacent secants, so it never exceeds the
 larger secant (the points obey the velocity limit, so the rows' velocities do too) and it never
@@ -56,6 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicHermiteSpline, PchipInterpolator
 
+from dreamzero_ros.core.chunk import crossfade
 from dreamzero_ros.core.safety import JointLimiter
 
 
@@ -150,6 +154,9 @@ class TrajectoryStreamer:
     lower, upper, velocity: [J] limits (rad | m, rad/s | m/s). lead: s from sending (the first point)
     to the hand-over point (> publish-to-controller latency). min_segment: s, the shortest gap from the
     hand-over point to the first row. hold_span: s between the two held points of a hold.
+    crossfade_steps: rows after the hand-over that fade from the followed path into the new rows
+    (the executor's own cross-fade acts on the rows due from the switch tick, which the hand-over
+    `lead` later mostly skips).
     """
 
     def __init__(
@@ -160,6 +167,7 @@ class TrajectoryStreamer:
         lead: float = 0.1,
         min_segment: float = 0.03,
         hold_span: float = 1.0,
+        crossfade_steps: int = 3,
     ) -> None:
         for name, v in (("lead", lead), ("min_segment", min_segment), ("hold_span", hold_span)):
             if not (np.isfinite(v) and v > 0):
@@ -170,6 +178,9 @@ class TrajectoryStreamer:
         self.lead = float(lead)
         self.min_segment = float(min_segment)
         self.hold_span = float(hold_span)
+        if isinstance(crossfade_steps, bool) or not isinstance(crossfade_steps, int) or crossfade_steps < 0:
+            raise ValueError(f"TrajectoryStreamer: crossfade_steps must be an integer >= 0, got {crossfade_steps!r}")
+        self.crossfade_steps = crossfade_steps
         self._pieces: list[_Piece] = []
         self._key: Hashable | None = None
         self._held: np.ndarray | None = None
@@ -213,6 +224,9 @@ class TrajectoryStreamer:
             pt, pp = times[keep], targets[keep]
         else:  # every row is due before the hand-over: go to where the rows end
             pt, pp = np.array([t0 + self.min_segment]), targets[-1:]
+        if self.crossfade_steps:
+            source = np.array([self.expected(t)[0] for t in pt[: self.crossfade_steps]])
+            pp = crossfade(pp, source, self.crossfade_steps)
         return self._emit(now, pt, pp, holding=False)
 
     def hold(self, position: np.ndarray, now: float) -> StreamedTrajectory:

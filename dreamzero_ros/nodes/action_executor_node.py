@@ -99,7 +99,8 @@ class ActionExecutorNode(Node):
         if self._outputs is not None and self._outputs.streams:
             lower, upper, velocity = self.embodiment.limits_arrays()
             self._streamer = TrajectoryStreamer(lower, upper, velocity, lead=p["trajectory_lead"],
-                                                min_segment=p["trajectory_min_segment"])
+                                                min_segment=p["trajectory_min_segment"],
+                                                crossfade_steps=settings.crossfade_steps)
         self._extra_pubs = {} if self.dry_run else {
             g.name: self.create_publisher(Twist, g.topic, qos.from_spec(g.qos)) for g in self.profile.extra_outputs
         }

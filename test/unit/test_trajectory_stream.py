@@ -38,8 +38,8 @@ START = np.array([0.0, -0.6283, 0.0, -2.5133, 0.0, 1.885, 0.7854, 0.04])
 LEAD, MIN_SEGMENT, LATENCY = 0.05, 0.03, 0.01
 
 
-def streamer() -> TrajectoryStreamer:
-    s = TrajectoryStreamer(LO, HI, VEL, lead=LEAD, min_segment=MIN_SEGMENT)
+def streamer(crossfade_steps: int = 3) -> TrajectoryStreamer:
+    s = TrajectoryStreamer(LO, HI, VEL, lead=LEAD, min_segment=MIN_SEGMENT, crossfade_steps=crossfade_steps)
     s.start(START)
     return s
 
@@ -48,7 +48,7 @@ def streamer() -> TrajectoryStreamer:
 
 
 def test_a_chunk_becomes_one_trajectory_starting_lead_ahead_with_its_rows_at_their_own_times():
-    s = streamer()
+    s = streamer(crossfade_steps=0)
     now = 100.0
     times = now - 0.02 + DT * np.arange(1, H + 1)  # rows at the chunk's own times
     rows = START + 0.001 * np.arange(1, H + 1)[:, None] * np.ones(len(NAMES))
@@ -65,6 +65,19 @@ def test_a_chunk_becomes_one_trajectory_starting_lead_ahead_with_its_rows_at_the
     np.testing.assert_allclose(traj.positions[:2], [START, START])
     np.testing.assert_array_equal(traj.velocities[:2], 0.0)
     np.testing.assert_array_equal(traj.velocities[-1], 0.0)
+
+
+def test_the_first_rows_after_the_hand_over_fade_from_the_followed_path():
+    s = streamer(crossfade_steps=3)  # the controller rests at START
+    now = 100.0
+    times = now + DT * np.arange(1, H + 1)
+    rows = np.tile(START, (H, 1))
+    rows[:, 0] += 0.03  # the new chunk wants joint 1 0.03 rad further
+    traj = s.follow(times, rows, now)
+    kept = times >= now + LEAD + MIN_SEGMENT
+    # rows k = 0, 1, 2 after the hand-over: START + w_k * 0.03 with w_k = (k + 1) / 4; then the rows
+    np.testing.assert_allclose(traj.positions[2:5, 0], START[0] + 0.03 * np.array([0.25, 0.5, 0.75]))
+    np.testing.assert_allclose(traj.positions[5:], rows[kept][3:])
 
 
 def test_point_velocities_of_a_straight_ramp_are_its_slope():
