@@ -303,6 +303,15 @@ def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_traje
         np.testing.assert_allclose(point.positions, home, atol=1e-9)  # a still chunk at the measured state
         np.testing.assert_allclose(point.velocities, 0.0, atol=1e-9)
 
+    # Disarming mid-chunk sends a hold (a JTC would otherwise play the rest of the chunk), then nothing.
+    disarmed = time.monotonic()
+    assert _call(probe, SetBool, ARM_SERVICE, SetBool.Request(data=False)).success
+    time.sleep(0.5)
+    after = [m for t, m in list(trajectories) if t > disarmed]
+    assert len(after) == 1 and len(after[0].points) == 3, [len(m.points) for m in after]
+    np.testing.assert_allclose(after[0].points[-1].positions, home, atol=1e-9)
+    assert list(after[0].points[-1].velocities) == [0.0] * len(home)
+
 
 def test_yam_commands_are_joint_states_and_nan_or_wrong_joint_chunks_are_rejected_and_counted(launcher, probe):
     emb = load_embodiment("yam")
