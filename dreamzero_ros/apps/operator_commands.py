@@ -105,25 +105,23 @@ class Operator:
         if not resp.success:
             raise OperatorError(f"home refused: {resp.message}")
         started = False  # a status published before the call may still be in flight: skip until homing shows
+        ended: list[PolicyStatus] = []
 
         def finished() -> bool:
             nonlocal started
-            while statuses:
+            while statuses and not ended:
                 msg = statuses.pop(0)
                 if on_status is not None:
                     on_status(msg)
                 reached = msg.state == "idle" and "start pose" in msg.reason
-                if msg.state == "homing" or reached:
-                    started = True
+                started = started or msg.state == "homing" or reached
                 if started and msg.state != "homing":
-                    self._homing_end = msg
-                    return True
-            return False
+                    ended.append(msg)
+            return bool(ended)
 
-        self._homing_end: PolicyStatus | None = None
         if not self.spin_until(finished, timeout):
             raise OperatorError(f"homing did not finish within {timeout:g} s ({resp.message})")
-        end = self._homing_end
+        end = ended[0]
         if end.state != "idle" or "start pose" not in end.reason:
             raise OperatorError(f"homing ended without reaching the start pose: state={end.state} reason='{end.reason}'")
         return f"{resp.message}; reached"

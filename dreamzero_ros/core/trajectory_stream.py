@@ -15,30 +15,40 @@ interpolates from that state to the first point; between points it interpolates 
 positions and velocities (quintic when accelerations are given too, linear with positions alone);
 points before now are skipped over; after the last point it holds that point.
 
-So the stream keeps every trajectory's first point a little in the future (`lead`, longer than the
-publish-to-controller latency) and makes that first point the continuation of the previous
-trajectory at that time: position and velocity of the cubic the controller is following (this module
-evaluates the same Hermite cubics). The controller's splice segment from its state to the first point
-then retraces the old path, and the new chunk's rows take over from there with continuous position
-and velocity. Rows closer than `min_segment` after the first point are left out, so no segment is
-so short that its cubic needs a large acceleration.
+A splice from the controller's own state would stall it for one update: at its first sample of a
+new trajectory the state it starts from is the previous update's command, assigned the current
+time (a repeated position, i.e. a one-cycle velocity drop, while moving). So every trajectory starts
+with two points on the path the controller is already following (position and velocity of the cubics
+this module sent, evaluated with the same Hermite rule): one at the send time (the header stamp,
+already past when the controller first samples it, so the controller lands inside the segment
+instead of splicing from its state) and one `lead` later (longer than the publish-to-controller
+latency). Between the two the controller retraces its old path; the new chunk's rows take over after
+the second with continuous position and velocity. A delivery later than `lead` would land the
+controller on the new rows, which have left the old path by then: a step, so `lead` must exceed the
+worst publish-to-controller latency (the node's default is 0.1 s). The first `crossfade_steps`
+rows after the hand-over fade from the followed path into the new chunk (the executor's own
+cross-fade acts on the rows due from the switch tick, which the hand-over mostly skips). Rows closer
+than `min_segment` after the hand-over are left out, so no segment is so short that its cubic needs
+a large acceleration. The trajectory's last point is always ahead, so it is never one that ends in
+the past.
 
-Velocities at the points are the derivative of the monotone piecewise-cubic (PCHIP, scipy) through
-the limited points, at the first point the continuation velocity and zero at the last (the
-controller holds the last point and a nonzero velocity there would be a step). PCHIP rather than a
+Velocities at the rows are the derivative of the monotone piecewise-cubic (PCHIP, scipy) through
+the limited points, the path's own at the path points and zero at the last (the controller holds
+the last point and a nonzero velocity there would be a step). PCHIP rather than a
 global cubic spline or plain central differences: its derivative at a point is zero where the path
 turns and otherwise a weighted harmonic mean of the two adjacent secants, so it never exceeds the
-larger secant (the points obey the velocity limit, so the sent velocities do too) and it never
+larger secant (the points obey the velocity limit, so the rows' velocities do too) and it never
 invents an overshoot between points; a global spline's derivatives depend on every point and can
 exceed the secants. The controller's cubic between two points can still peak above the secant
-(at most 1.5x, for a segment that starts and ends at rest).
+(at most 1.5x, for a segment that starts and ends at rest); the path points carry the velocity the
+controller already has there.
 
 Limits apply to every point: clamped into the position limits, and each point within
-velocity_limit x (its time - the previous point's time) of the previous one, the first point being the
-continuation of what was already sent (itself limited) or the held position after arming.
+velocity_limit x (its time - the previous point's time) of the previous one, the first point being
+where the controller already is by what was sent (itself limited) or the held position after arming.
 
-A hold is two points at the held position with zero velocity (`lead` and `lead + hold_span` ahead),
-so even a late delivery never makes it a trajectory that ends in the past.
+A hold is the path point at the send time, then the held position at rest at `lead` and again
+`hold_span` later, so even a late delivery never makes it a trajectory that ends in the past.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicHermiteSpline, PchipInterpolator
 
+from dreamzero_ros.core.chunk import crossfade
 from dreamzero_ros.core.safety import JointLimiter
 
 
@@ -56,10 +67,10 @@ from dreamzero_ros.core.safety import JointLimiter
 class StreamedTrajectory:
     """One JointTrajectory to publish.
 
-    stamp: s, header.stamp = the time of the first point (never zero, always ahead of the send time).
-    time_from_start: [P] s, 0 for the first point, strictly increasing.
+    stamp: s, header.stamp = the time of the first point = the send time (never zero).
+    time_from_start: [P] s, 0 for the first point, `lead` for the second, strictly increasing.
     positions, velocities: [P, J] (rad | m, rad/s | m/s) in the executor's joint order.
-    holding: True for a hold (two points at one position).
+    holding: True for a hold (ends with two points at one position, at rest).
     """
 
     stamp: float
@@ -140,9 +151,12 @@ class _Piece:
 class TrajectoryStreamer:
     """Turns the executor's per-tick decisions into the few trajectories a JTC needs.
 
-    lower, upper, velocity: [J] limits (rad | m, rad/s | m/s). lead: s between sending and the first
-    point (> publish-to-controller latency). min_segment: s, the shortest gap from the first point to
-    the next. hold_span: s between the two points of a hold.
+    lower, upper, velocity: [J] limits (rad | m, rad/s | m/s). lead: s from sending (the first point)
+    to the hand-over point (> publish-to-controller latency). min_segment: s, the shortest gap from the
+    hand-over point to the first row. hold_span: s between the two held points of a hold.
+    crossfade_steps: rows after the hand-over that fade from the followed path into the new rows
+    (the executor's own cross-fade acts on the rows due from the switch tick, which the hand-over
+    `lead` later mostly skips).
     """
 
     def __init__(
@@ -150,9 +164,10 @@ class TrajectoryStreamer:
         lower: np.ndarray,
         upper: np.ndarray,
         velocity: np.ndarray,
-        lead: float = 0.05,
+        lead: float = 0.1,
         min_segment: float = 0.03,
         hold_span: float = 1.0,
+        crossfade_steps: int = 3,
     ) -> None:
         for name, v in (("lead", lead), ("min_segment", min_segment), ("hold_span", hold_span)):
             if not (np.isfinite(v) and v > 0):
@@ -163,6 +178,9 @@ class TrajectoryStreamer:
         self.lead = float(lead)
         self.min_segment = float(min_segment)
         self.hold_span = float(hold_span)
+        if isinstance(crossfade_steps, bool) or not isinstance(crossfade_steps, int) or crossfade_steps < 0:
+            raise ValueError(f"TrajectoryStreamer: crossfade_steps must be an integer >= 0, got {crossfade_steps!r}")
+        self.crossfade_steps = crossfade_steps
         self._pieces: list[_Piece] = []
         self._key: Hashable | None = None
         self._held: np.ndarray | None = None
@@ -177,12 +195,22 @@ class TrajectoryStreamer:
         self._key = None
 
     def expected(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """([J] position, [J] velocity) the controller follows at time t, by what was sent."""
+        """([J] position, [J] velocity) the controller follows at time t, by what was sent.
+
+        The velocity is the path's own (a cubic may exceed its points' by up to 1.5x): changing it would
+        put the very step into the controller's command that the continuation points are there to avoid.
+        """
         if not self._pieces:
             raise RuntimeError("TrajectoryStreamer: start(position) first")
         piece = next(p for p in reversed(self._pieces) if p.since <= t or p is self._pieces[0])
         pos, vel = piece.state(t)
-        return np.clip(pos, self.lower, self.upper), np.clip(vel, -self.velocity, self.velocity)
+        return np.clip(pos, self.lower, self.upper), vel
+
+    def _knots(self, t_from: float, t_to: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times [k], positions [k, J], velocities [k, J]) of the followed path's points strictly inside (t_from, t_to)."""
+        piece = next((p for p in reversed(self._pieces) if p.since <= t_from), self._pieces[0])
+        inside = (piece.times > t_from + 1e-6) & (piece.times < t_to - 1e-6)
+        return piece.times[inside], piece.positions[inside], piece.velocities[inside]
 
     # -------------------------------------------------------------- trajectories
 
@@ -191,27 +219,20 @@ class TrajectoryStreamer:
         times = np.asarray(times, dtype=np.float64)
         targets = np.asarray(targets, dtype=np.float64)
         t0 = now + self.lead
-        p0, v0 = self.expected(t0)
         keep = times >= t0 + self.min_segment - 1e-9
         if keep.any():
             pt, pp = times[keep], targets[keep]
-        else:  # every row is due before the first point could be: go to where the rows end
+        else:  # every row is due before the hand-over: go to where the rows end
             pt, pp = np.array([t0 + self.min_segment]), targets[-1:]
-        point_times = np.concatenate(([t0], pt))
-        positions = limit_points(point_times, np.vstack((p0, pp)), self.lower, self.upper, self.velocity)
-        velocities = point_velocities(point_times, positions, first=v0, last=np.zeros_like(p0))
-        return self._emit(point_times, positions, velocities, now, holding=False)
+        if self.crossfade_steps:
+            source = np.array([self.expected(t)[0] for t in pt[: self.crossfade_steps]])
+            pp = crossfade(pp, source, self.crossfade_steps)
+        return self._emit(now, pt, pp, holding=False)
 
     def hold(self, position: np.ndarray, now: float) -> StreamedTrajectory:
-        """Two points at `position` (limited from the expected path), at rest."""
-        t0 = now + self.lead
-        p_now, _ = self.expected(now)
-        point_times = np.array([t0, t0 + self.hold_span])
-        # The hold position is the executor's last command, normally within reach; limited anyway.
+        """From the current path point to `position` (limited), held there at rest."""
         target = np.asarray(position, dtype=np.float64)
-        held = limit_points(np.array([now, t0]), np.vstack((p_now, target)), self.lower, self.upper, self.velocity)[1]
-        positions = np.vstack((held, held))
-        return self._emit(point_times, positions, np.zeros_like(positions), now, holding=True)
+        return self._emit(now, np.array([now + self.lead + self.hold_span]), target[None, :], holding=True)
 
     def on_command(
         self,
@@ -242,18 +263,33 @@ class TrajectoryStreamer:
         self._key = key
         return traj
 
-    def _emit(
-        self, times: np.ndarray, positions: np.ndarray, velocities: np.ndarray, now: float, holding: bool
-    ) -> StreamedTrajectory:
-        # The controller's path from now: its splice cubic from the expected state now to the first
-        # point, then the points. Older pieces are kept only while something may still evaluate them.
+    def _emit(self, now: float, times: np.ndarray, targets: np.ndarray, holding: bool) -> StreamedTrajectory:
+        """The point on the current path at now, then (not holding) the one at now + lead, then
+        `targets` [n, J] at `times` [n] (after now + lead), all limited. Velocities: the path's at the
+        path points, PCHIP at the rows, zero at the last. A hold: the path point at now, then the held
+        position at rest at now + lead and at `times[0]`."""
+        t0 = now + self.lead
         p_now, v_now = self.expected(now)
-        piece = _Piece(
-            now,
-            np.concatenate(([now], times)),
-            np.vstack((p_now, positions)),
-            np.vstack((v_now, velocities)),
-        )
-        self._pieces = [p for p in self._pieces if p.since < now][-1:] + [piece]
+        if holding:
+            point_times = np.array([now, t0, times[0]])
+            positions = limit_points(point_times, np.vstack((p_now, targets[0], targets[0])),
+                                     self.lower, self.upper, self.velocity)
+            positions[2] = positions[1]
+            velocities = np.zeros_like(positions)
+            velocities[0] = v_now
+        else:
+            # The path's own knots between now and the hand-over too: with them every segment up to
+            # the hand-over is the very cubic the controller was following (a single cubic across a
+            # knot would differ from it a little, which shows as an acceleration spike at 1 kHz).
+            kt, kp, kv = self._knots(now, t0)
+            p0, v0 = self.expected(t0)
+            point_times = np.concatenate(([now], kt, [t0], times))
+            positions = limit_points(point_times, np.vstack((p_now, kp, p0, targets)),
+                                     self.lower, self.upper, self.velocity)
+            velocities = point_velocities(point_times, positions, last=np.zeros_like(p0))
+            n = kt.size + 2
+            velocities[:n] = np.vstack((v_now, kv, v0))
+        # The controller follows this trajectory from now on (older pieces are kept one deep).
+        self._pieces = [p for p in self._pieces if p.since < now][-1:] + [_Piece(now, point_times, positions, velocities)]
         self.sent += 1
-        return StreamedTrajectory(float(times[0]), times - times[0], positions, velocities, holding)
+        return StreamedTrajectory(float(now), point_times - now, positions, velocities, holding)

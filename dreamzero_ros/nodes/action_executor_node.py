@@ -76,8 +76,8 @@ PARAMS = (
     Param("arm_tolerance", _DEFAULTS.arm_tolerance,
           "rad|m: refuse arming while a non-effector joint is further from the last command (home first)",
           minimum=1e-6),
-    Param("trajectory_lead", 0.05, "s: a streamed trajectory's first point lies this far after sending "
-          "(more than the publish-to-controller latency)", minimum=0.001, maximum=1.0),
+    Param("trajectory_lead", 0.1, "s: a streamed trajectory hands over to the new rows this long after "
+          "sending (must exceed the publish-to-controller latency)", minimum=0.001, maximum=1.0),
     Param("trajectory_min_segment", 0.03, "s: rows closer than this after a trajectory's first point are left out",
           minimum=0.001, maximum=1.0),
     Param("status_rate", 2.0, "Hz of PolicyStatus and diagnostics", minimum=0.1, maximum=100.0),
@@ -109,7 +109,8 @@ class ActionExecutorNode(Node):
         if self._outputs is not None and self._outputs.streams:
             lower, upper, velocity = self.embodiment.limits_arrays()
             self._streamer = TrajectoryStreamer(lower, upper, velocity, lead=p["trajectory_lead"],
-                                                min_segment=p["trajectory_min_segment"])
+                                                min_segment=p["trajectory_min_segment"],
+                                                crossfade_steps=settings.crossfade_steps)
         self._extra_pubs = {} if self.dry_run else {
             g.name: self.create_publisher(Twist, g.topic, qos.from_spec(g.qos)) for g in self.profile.extra_outputs
         }

@@ -251,7 +251,7 @@ def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_traje
 ):
     emb = load_embodiment("agibot_g1")
     assert emb.command.interface == "joint_trajectory"
-    dt, lead, min_segment = emb.control.dt, 0.05, 0.03  # the node's trajectory_lead / _min_segment defaults
+    dt, lead, min_segment = emb.control.dt, 0.1, 0.03  # the node's trajectory_lead / _min_segment defaults
     node, chunks, states, status = _start(launcher, probe, "agibot_g1", arm_on_start=True)
     trajectories = probe.collect(JointTrajectory, emb.command.topic, qos.COMMANDS)
     twists = probe.collect(Twist, emb.extra_actions[0].topic, qos.COMMANDS)
@@ -264,21 +264,23 @@ def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_traje
     states.publish(_joint_state(shuffled, home[::-1]))
     assert wait_until(lambda: len(twists) >= 30, 10), node.output()  # 1 s of 30 Hz ticks
     offset = _ros_offset()
-    # Holding: ONE trajectory (not one per tick): two points at the measured state, at rest, its
-    # stamp (= its first point) lead ahead of sending.
+    # Holding: ONE trajectory (not one per tick): three points at the measured state, at rest, stamped
+    # (= its first point) at the send time, so already past on arrival.
     assert len(trajectories) == 1, [len(m.points) for _, m in list(trajectories)]
     t, hold = trajectories[0]
-    assert hold.joint_names == list(emb.action_joints) and len(hold.points) == 2
+    assert hold.joint_names == list(emb.action_joints) and len(hold.points) == 3
     for point in hold.points:
         np.testing.assert_allclose(point.positions, home, atol=1e-12)
         assert list(point.velocities) == [0.0] * len(home)
-    assert [stamp_to_seconds(p.time_from_start) for p in hold.points] == [0.0, 1.0]
-    ahead = stamp_to_seconds(hold.header.stamp) - (t + offset)
-    assert 0.0 < ahead <= lead, ahead
+    np.testing.assert_allclose([stamp_to_seconds(p.time_from_start) for p in hold.points], [0.0, lead, lead + 1.0],
+                               atol=1e-6)  # float seconds of a ~1.7e9 s stamp: 0.2 us
+    sent = stamp_to_seconds(hold.header.stamp) - (t + offset)
+    assert -0.1 < sent <= 0.0, sent
     assert all(m.linear.x == 0.0 and m.angular.z == 0.0 for _, m in list(twists))  # a held base stands still
 
-    # A chunk: one trajectory of its remaining rows at the rows' own times (stamp + (k + 1) dt),
-    # positions and velocities per point; the twist carries the chunk's base velocity every tick.
+    # A chunk: one trajectory: the held path up to the hand-over (send time + lead), then the chunk's
+    # remaining rows at their own times (stamp + (k + 1) dt), positions and velocities per point; the
+    # twist carries the chunk's base velocity every tick.
     stamp_msg = probe.now_msg()
     stamp = stamp_to_seconds(stamp_msg)
     rows = np.tile(home, (emb.control.horizon, 1))
@@ -290,15 +292,26 @@ def test_agibot_joint_trajectory_output_gets_a_hold_then_each_chunk_as_one_traje
     assert len(new) == 1, len(new)
     t, traj = new[0]
     first = stamp_to_seconds(traj.header.stamp)
-    assert 0.0 < first - (t + offset) <= lead
+    assert -0.1 < first - (t + offset) <= 0.0
     times = first + np.array([stamp_to_seconds(p.time_from_start) for p in traj.points])
+    assert times[1] - first <= lead + 1e-6  # the path points up to the hand-over, then the rows
     row_times = stamp + dt * np.arange(1, emb.control.horizon + 1)
-    expected = row_times[row_times >= first + min_segment - 1e-6]
-    np.testing.assert_allclose(times[1:], expected, atol=2e-9)  # nanosecond rounding of the stamps
+    expected = row_times[row_times >= first + lead + min_segment - 1e-6]
+    np.testing.assert_allclose(times[-len(expected):], expected, atol=1e-6)  # float seconds of the stamps
+    assert np.all(times[:-len(expected)] <= first + lead + 1e-6)
     assert times[-1] == pytest.approx(stamp + emb.control.horizon * dt, abs=2e-9)
     for point in traj.points:
         np.testing.assert_allclose(point.positions, home, atol=1e-9)  # a still chunk at the measured state
         np.testing.assert_allclose(point.velocities, 0.0, atol=1e-9)
+
+    # Disarming mid-chunk sends a hold (a JTC would otherwise play the rest of the chunk), then nothing.
+    disarmed = time.monotonic()
+    assert _call(probe, SetBool, ARM_SERVICE, SetBool.Request(data=False)).success
+    time.sleep(0.5)
+    after = [m for t, m in list(trajectories) if t > disarmed]
+    assert len(after) == 1 and len(after[0].points) == 3, [len(m.points) for m in after]
+    np.testing.assert_allclose(after[0].points[-1].positions, home, atol=1e-9)
+    assert list(after[0].points[-1].velocities) == [0.0] * len(home)
 
 
 def test_yam_commands_are_joint_states_and_nan_or_wrong_joint_chunks_are_rejected_and_counted(launcher, probe):

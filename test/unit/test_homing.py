@@ -143,3 +143,47 @@ def test_homing_is_refused_when_armed_e_stopped_or_without_a_joint_state(setup, 
         core.estop(10.0)
     verdict = core.home(10.0)
     assert not verdict.ok and needle in verdict.message
+
+
+def _home_yaml(tmp_path, mutate) -> str:
+    import copy
+
+    import yaml
+
+    from dreamzero_ros.core.embodiment import config_dir
+
+    data = copy.deepcopy(yaml.safe_load((config_dir() / "franka_droid.yaml").read_text()))
+    mutate(data["home"])
+    path = tmp_path / "bad_home.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.parametrize(("mutate", "field", "fragment"), [
+    (lambda h: h["pose"].pop("panda_joint3"), r"home\.pose", r"missing positions for action joints \['panda_joint3'\]"),
+    (lambda h: h["pose"].update(elbow=0.0), r"home\.pose", r"\['elbow'\] are not action joints"),
+    (lambda h: h["pose"].update(panda_joint4=0.5), r"home\.pose\.panda_joint4", r"outside joint_limits"),
+    (lambda h: h.update(velocity_scale=1.5), r"home\.velocity_scale", r"\(0, 1\]"),
+    (lambda h: h.pop("velocity_scale"), r"home\.velocity_scale", "missing required field"),
+], ids=["missing joint", "unknown joint", "outside limits", "scale above 1", "no scale"])
+def test_a_malformed_home_section_fails_naming_the_file_and_the_field(tmp_path, mutate, field, fragment):
+    from dreamzero_ros.core.embodiment import ConfigError
+
+    path = _home_yaml(tmp_path, mutate)
+    with pytest.raises(ConfigError, match=rf"^{path}: {field}: .*{fragment}"):
+        load_embodiment(path)
+
+
+def test_without_a_home_section_homing_is_refused_saying_why(tmp_path):
+    import yaml
+
+    from dreamzero_ros.core.embodiment import config_dir
+
+    data = yaml.safe_load((config_dir() / "franka_droid.yaml").read_text())
+    del data["home"]
+    path = tmp_path / "no_home.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    core = ExecutorCore(load_embodiment(str(path)), PLAIN)
+    core.on_joint_state(NAMES, START_POSE, 1.0)
+    verdict = core.home(1.0)
+    assert not verdict.ok and "home:" in verdict.message

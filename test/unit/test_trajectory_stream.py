@@ -5,16 +5,17 @@ update after receipt from the last commanded state, cubic Hermite between points
 velocities, rejection of trajectories that end in the past), sampled at 1 kHz.
 
 Velocity-jump bound at a chunk switch, derived here once: the controller's command is a chain of cubic
-Hermite segments, and at a switch the new segment starts from the controller's own position and
-velocity at that instant, so position and velocity are continuous; between two 1 kHz samples the
+Hermite segments; a new trajectory starts with two points on the path the controller is following
+(at the send time and `lead` later), so at its first sample the controller lands in a segment that
+retraces its old path: position and velocity are continuous, and between two 1 kHz samples the
 velocity changes by at most max|acceleration| x 1 ms. On a cubic of span D from (p0, v0) to (p1, v1),
 acceleration is linear in time with end values 6(p1 - p0)/D^2 - (4 v0 + 2 v1)/D and
 -6(p1 - p0)/D^2 + (2 v0 + 4 v1)/D. The streamer limits every secant |p1 - p0| / D to the joint
 velocity limit V and sends point velocities of at most V (PCHIP), while the controller's own velocity
-inside a segment can reach 1.5 V (a cubic from rest to rest with secant V peaks at 1.5 V); the splice
-segment runs from that state over |p1 - p0| <= 1.5 V D. So |a| <= 6 (1.5 V) / D + 6 (1.5 V) / D = 18 V / D
-and the jump per 1 ms sample is at most 18 V (1 ms) / D_min, D_min the shortest segment: min(lead -
-delivery latency, min_segment, dt).
+inside a segment can reach 1.5 V (a cubic from rest to rest with secant V peaks at 1.5 V), and the
+segment between the two path points spans |p1 - p0| <= 1.5 V D with such velocities at its ends.
+So |a| <= 6 (1.5 V) / D + 6 (1.5 V) / D = 18 V / D and the jump per 1 ms sample is at most
+18 V (1 ms) / D_min, D_min the shortest segment: min(lead, min_segment, dt).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ START = np.array([0.0, -0.6283, 0.0, -2.5133, 0.0, 1.885, 0.7854, 0.04])
 LEAD, MIN_SEGMENT, LATENCY = 0.05, 0.03, 0.01
 
 
-def streamer() -> TrajectoryStreamer:
-    s = TrajectoryStreamer(LO, HI, VEL, lead=LEAD, min_segment=MIN_SEGMENT)
+def streamer(crossfade_steps: int = 3) -> TrajectoryStreamer:
+    s = TrajectoryStreamer(LO, HI, VEL, lead=LEAD, min_segment=MIN_SEGMENT, crossfade_steps=crossfade_steps)
     s.start(START)
     return s
 
@@ -47,22 +48,36 @@ def streamer() -> TrajectoryStreamer:
 
 
 def test_a_chunk_becomes_one_trajectory_starting_lead_ahead_with_its_rows_at_their_own_times():
-    s = streamer()
+    s = streamer(crossfade_steps=0)
     now = 100.0
     times = now - 0.02 + DT * np.arange(1, H + 1)  # rows at the chunk's own times
     rows = START + 0.001 * np.arange(1, H + 1)[:, None] * np.ones(len(NAMES))
     rows[:, -1] = 0.03  # the finger (0.04 m open) closes by 1 cm
     traj = s.follow(times, rows, now)
-    assert traj.stamp == pytest.approx(now + LEAD)  # header stamp = the first point's time
-    assert traj.time_from_start[0] == 0.0 and np.all(np.diff(traj.time_from_start) > 0)
-    # The rows kept are those due at least min_segment after the first point, at their own times.
-    kept = times[times >= now + LEAD + MIN_SEGMENT]
-    np.testing.assert_allclose(traj.times[1:], kept)
-    np.testing.assert_allclose(traj.positions[1:], rows[times >= now + LEAD + MIN_SEGMENT])
-    # The first point continues what the controller holds (START, at rest); the last point is at rest.
-    np.testing.assert_allclose(traj.positions[0], START)
-    np.testing.assert_array_equal(traj.velocities[0], 0.0)
+    assert traj.stamp == now  # header stamp = the first point's time = the send time
+    np.testing.assert_allclose(traj.time_from_start[:2], [0.0, LEAD])
+    assert np.all(np.diff(traj.time_from_start) > 0)
+    # The rows kept are those due at least min_segment after the hand-over point, at their own times.
+    kept = times >= now + LEAD + MIN_SEGMENT
+    np.testing.assert_allclose(traj.times[2:], times[kept])
+    np.testing.assert_allclose(traj.positions[2:], rows[kept])
+    # The first two points are where the controller is (START, at rest); the last point is at rest.
+    np.testing.assert_allclose(traj.positions[:2], [START, START])
+    np.testing.assert_array_equal(traj.velocities[:2], 0.0)
     np.testing.assert_array_equal(traj.velocities[-1], 0.0)
+
+
+def test_the_first_rows_after_the_hand_over_fade_from_the_followed_path():
+    s = streamer(crossfade_steps=3)  # the controller rests at START
+    now = 100.0
+    times = now + DT * np.arange(1, H + 1)
+    rows = np.tile(START, (H, 1))
+    rows[:, 0] += 0.03  # the new chunk wants joint 1 0.03 rad further
+    traj = s.follow(times, rows, now)
+    kept = times >= now + LEAD + MIN_SEGMENT
+    # rows k = 0, 1, 2 after the hand-over: START + w_k * 0.03 with w_k = (k + 1) / 4; then the rows
+    np.testing.assert_allclose(traj.positions[2:5, 0], START[0] + 0.03 * np.array([0.25, 0.5, 0.75]))
+    np.testing.assert_allclose(traj.positions[5:], rows[kept][3:])
 
 
 def test_point_velocities_of_a_straight_ramp_are_its_slope():
@@ -96,16 +111,18 @@ def test_every_point_is_clamped_and_velocity_limited_from_the_previous_one():
     assert out[3, 5] == pytest.approx(min(HI[5], START[5] + VEL[5] * 0.2))
 
 
-def test_a_hold_is_two_points_at_the_held_position_at_rest_ahead_of_now():
+def test_a_hold_goes_from_the_current_path_point_to_the_held_position_at_rest_and_stays():
     s = streamer()
-    traj = s.hold(START, 50.0)
-    assert traj.holding and traj.stamp == pytest.approx(50.0 + LEAD)
-    np.testing.assert_allclose(traj.positions, [START, START])
+    held = START + 0.01
+    held[-1] = 0.03  # the finger (0.04 m is fully open)
+    traj = s.hold(held, 50.0)
+    assert traj.holding and traj.stamp == 50.0
+    np.testing.assert_allclose(traj.time_from_start, [0.0, LEAD, LEAD + 1.0])
+    np.testing.assert_allclose(traj.positions, [START, held, held])
     np.testing.assert_array_equal(traj.velocities, 0.0)
-    assert traj.time_from_start[1] == pytest.approx(1.0)
     # and on_command sends a hold once, not again while the same position is held
-    assert s.on_command(None, START, True, 50.1, None) is not None
-    assert s.on_command(None, START, True, 50.2, None) is None
+    assert s.on_command(None, held, True, 50.1, None) is not None
+    assert s.on_command(None, held, True, 50.2, None) is None
 
 
 # ----------------------------------------------------------------------------- the closed chain
@@ -121,7 +138,7 @@ def chunk_rows(t_obs: float, offset: float, rng: np.random.Generator) -> np.ndar
     return rows
 
 
-def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
+def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03, latency: float = LATENCY):
     """ExecutorCore at 15 Hz -> TrajectoryStreamer -> (LATENCY) -> JtcModel sampled at 1 kHz.
 
     Chunks are observed every 0.4 s and arrive 0.25 s later. Returns (t [n], position [n, J],
@@ -148,7 +165,7 @@ def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
             key = ("chunk", cmd.chunk_id)
             traj = s.on_command(key, cmd.positions, cmd.holding, t, core.remaining())
             if traj is not None:
-                inbox.append((t + LATENCY, traj))
+                inbox.append((t + latency, traj))
         while inbox and inbox[0][0] <= t:
             at, traj = inbox.pop(0)
             assert jtc.receive(traj.stamp, traj.time_from_start, traj.positions, traj.velocities, at), jtc.rejected
@@ -164,7 +181,7 @@ def play(seconds: float = 6.0, seed: int = 0, offset: float = 0.03):
 def test_streamed_chunks_played_through_a_1khz_jtc_are_continuous_and_never_jump_in_velocity_at_switches():
     t, p, v, switches, jtc = play()
     assert jtc.rejected == [] and len(switches) >= 10
-    d_min = min(LEAD - LATENCY, MIN_SEGMENT, DT)
+    d_min = min(LEAD, MIN_SEGMENT, DT)
     bound_dv = 18 * VEL * 1e-3 / d_min  # rad/s per 1 ms sample (module docstring)
     # position: no 1 ms step beyond what 1.5 x the velocity limit covers (continuous, no step)
     dp = np.abs(np.diff(p, axis=0))
@@ -202,7 +219,7 @@ def test_the_same_chunks_sent_per_tick_as_one_point_each_step_the_jtc_at_switche
             jtc.receive(t, np.array([DT]), cmd.positions[None, :], None, t)
         vs.append(jtc.sample(t)[1])
     dv = np.abs(np.diff(np.array(vs), axis=0))
-    d_min = min(LEAD - LATENCY, MIN_SEGMENT, DT)
+    d_min = min(LEAD, MIN_SEGMENT, DT)
     assert dv.max() > (18 * VEL * 1e-3 / d_min).min()  # per-tick violates the streaming bound
 
 
@@ -217,3 +234,15 @@ def test_when_consecutive_chunks_agree_a_switch_accelerates_no_more_than_the_mot
         near |= (t[1:] >= at - 0.005) & (t[1:] <= at + 0.25)
     away = ~near & (t[1:] > 1.0)  # after the start-up catch-up to the first chunk
     assert accel[near].max() <= 1.2 * accel[away].max(), (accel[near].max(), accel[away].max())
+
+
+
+def test_lead_must_exceed_the_delivery_latency_a_later_delivery_steps_onto_the_new_path():
+    """Why `lead` exists: delivered 45 ms after sending (< the 50 ms lead) the controller lands on its
+    own path and no 1 ms step exceeds 1.5 V x 1 ms; delivered 80 ms after (> lead) its first sample falls
+    past the hand-over point, on the new rows, which have left the old path by then: a position step."""
+    bound = 1.5 * VEL * 1e-3 + 1e-12
+    t, p, v, switches, jtc = play(latency=0.045)
+    assert jtc.rejected == [] and np.all(np.abs(np.diff(p, axis=0)) <= bound)
+    t, p, v, switches, jtc = play(latency=0.08)
+    assert np.any(np.abs(np.diff(p, axis=0)) > bound)

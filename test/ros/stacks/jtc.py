@@ -36,7 +36,7 @@ class JtcStandIn(StandIn):
         self._inbox: list[tuple[float, JointTrajectory]] = []
         self._t = math.floor(self.stack_time() / PERIOD) * PERIOD
         self.samples: list[tuple[float, np.ndarray, np.ndarray]] = []  # (t, position, velocity) per 1 ms
-        self.deliveries: list[tuple[float, float, int]] = []  # (receive time, first point time, points)
+        self.deliveries: list[tuple[float, float, int]] = []  # (receive time, header stamp, points)
         self.node.create_subscription(JointTrajectory, TOPIC, self._on_trajectory, 10)
         self._arm_pub = self.node.create_publisher(JointState, "/franka/joint_states", 10)
         self._gripper_pub = self.node.create_publisher(JointState, "/fr3_gripper/joint_states", qos_profile_sensor_data)
@@ -69,7 +69,7 @@ class JtcStandIn(StandIn):
         positions = np.array([list(p.positions) for p in msg.points])
         velocities = np.array([list(p.velocities) for p in msg.points]) if all(p.velocities for p in msg.points) else None
         if self.model.receive(stamp, tfs, positions, velocities, received):
-            self.deliveries.append((received, stamp + (tfs[0] if tfs.size else 0.0), len(msg.points)))
+            self.deliveries.append((received, stamp, len(msg.points)))
 
     def _publish_gripper(self) -> None:
         self._gripper_pub.publish(self.stamp(JointState(name=FINGERS, position=[self.width / 2] * 2)))
