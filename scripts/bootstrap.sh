@@ -19,7 +19,7 @@ VENV="${DZ_VENV:-$DEFAULT_VENV}"
 STAMP="$VENV/.dreamzero-stamp"
 
 inputs_hash() {
-  (cd "$ROOT" && { echo "$DISTRO"; cat "$REQ" requirements-dev.txt requirements-robot.txt setup.py setup.cfg package.xml \
+  (cd "$ROOT" && { echo "$DISTRO"; cat "$REQ" requirements-dev.txt requirements-robot.txt requirements-model.txt setup.py setup.cfg package.xml \
      scripts/bootstrap.sh scripts/find_python.sh scripts/fix_rosidl_cmake_paths.py \
      dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/*; } \
      | sha256sum | cut -d' ' -f1)

@@ -40,5 +40,7 @@ def ros_environment(
     env["PYTHONUNBUFFERED"] = "1"
     if localhost_only:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        # Fast DDS 3 (Kilted) reads FASTDDS_..., Fast DDS 2.x (Humble, Jazzy) only FASTRTPS_...
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
     return env

@@ -154,19 +154,22 @@ def _requirements(path: Path) -> list[Requirement]:
     return reqs
 
 
-def test_robot_requirements_leave_the_apt_numpy_scipy_yaml_and_opencv_alone():
+def test_robot_requirements_leave_what_apt_provides_to_apt():
     reqs = {r.name.lower(): r for r in _requirements(ROOT / "requirements-robot.txt")}
     for numpy_version in APT_NUMPY:
         if "numpy" in reqs:
             assert reqs["numpy"].specifier.contains(numpy_version), f"numpy {numpy_version} excluded"
     # These come from apt through package.xml (rosdep); a pip copy would shadow the apt build.
-    for apt_provided in ("numpy", "scipy", "pyyaml", "opencv-python", "opencv-python-headless"):
+    for apt_provided in ("numpy", "scipy", "pyyaml", "opencv-python", "opencv-python-headless", "msgpack",
+                         "matplotlib", "psutil"):
         assert apt_provided not in reqs, f"requirements-robot.txt installs {apt_provided}, which rosdep provides"
     assert not any(name.startswith("ros-") for name in reqs), "ROS itself comes from apt on a robot"
     assert str(reqs["torch"].specifier) == "==2.13.0"
+    # diffusers 0.42 needs Python >= 3.11; Humble's is 3.10, so the model stays out of the robot file.
+    assert "diffusers" not in reqs
 
 
-def test_every_python3_dependency_in_package_xml_is_a_rosdep_key_the_repo_venv_also_installs():
+def test_every_python3_dependency_in_package_xml_has_its_pip_counterpart_in_the_repo_venv():
     import xml.etree.ElementTree as ET
 
     root = ET.parse(ROOT / "package.xml").getroot()
@@ -174,20 +177,40 @@ def test_every_python3_dependency_in_package_xml_is_a_rosdep_key_the_repo_venv_a
     # rosdep key -> the pip distribution the repo venv installs instead (requirements-dev.txt).
     pip_of = {"python3-numpy": "numpy", "python3-scipy": "scipy", "python3-yaml": "pyyaml",
               "python3-opencv": "opencv-python-headless", "python3-msgpack": "msgpack",
-              "python3-websockets": "websockets"}
-    assert {k for k in keys if k.startswith("python3-")} <= set(pip_of)
+              "python3-matplotlib": "matplotlib", "python3-psutil": "psutil"}
+    python_keys = {k for k in keys if k.startswith("python3-") and k != "python3-pytest"}
+    assert python_keys <= set(pip_of), f"no pip counterpart known for {python_keys - set(pip_of)}"
     dev = {r.name.lower() for r in _requirements(ROOT / "requirements-dev.txt")}
-    robot = {r.name.lower() for r in _requirements(ROOT / "requirements-robot.txt")}
-    kilted = {r.name.lower() for r in _requirements(ROOT / "requirements.txt")}
-    for key in keys & set(pip_of):
-        # numpy reaches the venv through the ROS wheels' metadata; everything else is listed.
-        assert pip_of[key] in dev | robot | kilted or key == "python3-numpy", f"{key} has no pip counterpart"
+    for key in python_keys - {"python3-numpy"}:  # numpy arrives with the ROS wheels and OpenCV
+        assert pip_of[key] in dev, f"{key}: {pip_of[key]} missing from requirements-dev.txt"
 
 
 def test_the_jazzy_and_kilted_venvs_ask_for_the_same_ros_packages_of_their_distribution():
     kilted = {r.name for r in _requirements(ROOT / "requirements.txt") if r.name.startswith("ros-")}
     jazzy = {r.name for r in _requirements(ROOT / "requirements-jazzy.txt") if r.name.startswith("ros-")}
     assert all(name.startswith("ros-jazzy-") for name in jazzy)
-    # Kilted's ament_cmake_ros_core is Jazzy's ament_cmake_ros (split after Jazzy).
-    as_kilted = {name.replace("ros-jazzy-", "ros-") for name in jazzy} - {"ros-ament-cmake-ros"}
-    assert as_kilted == kilted - {"ros-ament-cmake-ros-core"}
+    # Kilted's ament_cmake_ros_core is Jazzy's ament_cmake_ros, which also finds gmock/gtest/pytest
+    # and python_cmake_module at configure time (all split out after Jazzy).
+    jazzy_only = {"ros-ament-cmake-ros", "ros-ament-cmake-gmock", "ros-ament-cmake-gtest", "ros-ament-cmake-pytest",
+                  "ros-python-cmake-module"}
+    as_kilted = {name.replace("ros-jazzy-", "ros-") for name in jazzy}
+    assert jazzy_only <= as_kilted
+    assert as_kilted - jazzy_only == kilted - {"ros-ament-cmake-ros-core"}
+
+
+def test_the_fast_dds_profile_is_given_under_the_variable_this_venvs_fast_dds_reads():
+    # Kilted's Fast DDS 3 reads FASTDDS_DEFAULT_PROFILES_FILE, Jazzy's Fast DDS 2.14 only
+    # FASTRTPS_DEFAULT_PROFILES_FILE; without the profile camera-sized images stall (PIP_ROS.md).
+    import re
+
+    from dreamzero_ros.ros_env import fastdds_profile_path, ros_environment
+
+    libs = sorted(Path(sys.prefix, "lib").glob("libfast*.so*"))
+    if not libs:
+        pytest.skip(f"no Fast DDS library under {sys.prefix}/lib (ROS from apt)")
+    reader = {m.decode(): lib.name for lib in libs
+              for m in re.findall(rb"FAST(?:DDS|RTPS)_DEFAULT_PROFILES_FILE", lib.read_bytes())}
+    assert reader, f"{[lib.name for lib in libs]} name no profile variable"
+    env = ros_environment(7, base={})
+    for name, lib in reader.items():
+        assert env.get(name) == str(fastdds_profile_path()), f"{name} (read by {lib}) not set"
