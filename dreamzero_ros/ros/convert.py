@@ -9,7 +9,6 @@ camera's training resolution, so no camera image is decoded or resized twice.
 
 from __future__ import annotations
 
-import collections
 import threading
 from typing import Any
 
@@ -19,6 +18,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from dreamzero_ros.core.embodiment import CameraConfig, EmbodimentConfig
+from dreamzero_ros.core.frame_window import FrameWindow
 from dreamzero_ros.core.image import decode_compressed, decode_image, encode_image
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.names import view_topic
@@ -58,9 +58,7 @@ class CameraViews:
     def __init__(self, node: Node, embodiment: EmbodimentConfig, *, history: int = 8) -> None:
         self.embodiment = embodiment
         self._lock = threading.Lock()
-        self._frames: dict[str, collections.deque[tuple[float, np.ndarray]]] = {
-            cam.name: collections.deque(maxlen=history) for cam in embodiment.cameras
-        }
+        self._window = FrameWindow(embodiment.camera_names, history)
         self._taken_until = -float("inf")
         self.errors = 0
         self._node = node
@@ -79,24 +77,22 @@ class CameraViews:
                                             throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._frames[cam.name].append((stamp_to_seconds(msg.header.stamp), rgb))
+            self._window.push(cam.name, rgb, stamp_to_seconds(msg.header.stamp))
 
     def blocker(self, now: float, max_age: float) -> str:
         with self._lock:
-            for name, frames in self._frames.items():
-                if not frames:
+            for name in self._window.names:
+                newest = self._window.newest_stamp(name)
+                if newest is None:
                     return f"no image from camera {name}"
-                age = now - frames[-1][0]
+                age = now - newest
                 if age > max_age:
                     return f"camera {name} is stale ({age:.2f} s old)"
         return ""
 
     def take(self, stamp: float) -> dict[str, np.ndarray]:
         """Frames [T, h, w, 3] per camera observed since the last take up to `stamp` (at least the newest)."""
-        out: dict[str, np.ndarray] = {}
         with self._lock:
-            for name, frames in self._frames.items():
-                fresh = [f for t, f in frames if self._taken_until < t <= stamp + 1e-6] or [frames[-1][1]]
-                out[name] = np.stack(fresh)
+            out = self._window.since(self._taken_until, stamp + 1e-6)
             self._taken_until = stamp
         return out
