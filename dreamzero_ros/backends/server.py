@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import concurrent.futures
 import hmac
 import logging
@@ -66,6 +65,7 @@ from websockets.typing import Subprotocol
 from dreamzero_ros.backends import protocol
 from dreamzero_ros.backends.base import PolicyBackend
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, EmbodimentConfig
+from dreamzero_ros.core.frame_window import FrameWindow
 from dreamzero_ros.core.inference_loop import MAX_INSTRUCTION_CHARS
 
 LOG = logging.getLogger("dreamzero_ros.backends.server")
@@ -146,7 +146,8 @@ class PolicyServer:
         self._session: str | None = None
         self._prompt: str | None = None
         self._first_call = True
-        self._buffers: dict[str, collections.deque] = {}
+        self._window = FrameWindow(embodiment.camera_names, protocol.LATER_CALL_FRAMES)
+        self._episode_started = False
         self._stitch_cache: dict[tuple[int, ...], tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
         # Serving state, touched only on the event loop.
         self._active: ServerConnection | None = None
@@ -439,7 +440,7 @@ class PolicyServer:
         self._clear_buffers()
 
     def _clear_buffers(self) -> None:
-        self._buffers = {c.name: collections.deque(maxlen=protocol.LATER_CALL_FRAMES) for c in self.embodiment.cameras}
+        self._window.clear()
         self._stitch_cache = {}
         self._first_call = True
 
@@ -466,11 +467,12 @@ class PolicyServer:
         """-> (float32 [H, A] absolute model units, seconds in backend.infer)."""
         backend = self.backend
         assert backend is not None and self._stitch is not None
-        if not self._buffers or (req.session_id is not None and req.session_id != self._session):
+        if not self._episode_started or (req.session_id is not None and req.session_id != self._session):
             if self._session is not None or req.session_id is not None:
                 LOG.info("episode reset reason=new_session session=%s previous=%s", _short(req.session_id),
                          _short(self._session))
             self._reset_episode(req.session_id)
+            self._episode_started = True
         if req.prompt != self._prompt:
             backend.set_instruction(req.prompt)  # raw: the backend applies the embodiment's template
             if self._prompt is not None:
@@ -478,9 +480,9 @@ class PolicyServer:
             self._prompt = req.prompt
             self._clear_buffers()  # a new instruction starts a new model context: first-call framing again
         for name, frames in req.images.items():
-            self._buffers[name].extend(frames)
+            self._window.push(name, frames)
         n = protocol.FIRST_CALL_FRAMES if self._first_call else protocol.LATER_CALL_FRAMES
-        window = {name: _last_n(buf, n) for name, buf in self._buffers.items()}
+        window = self._window.last(n)
         stitched = np.stack([self._stitched({name: frames[t] for name, frames in window.items()}) for t in range(n)])
         views = {name: np.stack(frames) for name, frames in window.items()}
         t0 = time.perf_counter()
@@ -490,12 +492,6 @@ class PolicyServer:
         self._first_call = False
         actions = np.asarray(chunk.actions, dtype=np.float32)
         return actions, infer_s
-
-
-def _last_n(buf: collections.deque, n: int) -> list[np.ndarray]:
-    """The newest n frames [H, W, 3], front-padded with the oldest when fewer were received."""
-    frames = list(buf)[-n:]
-    return [frames[0]] * (n - len(frames)) + frames
 
 
 def _select_subprotocol(ws: ServerConnection, offered: Sequence[str]) -> Subprotocol | None:

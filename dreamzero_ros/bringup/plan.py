@@ -139,7 +139,9 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
     plan: list[NodeSpec] = []
     if options.sim:
         plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", sim_params))
-    plan.append(NodeSpec("camera_stitcher", "camera_stitcher", "dreamzero_ros.nodes.camera_stitcher_node", dict(common)))
+    # The remote backend sends per-camera views (the wire protocol's); the stitcher publishes them.
+    plan.append(NodeSpec("camera_stitcher", "camera_stitcher", "dreamzero_ros.nodes.camera_stitcher_node",
+                         {**common, "publish_views": options.backend == "remote"}))
     plan.append(
         NodeSpec(
             "inference",

@@ -6,6 +6,11 @@ stitches it (core.stitch) into the layout the model was trained on. A bad image 
 logged with its topic, never fatal. A frame that carries a view filled by the stale policy (black
 or held) names it in header.frame_id (`dreamzero_stitched;stale=wrist`), so the inference node
 never mistakes it for a real observation.
+
+With `publish_views` (the node plan sets it for the remote backend) it also publishes each camera's
+view at its training resolution on dreamzero/views/<camera>, with the stitched frame's stamp and
+frame_id: the reference release's wire protocol carries per-camera images (its server stitches them
+itself), and this way the images are decoded, time-synced and resized once, here, for both paths.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from dreamzero_ros.core.robot_profile import load_robot
 from dreamzero_ros.core.staleness import CameraGate
-from dreamzero_ros.core.stitch import stitched_frame_id
+from dreamzero_ros.core.stitch import resize_to_source, stitched_frame_id
 from dreamzero_ros.model.stitching import stitch_views
 from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.convert import diagnostic_status, image_to_rgb, rgb_to_image
-from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.ros.names import DIAGNOSTICS_TOPIC, STITCHED_TOPIC, view_topic
 from dreamzero_ros.ros.runtime import (
     EMBODIMENT_PARAM,
     ROBOT_PARAM,
@@ -44,6 +49,8 @@ PARAMS = (
     Param("stale_timeout", 0.0, "s without an image before a view is stale; 0 = the embodiment's", minimum=0.0),
     Param("stale_policy", "", "black | hold | stop; empty = the embodiment's", choices=("", "black", "hold", "stop")),
     Param("torch_threads", 1, "torch CPU threads for the resize", minimum=1, maximum=64),
+    Param("publish_views", False, "also publish each camera's view at its training resolution on "
+          "dreamzero/views/<camera> (the remote backend's per-camera input)"),
 )
 
 
@@ -74,6 +81,8 @@ class CameraStitcherNode(Node):
         self._stamps_kept = 2 * len(self.embodiment.cameras) * max(1, self.embodiment.stitch.sync_queue_size)
 
         self.pub = self.create_publisher(Image, STITCHED_TOPIC, qos.FRAMES)
+        self.view_pubs = {c.name: self.create_publisher(Image, view_topic(c.name), qos.FRAMES)
+                          for c in self.embodiment.cameras} if p["publish_views"] else {}
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, qos.STATUS)
         # Per the robot profile: each camera's topic, type (CompressedImage is decoded with cv2.imdecode) and QoS.
         for cam in self.profile.cameras:
@@ -119,7 +128,11 @@ class CameraStitcherNode(Node):
         if not decision.publish:
             return
         try:
-            frame = stitch_views(decision.views, self.embodiment)
+            # Each view at its training resolution once: stitch_views leaves a view already at its
+            # source_size as it is, and the remote backend's views are exactly these.
+            sources = {c.name: resize_to_source(decision.views[c.name], c.source_size, c.aspect)
+                       for c in self.embodiment.cameras}
+            frame = stitch_views(sources, self.embodiment)
         except ValueError as exc:
             self.get_logger().error(f"stitch failed: {exc}", throttle_duration_sec=5.0)
             return
@@ -127,6 +140,10 @@ class CameraStitcherNode(Node):
         if exact is not None:
             msg.header.stamp = exact
         self.pub.publish(msg)
+        for name, pub in self.view_pubs.items():
+            view = rgb_to_image(sources[name], decision.stamp, msg.header.frame_id)
+            view.header.stamp = msg.header.stamp
+            pub.publish(view)
         self.published += 1
 
     def _diagnostics(self) -> None:

@@ -126,8 +126,9 @@ class InferenceNode(Node):
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction_msg, qos.LATCHED)
         self.views = None
         if self.backend_kind == "remote":
-            # The wire protocol carries per-camera images; the server stitches them itself.
-            self.views = CameraViews(self, self.embodiment, self.profile.cameras)
+            # The wire protocol carries per-camera images (the server stitches them itself): the
+            # stitcher publishes them with its frames (bringup sets its publish_views).
+            self.views = CameraViews(self, self.embodiment)
         self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction)
         self.create_service(Trigger, RESET_EPISODE_SERVICE, self._on_reset)
         self.create_timer(1.0 / p["status_rate"], self._publish_status)

@@ -2,14 +2,14 @@
 
 Images go through core.image (decode/encode of the plain fields); this module adds the
 sensor_msgs glue, DiagnosticStatus construction and `CameraViews`, the per-camera frame buffers
-the inference node keeps for the remote wire protocol (the server stitches views itself).
+the inference node keeps for the remote wire protocol (the server stitches views itself). The views
+come from the camera_stitcher (dreamzero/views/<camera>), already decoded, time-synced and at each
+camera's training resolution, so no camera image is decoded or resized twice.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,11 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.embodiment import CameraConfig, EmbodimentConfig
+from dreamzero_ros.core.frame_window import FrameWindow
 from dreamzero_ros.core.image import decode_compressed, decode_image, encode_image
-from dreamzero_ros.core.robot_profile import CameraInput
-from dreamzero_ros.core.stitch import resize_to_source
 from dreamzero_ros.ros import qos
+from dreamzero_ros.ros.names import view_topic
 from dreamzero_ros.ros.runtime import seconds_to_stamp, stamp_to_seconds
 
 
@@ -52,49 +52,47 @@ def diagnostic_status(name: str, level: int, message: str, values: dict[str, Any
 
 
 class CameraViews:
-    """Per-camera frame buffers at each camera's training resolution (remote backend input)."""
+    """Per-camera frame buffers at each camera's training resolution (remote backend input), filled from
+    the camera_stitcher's view topics (its `publish_views`), stamped like the stitched frames."""
 
-    def __init__(self, node: Node, embodiment: EmbodimentConfig, cameras: Sequence[CameraInput], *,
-                 history: int = 8) -> None:
+    def __init__(self, node: Node, embodiment: EmbodimentConfig, *, history: int = 8) -> None:
         self.embodiment = embodiment
         self._lock = threading.Lock()
-        self._frames: dict[str, collections.deque[tuple[float, np.ndarray]]] = {
-            cam.name: collections.deque(maxlen=history) for cam in embodiment.cameras
-        }
+        self._window = FrameWindow(embodiment.camera_names, history)
         self._taken_until = -float("inf")
         self.errors = 0
         self._node = node
-        for cam in cameras:
-            msg_type = CompressedImage if cam.compressed else Image
-            node.create_subscription(msg_type, cam.topic, lambda m, c=cam: self._on_image(c, m), qos.from_spec(cam.qos))
+        for cam in embodiment.cameras:
+            node.create_subscription(Image, view_topic(cam.name), lambda m, c=cam: self._on_image(c, m), qos.FRAMES)
 
-    def _on_image(self, cam: CameraInput, msg) -> None:
+    def _on_image(self, cam: CameraConfig, msg: Image) -> None:
         try:
-            source = self.embodiment.camera(cam.name)
-            rgb = resize_to_source(image_to_rgb(msg), source.source_size, source.aspect)
+            rgb = image_to_rgb(msg)
+            if rgb.shape[:2] != tuple(cam.source_size):
+                raise ValueError(f"expected a view at the camera's source_size {list(cam.source_size)}, "
+                                 f"got {list(rgb.shape[:2])}")
         except ValueError as exc:
             self.errors += 1
-            self._node.get_logger().warning(f"camera {cam.name} ({cam.topic}): {exc}", throttle_duration_sec=5.0)
+            self._node.get_logger().warning(f"view {cam.name} ({view_topic(cam.name)}): {exc}",
+                                            throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._frames[cam.name].append((stamp_to_seconds(msg.header.stamp), rgb))
+            self._window.push(cam.name, rgb, stamp_to_seconds(msg.header.stamp))
 
     def blocker(self, now: float, max_age: float) -> str:
         with self._lock:
-            for name, frames in self._frames.items():
-                if not frames:
+            for name in self._window.names:
+                newest = self._window.newest_stamp(name)
+                if newest is None:
                     return f"no image from camera {name}"
-                age = now - frames[-1][0]
+                age = now - newest
                 if age > max_age:
                     return f"camera {name} is stale ({age:.2f} s old)"
         return ""
 
     def take(self, stamp: float) -> dict[str, np.ndarray]:
         """Frames [T, h, w, 3] per camera observed since the last take up to `stamp` (at least the newest)."""
-        out: dict[str, np.ndarray] = {}
         with self._lock:
-            for name, frames in self._frames.items():
-                fresh = [f for t, f in frames if self._taken_until < t <= stamp + 1e-6] or [frames[-1][1]]
-                out[name] = np.stack(fresh)
+            out = self._window.since(self._taken_until, stamp + 1e-6)
             self._taken_until = stamp
         return out

@@ -18,6 +18,14 @@ PREVIEW_TOPIC = "/dreamzero/command_preview"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 CLOCK_TOPIC = "/clock"
 
+VIEWS_TOPIC_PREFIX = "/dreamzero/views/"
+
+
+def view_topic(camera: str) -> str:
+    """Where the camera_stitcher publishes `camera`'s view at its training resolution (remote backend input)."""
+    return f"{VIEWS_TOPIC_PREFIX}{camera}"
+
+
 SET_INSTRUCTION_SERVICE = "/dreamzero/set_instruction"
 RESET_EPISODE_SERVICE = "/dreamzero/reset_episode"
 ARM_SERVICE = "/dreamzero/arm"

@@ -2,8 +2,9 @@
 
 `InputStreamer` publishes, on its own thread and at their rates, what the camera stitcher and the
 robot would: stitched frames (rgb8 at the embodiment's frame size) on /dreamzero/stitched_image,
-joint states by name on the embodiment's joint_states topic and, optionally, each camera's raw
-image (what the remote backend sends to the server). Every frame and camera image of one tick
+joint states by name on the embodiment's joint_states topic and, optionally, each camera's view at
+its training resolution on /dreamzero/views/<camera> (what the stitcher's publish_views gives the
+remote backend to send to the server). Every frame and camera image of one tick
 carries the same stamp from the probe's clock. Tests switch streams on and off, change the joint
 names or values, or age the frame stamps while it runs, and read back what was published.
 """
@@ -19,7 +20,7 @@ from sensor_msgs.msg import Image, JointState
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.ros import qos
-from dreamzero_ros.ros.names import STITCHED_TOPIC
+from dreamzero_ros.ros.names import STITCHED_TOPIC, view_topic
 from dreamzero_ros.testing.probes import RosProbe, wait_until
 
 
@@ -37,12 +38,11 @@ class InputStreamer:
         self.embodiment = embodiment
         self.frame_period = 1.0 / frame_rate
         self.state_period = 1.0 / state_rate
-        if cameras and any(cam.compressed for cam in embodiment.cameras):
-            raise ValueError(f"InputStreamer: {embodiment.name} has compressed cameras; only raw images are streamed")
         self.frame_pub = probe.publisher(Image, STITCHED_TOPIC, qos.FRAMES)
         self.state_pub = probe.publisher(JointState, embodiment.command.joint_states_topic, qos.JOINT_STATES)
-        self.camera_pubs = [(cam, probe.publisher(Image, cam.topic, qos.SENSOR)) for cam in embodiment.cameras] \
-            if cameras else []
+        # As the camera_stitcher's publish_views does: each view at its source_size with the frame's stamp.
+        self.camera_pubs = [(cam, probe.publisher(Image, view_topic(cam.name), qos.FRAMES))
+                            for cam in embodiment.cameras] if cameras else []
         # Knobs a test may change while streaming (plain attribute writes are atomic).
         self.frames_on = True
         self.states_on = True
