@@ -119,8 +119,7 @@ class ActionExecutorNode(Node):
         # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a
         # transient-local publisher; the volatile one also matches default-QoS publishers (a teleop or
         # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses.
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED)
-        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
+        qos.subscribe_latched_and_volatile(self, Bool, ESTOP_TOPIC, self._on_estop)
         self.create_service(SetBool, ARM_SERVICE, self._on_arm)
         self.create_service(Trigger, RESET_ESTOP_SERVICE, self._on_reset)
         self.create_service(Trigger, HOME_SERVICE, self._on_home)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.node import Node
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSHistoryPolicy,
@@ -9,6 +13,7 @@ from rclpy.qos import (
     QoSReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.subscription import MessageInfo, Subscription
 
 from dreamzero_ros.core.robot_profile import QosSpec
 
@@ -46,3 +51,33 @@ def from_spec(spec: QosSpec) -> QoSProfile:
         durability=(QoSDurabilityPolicy.TRANSIENT_LOCAL if spec.durability == "transient_local"
                     else QoSDurabilityPolicy.VOLATILE),
     )
+
+
+def subscribe_latched_and_volatile(node: Node, msg_type: Any, topic: str,
+                                   callback: Callable[[Any], None]) -> tuple[Subscription, Subscription]:
+    """Hear `topic` from latched and plain publishers alike, each sample once.
+
+    A transient-local subscription gets a latched value published before it started but never matches a
+    default (volatile) publisher, e.g. `ros2 topic pub`; a volatile one matches every publisher. So two
+    subscriptions, and a latched publisher reaches both: a sample already delivered, or older than the
+    newest delivered from the same publisher (the two queues may interleave), is dropped, so the newest
+    value wins. Publishers are told apart by their gid and samples ordered by publication sequence number
+    (source timestamp where the middleware gives none). A middleware that reports no publisher gid gets
+    every sample through (twice from a latched publisher): `callback` must tolerate a repeat.
+    """
+    newest: dict[bytes, int] = {}
+
+    def once(msg: Any, info: MessageInfo) -> None:
+        gid = info.get("publisher_gid")
+        if not isinstance(gid, dict) or "data" not in gid:
+            callback(msg)  # cannot tell publishers apart: never drop (an e-stop must not be lost)
+            return
+        key = bytes(gid["data"])
+        order = info.get("publication_sequence_number") or info["source_timestamp"]
+        if key in newest and order <= newest[key]:
+            return
+        newest[key] = order
+        callback(msg)
+
+    return (node.create_subscription(msg_type, topic, once, LATCHED),
+            node.create_subscription(msg_type, topic, once, COMMANDS))
