@@ -31,6 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.ros.names import CHUNK_TOPIC
 from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, log_info, run_node
 from dreamzero_ros.runs.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
 
@@ -112,10 +113,14 @@ class RecorderNode(Node):
     def _settings(self, v: dict[str, Any]) -> RecorderSettings:
         topics = list(v["topics"])
         prefixes = list(v["include_prefixes"])
+        if self.get_namespace() != "/":  # dreamzero's own topics live under the namespace
+            prefixes.append(self.resolve_topic_name(CHUNK_TOPIC).rsplit("/", 1)[0] + "/")
         if v["embodiment"]:
             emb = load_embodiment(v["embodiment"])
             extra = [c.topic for c in emb.cameras] + [emb.command.topic, emb.command.joint_states_topic]
             extra += [g.topic for g in emb.extra_actions]
+            # As this node's namespace and remappings name them (a namespaced bringup moves the robot's topics).
+            extra = [self.resolve_topic_name(t) for t in extra]
             # With an explicit topic list the embodiment's topics are added to it, else to the prefixes.
             (topics if topics else prefixes).extend(t for t in extra if t not in topics and t not in prefixes)
         output = Path(v["output"]) if v["output"] else Path(f"dreamzero_{datetime.now():%Y%m%d_%H%M%S}.mcap")
