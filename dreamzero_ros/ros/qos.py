@@ -55,25 +55,28 @@ def from_spec(spec: QosSpec) -> QoSProfile:
 
 def subscribe_latched_and_volatile(node: Node, msg_type: Any, topic: str,
                                    callback: Callable[[Any], None]) -> tuple[Subscription, Subscription]:
-    """Hear `topic` from latched and plain publishers alike, each sample once.
+    """Hear a value topic (the newest sample is the value, e.g. the instruction) from latched and plain
+    publishers alike: each sample once, and never a stale one after a newer one.
 
     A transient-local subscription gets a latched value published before it started but never matches a
     default (volatile) publisher, e.g. `ros2 topic pub`; a volatile one matches every publisher. So two
-    subscriptions, and a latched publisher reaches both: a sample already delivered, or older than the
-    newest delivered from the same publisher (the two queues may interleave), is dropped, so the newest
-    value wins. Publishers are told apart by their gid and samples ordered by publication sequence number
-    (source timestamp where the middleware gives none). A middleware that reports no publisher gid gets
-    every sample through (twice from a latched publisher): `callback` must tolerate a repeat.
+    subscriptions; a latched publisher reaches both, and their queues interleave (a depth-1 latched queue
+    can hand over the newest sample before the volatile queue hands over older ones). A sample not newer
+    than the newest already delivered from its publisher is dropped: publishers told apart by gid and
+    samples ordered by publication sequence number (rclpy from Kilted on). Where rclpy reports no gid
+    (Jazzy), samples are ordered by source timestamp across publishers, so a publisher whose clock lags
+    the last one's by more than the time between their samples is not heard: fine for an instruction,
+    not for events. Events that must never be dropped (the e-stop) subscribe twice with an idempotent
+    callback instead.
     """
     newest: dict[bytes, int] = {}
 
     def once(msg: Any, info: MessageInfo) -> None:
         gid = info.get("publisher_gid")
-        if not isinstance(gid, dict) or "data" not in gid:
-            callback(msg)  # cannot tell publishers apart: never drop (an e-stop must not be lost)
-            return
-        key = bytes(gid["data"])
-        order = info.get("publication_sequence_number") or info["source_timestamp"]
+        if isinstance(gid, dict) and "data" in gid:
+            key, order = bytes(gid["data"]), info.get("publication_sequence_number") or info["source_timestamp"]
+        else:
+            key, order = b"", info["source_timestamp"]
         if key in newest and order <= newest[key]:
             return
         newest[key] = order
