@@ -94,7 +94,8 @@ def _operator(args: argparse.Namespace) -> int:
                 if args.once:
                     latest = op.statuses(args.duration)
                     if not latest:
-                        print("no status received (is the bringup running in this ROS domain?)", file=sys.stderr)
+                        print("no status received (is the bringup running in this ROS domain, and in "
+                              f"namespace {args.namespace or '/'}?)", file=sys.stderr)
                         return 1
                     for msg in latest.values():
                         print(format_status(msg))
