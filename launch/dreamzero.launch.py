@@ -3,6 +3,8 @@
     ros2 launch dreamzero_ros dreamzero.launch.py embodiment:=franka_droid backend:=remote \
         server:=ws://gpu-box:8000 sim:=false
     ros2 launch dreamzero_ros dreamzero.launch.py robot:=fr3_franka_ros2 backend:=remote server:=ws://gpu-box:8000
+    ros2 launch dreamzero_ros dreamzero.launch.py sim:=true backend:=scripted namespace:=/robot1 \
+        params_file:=/path/to/overrides.yaml use_sim_time:=false
 
 The node plan (which nodes, parameters, remappings) comes from dreamzero_ros.bringup.plan.node_plan,
 the same function `dreamzero bringup` uses where `ros2 launch` is not installed.
@@ -25,7 +27,8 @@ def _nodes(context, *args, **kwargs):
             package="dreamzero_ros",
             executable=spec.executable,
             name=spec.name,
-            parameters=[spec.parameters],
+            namespace=spec.namespace,
+            parameters=[spec.parameters, *spec.params_files],  # the operator's YAML last: its values win
             remappings=list(spec.remappings),
             output="screen",
             # A required node that dies takes the whole bringup down, as the process runner does.

@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="closed-loop demo on the built-in MuJoCo simulator")
-    add_cli_arguments(demo, skip=("record", "predicted_video"),
+    # The demo reads its own recording in the root namespace.
+    add_cli_arguments(demo, skip=("record", "predicted_video", "namespace", "robot_topics_global"),
                       defaults={"sim": True, "instruction": "pick up the red cube and put it in the bowl"})
     demo.add_argument("--duration", type=float, default=60.0, help="seconds of closed loop (default: %(default)s)")
     demo.add_argument("--output", default="out/demo", help="output folder (default: %(default)s)")
@@ -54,17 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fps", type=float, default=None, help="rows per second (default: the control rate)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
-    instruct = sub.add_parser("instruct", help="send a language instruction")
+    # Every operator command addresses one bringup: the one in --namespace (as given to bringup/launch).
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--namespace", "-n", default="",
+                        help="namespace of the bringup to address, e.g. /robot1 (default: the root namespace)")
+    instruct = sub.add_parser("instruct", help="send a language instruction", parents=[target])
     instruct.add_argument("text")
-    status = sub.add_parser("status", help="show live PolicyStatus")
+    status = sub.add_parser("status", help="show live PolicyStatus", parents=[target])
     status.add_argument("--once", action="store_true", help="print one status per node and exit")
     status.add_argument("--duration", type=float, default=2.0, help="listen this long with --once")
-    home = sub.add_parser("home", help="move the disarmed robot slowly to the embodiment's start pose and wait")
+    home = sub.add_parser("home", help="move the disarmed robot slowly to the embodiment's start pose and wait",
+                          parents=[target])
     home.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
-    sub.add_parser("arm", help="arm the executor (it commands the robot from now on); home first")
-    sub.add_parser("disarm", help="disarm the executor (it holds and stops commanding)")
-    sub.add_parser("estop", help="latching e-stop: hold now; only `dreamzero reset` then `arm` resumes")
-    sub.add_parser("reset", help="clear the e-stop latch (stays disarmed) and reset the episode")
+    sub.add_parser("arm", help="arm the executor (it commands the robot from now on); home first", parents=[target])
+    sub.add_parser("disarm", help="disarm the executor (it holds and stops commanding)", parents=[target])
+    sub.add_parser("estop", help="latching e-stop: hold now; only `dreamzero reset` then `arm` resumes",
+                   parents=[target])
+    sub.add_parser("reset", help="clear the e-stop latch (stays disarmed) and reset the episode", parents=[target])
     return parser
 
 
@@ -72,7 +79,7 @@ def _operator(args: argparse.Namespace) -> int:
     from dreamzero_ros.apps.operator_commands import Operator, OperatorError, format_status
 
     try:
-        with Operator() as op:
+        with Operator(namespace=args.namespace) as op:
             if args.command == "instruct":
                 print(op.instruct(args.text))
             elif args.command == "home":
@@ -87,13 +94,14 @@ def _operator(args: argparse.Namespace) -> int:
                 if args.once:
                     latest = op.statuses(args.duration)
                     if not latest:
-                        print("no status received (is the bringup running in this ROS domain?)", file=sys.stderr)
+                        print("no status received (is the bringup running in this ROS domain, and in "
+                              f"namespace {args.namespace or '/'}?)", file=sys.stderr)
                         return 1
                     for msg in latest.values():
                         print(format_status(msg))
                 else:
                     op.statuses(float("inf"), on_status=lambda m: print(format_status(m), flush=True))
-    except OperatorError as exc:
+    except (OperatorError, ValueError) as exc:  # ValueError: a malformed --namespace
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -29,6 +29,8 @@ from dreamzero_ros.ros.names import (
     RESET_ESTOP_SERVICE,
     SET_INSTRUCTION_SERVICE,
     STATUS_TOPIC,
+    normalize_namespace,
+    resolve,
 )
 
 
@@ -37,13 +39,15 @@ class OperatorError(RuntimeError):
 
 
 class Operator:
-    """A short-lived rclpy node that sends one operator command."""
+    """A short-lived rclpy node that sends one operator command to the bringup in `namespace`
+    (the names in ros/names.py are relative, so the node's namespace picks the robot)."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, namespace: str = "") -> None:
         self.timeout = timeout
+        self.namespace = normalize_namespace(namespace, "--namespace")
         self.context = Context()
         rclpy.init(context=self.context)
-        self.node = Node("dreamzero_operator", context=self.context)
+        self.node = Node("dreamzero_operator", namespace=self.namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
@@ -69,10 +73,11 @@ class Operator:
     def _call(self, srv_type: Any, name: str, request: Any) -> Any:
         client = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=self.timeout):
-            raise OperatorError(f"service {name} is not available (is the bringup running in this ROS domain?)")
+            raise OperatorError(f"service {resolve(name, self.namespace)} is not available (is the bringup running "
+                                f"in this ROS domain and namespace?)")
         future = client.call_async(request)
         if not self.spin_until(future.done, self.timeout):
-            raise OperatorError(f"service {name} did not answer within {self.timeout:g} s")
+            raise OperatorError(f"service {resolve(name, self.namespace)} did not answer within {self.timeout:g} s")
         return future.result()
 
     def instruct(self, text: str) -> str:
@@ -140,7 +145,7 @@ class Operator:
         out = []
         for srv in (RESET_ESTOP_SERVICE, RESET_EPISODE_SERVICE):
             resp = self._call(Trigger, srv, Trigger.Request())
-            out.append(f"{srv}: {resp.message}")
+            out.append(f"{resolve(srv, self.namespace)}: {resp.message}")
         return out
 
     def statuses(self, duration: float, on_status: Callable[[PolicyStatus], None] | None = None) -> dict[str, PolicyStatus]:

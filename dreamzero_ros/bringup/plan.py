@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from dreamzero_ros.backends import BACKEND_KINDS
 from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
 from dreamzero_ros.bringup.ros_env import ros_environment
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
-from dreamzero_ros.core.robot_profile import load_robot
+from dreamzero_ros.core.robot_profile import RobotProfile, load_robot
+from dreamzero_ros.ros.names import normalize_namespace
 
 
 def _option(default: Any, help: str, **extra: Any) -> Any:
@@ -47,12 +48,29 @@ class BringupOptions:
     record: str = _option("", "path of an MCAP file to record to (empty: no recording)")
     instruction: str = _option("", "initial instruction (empty: wait for one on the instruction topic)")
     predicted_video: bool = _option(False, "decode and publish the model's predicted frames")
+    namespace: str = _option("", "ROS namespace of every node, e.g. /robot1 (moves the dreamzero topics and "
+                                 "services, and the robot's topics unless robot_topics_global)")
+    robot_topics_global: bool = _option(False, "keep the robot profile's topics where its YAML names them "
+                                               "when a namespace is given (default: they move into the namespace)")
+    use_sim_time: bool = _option(False, "every node follows /clock (with sim: the simulator publishes it)")
+    params_file: str = _option("", "ROS 2 parameters YAML (`/**:` or per node, `ros__parameters:`) merged "
+                                   "over the plan's parameters")
+    allow_random_weights: bool = _option(False, "allow a real-robot launch (no sim, not a dry run) with the local "
+                                                "backend and no checkpoint, i.e. random weights")
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_KINDS:
             raise ValueError(f"backend: expected one of {list(BACKEND_KINDS)}, got {self.backend!r}")
         if self.backend == "remote" and not self.server:
             raise ValueError("server: the remote backend needs --server ws://host:port")
+        object.__setattr__(self, "namespace", normalize_namespace(self.namespace, "namespace"))
+        if self.params_file and not Path(self.params_file).is_file():
+            raise ValueError(f"params_file: no such file {self.params_file!r}")
+
+    @property
+    def random_weights_on_a_robot(self) -> bool:
+        """The local backend without a checkpoint (tiny random weights) commanding a real robot."""
+        return self.backend == "local" and not self.checkpoint and not self.sim and not self.dry_run
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> BringupOptions:
@@ -121,21 +139,53 @@ class NodeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True
+    namespace: str = "/"
+    params_files: tuple[str, ...] = ()  # operator YAMLs, applied after (over) `parameters`
+
+    @property
+    def fqn(self) -> str:
+        """The fully qualified node name, e.g. /robot1/inference (the key of its parameters in a params file)."""
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+
+class RandomWeightsRefused(ValueError):
+    """A real-robot bringup would run random weights and `allow_random_weights` is not set."""
+
+
+def robot_topics(profile: RobotProfile) -> list[str]:
+    """Every robot-side topic (and action) name the plan's nodes use with `profile`, without repeats."""
+    names = [c.topic for c in profile.cameras] + [j.topic for j in profile.joint_states]
+    names += [c.topic for c in profile.commands] + [e.topic for e in profile.extra_outputs]
+    emb = profile.embodiment
+    names += [c.topic for c in emb.cameras] + [emb.command.topic, emb.command.joint_states_topic]
+    names += [g.topic for g in emb.extra_actions]
+    return list(dict.fromkeys(names))
 
 
 def node_plan(options: BringupOptions) -> list[NodeSpec]:
     """The nodes to start for `options`, in start order (validates the profile and embodiment first).
 
     With a robot profile every node gets `robot` (and the embodiment the profile names); a profile on
-    sim time gives every node use_sim_time and makes the simulator publish /clock.
+    sim time, or `use_sim_time`, gives every node use_sim_time and makes the simulator publish /clock.
+    A namespace puts every node in it; the robot's topics, absolute in the YAML, are remapped into it
+    (`-r /joint_states:=joint_states` resolves to /robot1/joint_states) unless `robot_topics_global`.
+    Refuses random weights on a real robot unless `allow_random_weights` (RandomWeightsRefused).
     """
     profile = load_robot(options.robot, options.embodiment)  # fail early, naming the file and field
+    if options.random_weights_on_a_robot and not options.allow_random_weights:
+        raise RandomWeightsRefused(
+            "allow_random_weights: refusing to drive a real robot (sim false, dry_run false) with random weights "
+            "(backend local and no checkpoint); give a checkpoint, use the remote backend, add --dry-run, or pass "
+            "--allow-random-weights (launch: allow_random_weights:=true) if you really mean it")
     embodiment = profile.embodiment.source if options.robot else options.embodiment
     common: dict[str, Any] = {"embodiment": embodiment, "robot": options.robot}
     sim_params: dict[str, Any] = dict(common)
-    if profile.use_sim_time:
+    if profile.use_sim_time or options.use_sim_time:
         common["use_sim_time"] = True
-        sim_params["use_sim_clock"] = True
+        if options.sim:
+            sim_params["use_sim_clock"] = True  # it is the clock: it does not follow one
+        else:
+            sim_params["use_sim_time"] = True
     plan: list[NodeSpec] = []
     if options.sim:
         plan.append(NodeSpec("sim_robot", "sim_robot", "dreamzero_ros.nodes.sim_robot_node", sim_params))
@@ -167,23 +217,35 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
             NodeSpec("recorder", "recorder", "dreamzero_ros.nodes.recorder_node",
                      {"output": options.record, "embodiment": embodiment, "robot": options.robot}, required=False)
         )
-    return plan
+    remappings: tuple[tuple[str, str], ...] = ()
+    if options.namespace != "/" and not options.robot_topics_global:
+        remappings = tuple((topic, topic.lstrip("/")) for topic in robot_topics(profile) if topic.startswith("/"))
+    files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
+    return [replace(spec, namespace=options.namespace, remappings=spec.remappings + remappings, params_files=files)
+            for spec in plan]
 
 
 def params_file(plan: list[NodeSpec], directory: Path) -> Path:
-    """A ROS 2 parameters YAML holding every node's parameters (used by the process runner)."""
+    """A ROS 2 parameters YAML holding every node's parameters under its fully qualified name (used by
+    the process runner)."""
     path = directory / "dreamzero_params.yaml"
-    data = {spec.name: {"ros__parameters": spec.parameters} for spec in plan if spec.parameters}
+    data = {spec.fqn: {"ros__parameters": spec.parameters} for spec in plan if spec.parameters}
     path.write_text(yaml.safe_dump(data, sort_keys=True))
     return path
 
 
 def process_argv(spec: NodeSpec, params_path: Path | None) -> list[str]:
+    """The node's command line: name, namespace, remappings, then the plan's parameters file and the
+    operator's files (rcl applies them in order, so the operator's values win)."""
     argv = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace != "/":
+        argv += ["-r", f"__ns:={spec.namespace}"]
     for src, dst in spec.remappings:
         argv += ["-r", f"{src}:={dst}"]
     if params_path is not None and spec.parameters:
         argv += ["--params-file", str(params_path)]
+    for extra in spec.params_files:
+        argv += ["--params-file", extra]
     return argv
 
 

@@ -26,8 +26,10 @@ from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.core.image import decode_compressed, decode_image
 from dreamzero_ros.core.stitch import resize_to_source
 from dreamzero_ros.datasets.lerobot import DatasetError, LeRobotWriter
-from dreamzero_ros.ros.names import INSTRUCTION_TOPIC
+from dreamzero_ros.ros.names import INSTRUCTION_TOPIC as _INSTRUCTION
+from dreamzero_ros.ros.names import resolve
 
+INSTRUCTION_TOPIC = resolve(_INSTRUCTION)  # as recorded from a root-namespace run
 MIN_EPISODE_STEPS = 2
 EXTRA_COMMAND_TIMEOUT = 0.5  # s, as sim_robot's base_command_timeout
 

@@ -120,7 +120,8 @@ class ActionExecutorNode(Node):
         self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state)
         # E-stop on two subscriptions: the latched one hands a late-starting executor the last e-stop of a
         # transient-local publisher; the volatile one also matches default-QoS publishers (a teleop or
-        # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses.
+        # safety node's `create_publisher(Bool, topic, 10)`), which a transient-local reader refuses. Never
+        # de-duplicated (qos.subscribe_latched_and_volatile may drop a sample): _on_estop is idempotent.
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.LATCHED)
         self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.COMMANDS)
         self.create_service(SetBool, ARM_SERVICE, self._on_arm)

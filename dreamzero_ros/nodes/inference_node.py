@@ -123,7 +123,8 @@ class InferenceNode(Node):
         self.video_pub = self.create_publisher(Image, PREDICTED_VIDEO_TOPIC, qos.FRAMES) if self.publish_video else None
         self.create_subscription(Image, STITCHED_TOPIC, self._on_frame, qos.FRAMES)
         self.joint_inputs = JointStateInputs(self, self.profile, self._on_joint_state, self._on_bad_joint_state)
-        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction_msg, qos.LATCHED)
+        # Latched (the operator commands) and plain publishers (`ros2 topic pub`) are both heard.
+        qos.subscribe_latched_and_volatile(self, String, INSTRUCTION_TOPIC, self._on_instruction_msg)
         self.views = None
         if self.backend_kind == "remote":
             # The wire protocol carries per-camera images (the server stitches them itself): the

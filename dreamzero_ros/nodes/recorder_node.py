@@ -31,6 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from dreamzero_ros.core.robot_profile import GRIPPER_COMMAND, load_robot
+from dreamzero_ros.ros.names import CHUNK_TOPIC
 from dreamzero_ros.ros.runtime import Param, ParameterError, declare_parameters, log_info, run_node
 from dreamzero_ros.runs.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
 
@@ -113,11 +114,15 @@ class RecorderNode(Node):
     def _settings(self, v: dict[str, Any]) -> RecorderSettings:
         topics = list(v["topics"])
         prefixes = list(v["include_prefixes"])
+        if self.get_namespace() != "/":  # dreamzero's own topics live under the namespace
+            prefixes.append(self.resolve_topic_name(CHUNK_TOPIC).rsplit("/", 1)[0] + "/")
         if v["embodiment"] or v["robot"]:
             profile = load_robot(v["robot"], v["embodiment"])
             extra = [c.topic for c in profile.cameras] + [s.topic for s in profile.joint_states]
             extra += [c.topic for c in profile.commands if c.type != GRIPPER_COMMAND]  # an action is no topic
             extra += [g.topic for g in profile.extra_outputs]
+            # As this node's namespace and remappings name them (a namespaced bringup moves the robot's topics).
+            extra = [self.resolve_topic_name(t) for t in extra]
             # With an explicit topic list the embodiment's topics are added to it, else to the prefixes.
             (topics if topics else prefixes).extend(t for t in extra if t not in topics and t not in prefixes)
         output = Path(v["output"]) if v["output"] else Path(f"dreamzero_{datetime.now():%Y%m%d_%H%M%S}.mcap")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.node import Node
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSHistoryPolicy,
@@ -9,6 +13,7 @@ from rclpy.qos import (
     QoSReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.subscription import MessageInfo, Subscription
 
 from dreamzero_ros.core.robot_profile import QosSpec
 
@@ -46,3 +51,36 @@ def from_spec(spec: QosSpec) -> QoSProfile:
         durability=(QoSDurabilityPolicy.TRANSIENT_LOCAL if spec.durability == "transient_local"
                     else QoSDurabilityPolicy.VOLATILE),
     )
+
+
+def subscribe_latched_and_volatile(node: Node, msg_type: Any, topic: str,
+                                   callback: Callable[[Any], None]) -> tuple[Subscription, Subscription]:
+    """Hear a value topic (the newest sample is the value, e.g. the instruction) from latched and plain
+    publishers alike: each sample once, and never a stale one after a newer one.
+
+    A transient-local subscription gets a latched value published before it started but never matches a
+    default (volatile) publisher, e.g. `ros2 topic pub`; a volatile one matches every publisher. So two
+    subscriptions; a latched publisher reaches both, and their queues interleave (a depth-1 latched queue
+    can hand over the newest sample before the volatile queue hands over older ones). A sample not newer
+    than the newest already delivered from its publisher is dropped: publishers told apart by gid and
+    samples ordered by publication sequence number (rclpy from Kilted on). Where rclpy reports no gid
+    (Jazzy), samples are ordered by source timestamp across publishers, so a publisher whose clock lags
+    the last one's by more than the time between their samples is not heard: fine for an instruction,
+    not for events. Events that must never be dropped (the e-stop) subscribe twice with an idempotent
+    callback instead.
+    """
+    newest: dict[bytes, int] = {}
+
+    def once(msg: Any, info: MessageInfo) -> None:
+        gid = info.get("publisher_gid")
+        if isinstance(gid, dict) and "data" in gid:
+            key, order = bytes(gid["data"]), info.get("publication_sequence_number") or info["source_timestamp"]
+        else:
+            key, order = b"", info["source_timestamp"]
+        if key in newest and order <= newest[key]:
+            return
+        newest[key] = order
+        callback(msg)
+
+    return (node.create_subscription(msg_type, topic, once, LATCHED),
+            node.create_subscription(msg_type, topic, once, COMMANDS))

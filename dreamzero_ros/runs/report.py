@@ -26,11 +26,18 @@ from typing import Any
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from dreamzero_ros.ros.names import CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC, STATUS_TOPIC, STITCHED_TOPIC
+from dreamzero_ros.ros.names import CHUNK_TOPIC as _CHUNK
+from dreamzero_ros.ros.names import PREDICTED_VIDEO_TOPIC as _VIDEO
+from dreamzero_ros.ros.names import STATUS_TOPIC as _STATUS
+from dreamzero_ros.ros.names import STITCHED_TOPIC as _STITCHED
+from dreamzero_ros.ros.names import resolve
 from dreamzero_ros.runs.recording import RecordingError, topic_counts
 
 EXECUTOR_NODE = "action_executor"
 NO_PREDICTION_TEXT = "no predicted video"
+# A recording holds fully qualified names; the report reads a run of the root namespace.
+CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC = resolve(_CHUNK), resolve(_VIDEO)
+STATUS_TOPIC, STITCHED_TOPIC = resolve(_STATUS), resolve(_STITCHED)
 
 
 class ReportError(ValueError):

@@ -20,6 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
+from dreamzero_ros.ros.names import normalize_namespace
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -69,12 +70,13 @@ class NodeLauncher:
 
 
 class RosProbe:
-    """An rclpy node in the test process, spinning on its own thread and Context."""
+    """An rclpy node in the test process, spinning on its own thread and Context. In `namespace`
+    (e.g. /robot1) the relative names of ros/names.py address that bringup's topics and services."""
 
-    def __init__(self, name: str = "test_probe") -> None:
+    def __init__(self, name: str = "test_probe", namespace: str = "") -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.node = Node(name, context=self.context)
+        self.node = Node(name, namespace=normalize_namespace(namespace), context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._lock = threading.Lock()

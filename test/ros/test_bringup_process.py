@@ -28,7 +28,7 @@ def started_pids(proc: ManagedProcess) -> dict[str, int]:
 
 
 def wait_ready(proc: ManagedProcess) -> None:
-    for marker in ("inference ready", "executor ready", "stitching cameras"):
+    for marker in ("inference ready", "executor ready", "stitching robot="):
         assert proc.wait_for_line(lambda s, m=marker: m in s, 60), proc.output()
 
 
@@ -73,4 +73,14 @@ def test_bringup_refuses_a_bad_embodiment_before_starting_anything(bringup_procs
     bringup_procs.append(proc)
     assert proc.wait(30) == 2
     assert "unknown embodiment 'r2d2'" in proc.output()
+    assert "started" not in proc.output()
+
+
+def test_bringup_refuses_random_weights_on_a_real_robot_before_starting_anything(bringup_procs):
+    argv = [sys.executable, "-m", "dreamzero_ros.apps.cli", "bringup"]  # local backend, no checkpoint, no sim
+    proc = ManagedProcess("bringup", argv, env=dict(os.environ), echo=False).start()
+    bringup_procs.append(proc)
+    assert proc.wait(30) == 2
+    assert "allow_random_weights: refusing to drive a real robot" in proc.output()
+    assert "--allow-random-weights" in proc.output()
     assert "started" not in proc.output()

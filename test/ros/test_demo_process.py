@@ -13,8 +13,10 @@ import sys
 import pytest
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.ros.names import CHUNK_TOPIC, STITCHED_TOPIC
 from dreamzero_ros.runs.recording import topic_counts, topic_types
+
+# The demo runs in the root namespace: the recording holds the fully qualified names.
+CHUNK_TOPIC, STITCHED_TOPIC = "/dreamzero/action_chunk", "/dreamzero/stitched_image"
 
 pytestmark = pytest.mark.slow
 

@@ -370,3 +370,27 @@ def test_a_backend_that_cannot_be_created_stops_the_node_with_exit_2_and_the_par
     assert node.wait(60) == 2, node.output()
     line = next((s for s in node.output().splitlines() if s.startswith("error:")), "")
     assert named in line and (params.get("checkpoint", "") in line), node.output()
+
+
+# -- f: the instruction topic hears latched and plain publishers --------------------------------
+
+
+def test_the_instruction_topic_hears_a_latched_value_from_before_the_start_and_a_plain_publisher(launcher, probe):
+    """A transient-local publisher's value published before the node starts reaches it (the operator
+    commands latch); a default volatile publisher (what `ros2 topic pub` makes) is heard too; the
+    latched sample, delivered to both of the node's subscriptions, is applied once."""
+    latched = probe.publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
+    latched.publish(String(data="touch the red cube"))
+    node = launcher.start("inference", MODULE, {"backend": "scripted", "embodiment": DROID.name,
+                                                "status_rate": 10.0, "latency_margin": 1.0})
+    chunks = probe.collect(ActionChunk, CHUNK_TOPIC, qos.COMMANDS)
+    streamer = InputStreamer(probe, DROID)
+    streamer.state = STATE_A
+    streamer.wait_for_subscribers(30)
+    with streamer:
+        wait_chunks(chunks, 1, 30, node, "latched before start", instruction="touch the red cube")
+        plain = probe.publisher(String, INSTRUCTION_TOPIC, 10, wait_for_subscribers=1)  # volatile, depth 10
+        plain.publish(String(data="open the drawer"))
+        wait_chunks(chunks, 1, 30, node, "plain publisher", instruction="open the drawer")
+    applied = [line for line in node.lines if "instruction='touch the red cube' changed=" in line]
+    assert len(applied) == 1, node.output()[-3000:]

@@ -108,3 +108,25 @@ def test_an_output_path_that_is_not_mcap_stops_the_recorder_with_the_parameter_n
     assert recorder.wait(30) == 2, recorder.output()
     assert "parameter 'output': expected a path ending in .mcap" in recorder.output()
     assert not (tmp_path / "run.bag").exists()
+
+
+def test_a_namespaced_recorder_records_its_robots_dreamzero_and_remapped_robot_topics(launcher, probe, tmp_path):
+    """As a bringup with namespace /robot1 starts it: `-r __ns:=/robot1` and the embodiment's absolute
+    joint-state topic remapped into the namespace. The root namespace's joint states are another robot's."""
+    output = tmp_path / "robot1.mcap"
+    recorder = launcher.start("recorder", MODULE, {"output": str(output), "discovery_period": 0.2,
+                                                   "embodiment": "franka_droid", "include_prefixes": ["/nothing/"]},
+                              extra_args=["--ros-args", "-r", "__ns:=/robot1", "-r", "/joint_states:=joint_states"])
+    chunks = probe.publisher(ActionChunk, "/robot1/dreamzero/action_chunk", qos.COMMANDS, wait_for_subscribers=1,
+                             timeout=30)
+    mine = probe.publisher(JointState, "/robot1/joint_states", qos.JOINT_STATES, wait_for_subscribers=1, timeout=30)
+    other = probe.publisher(JointState, "/joint_states", qos.JOINT_STATES)
+    for i in range(5):
+        chunks.publish(_chunk(i, probe.now_msg()))
+        mine.publish(JointState(name=["j1"], position=[0.1 * i]))
+        other.publish(JointState(name=["j1"], position=[9.0]))
+        time.sleep(0.02)
+    time.sleep(1.0)
+    recorder.stop(timeout=15)
+    assert recorder.returncode == 0, recorder.output()
+    assert topic_counts(output) == {"/robot1/dreamzero/action_chunk": 5, "/robot1/joint_states": 5}

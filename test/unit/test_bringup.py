@@ -57,7 +57,7 @@ def test_bad_options_are_refused_with_the_option_named():
 
 def test_every_plan_node_is_a_console_script_and_an_importable_module():
     scripts = ast.literal_eval(SETUP.read_text().split("NODES = ", 1)[1].split("\n}\n", 1)[0] + "\n}")
-    for spec in node_plan(BringupOptions(record="/tmp/r.mcap")):
+    for spec in node_plan(BringupOptions(record="/tmp/r.mcap", sim=True)):
         assert scripts[spec.executable] == f"{spec.module}:main"
         assert importlib.util.find_spec(spec.module) is not None, spec.module
 
@@ -67,7 +67,7 @@ def test_the_runner_passes_the_plan_parameters_through_a_ros_params_file(tmp_pat
     path = params_file(plan, tmp_path)
     data = yaml.safe_load(path.read_text())
     for spec in plan:
-        assert data[spec.name]["ros__parameters"] == spec.parameters
+        assert data["/" + spec.name]["ros__parameters"] == spec.parameters
         argv = process_argv(spec, path)
         assert argv[:3] == [sys.executable, "-m", spec.module]
         assert argv[argv.index("-r") + 1] == f"__node:={spec.name}"
@@ -86,7 +86,8 @@ def test_the_launch_file_builds_its_nodes_from_the_same_plan():
     keywords = {k.arg: ast.unparse(k.value) for k in calls[0].keywords}
     assert keywords["executable"] == "spec.executable"
     assert keywords["name"] == "spec.name"
-    assert keywords["parameters"] == "[spec.parameters]"
+    assert keywords["parameters"] == "[spec.parameters, *spec.params_files]"
+    assert keywords["namespace"] == "spec.namespace"
     assert keywords["remappings"] == "list(spec.remappings)"
     comprehension = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp))
     assert ast.unparse(comprehension.generators[0].iter) == "node_plan(options)"
@@ -137,12 +138,17 @@ def test_the_launch_description_builds_when_launch_ros_is_installed():
     context = LaunchContext()
     for entity in description.entities:
         entity.visit(context)
+    with pytest.raises(ValueError, match="allow_random_weights"):  # the defaults: random weights, no sim
+        module._nodes(context)
+    context.launch_configurations["allow_random_weights"] = "true"
     nodes = module._nodes(context)
-    assert [n.node_executable for n in nodes] == [s.executable for s in node_plan(BringupOptions(sim=False))]
+    expected = node_plan(BringupOptions(sim=False, allow_random_weights=True))
+    assert [n.node_executable for n in nodes] == [s.executable for s in expected]
 
 
 def test_a_robot_profile_reaches_every_node_with_the_embodiment_it_names():
-    plan = {n.name: n for n in node_plan(BringupOptions(robot="yam_i2rt", sim=False, record="/tmp/y.mcap"))}
+    plan = {n.name: n for n in node_plan(BringupOptions(robot="yam_i2rt", sim=False, record="/tmp/y.mcap",
+                                                              allow_random_weights=True))}
     assert "sim_robot" not in plan
     for name in ("camera_stitcher", "inference", "action_executor"):
         assert plan[name].parameters["robot"] == "yam_i2rt"
@@ -161,7 +167,7 @@ def test_a_profile_on_sim_time_puts_every_node_on_sim_time_and_the_simulator_on_
 
 
 def test_the_embodiment_option_alone_keeps_todays_wiring():
-    plan = node_plan(BringupOptions(embodiment="agibot_g1"))
+    plan = node_plan(BringupOptions(embodiment="agibot_g1", backend="scripted"))
     assert all(n.parameters["robot"] == "" and n.parameters["embodiment"] == "agibot_g1" for n in plan)
 
 
@@ -175,3 +181,91 @@ def test_the_launch_file_and_the_cli_take_a_robot_profile():
     assert BringupOptions.from_strings({"robot": "yam_i2rt"}).robot == "yam_i2rt"
     args = build_parser().parse_args(["bringup", "--robot", "fr3_franka_ros2"])
     assert options_from_args(args).robot == "fr3_franka_ros2"
+
+
+def argv_pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[k + 1] for k, word in enumerate(argv) if word == flag]
+
+
+def test_a_namespace_puts_every_node_in_it_and_moves_the_robots_topics_with_it(tmp_path):
+    plan = node_plan(BringupOptions(backend="scripted", sim=True, namespace="robot1"))
+    path = params_file(plan, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    for spec in plan:
+        assert spec.namespace == "/robot1"
+        rules = argv_pairs(process_argv(spec, path), "-r")
+        assert "__ns:=/robot1" in rules
+        # franka_droid's own wiring (config/franka_droid.yaml), absolute there, resolved under the namespace.
+        for topic in ("/joint_states", "/forward_position_controller/commands", "/camera/wrist/image_raw"):
+            assert f"{topic}:={topic[1:]}" in rules, rules
+        assert data[f"/robot1/{spec.name}"]["ros__parameters"] == spec.parameters
+    global_topics = node_plan(BringupOptions(backend="scripted", sim=True, namespace="/robot1",
+                                             robot_topics_global=True))
+    assert all(argv_pairs(process_argv(s, path), "-r") == [f"__node:={s.name}", "__ns:=/robot1"] for s in global_topics)
+    root = node_plan(BringupOptions(backend="scripted", sim=True))
+    assert all(argv_pairs(process_argv(s, path), "-r") == [f"__node:={s.name}"] for s in root)
+
+
+def test_a_malformed_namespace_is_refused_naming_the_option():
+    for bad in ("1robot", "/robot 1", "/robot-1"):
+        with pytest.raises(ValueError, match=f"namespace: expected a ROS namespace like /robot1.*got '{bad}'"):
+            BringupOptions(namespace=bad)
+    assert BringupOptions(namespace="/fleet/robot_1/").namespace == "/fleet/robot_1"
+    assert BringupOptions(namespace="/").namespace == "/"
+
+
+def test_use_sim_time_puts_every_node_on_sim_time_and_makes_the_simulator_the_clock():
+    plan = {n.name: n for n in node_plan(BringupOptions(backend="scripted", sim=True, use_sim_time=True))}
+    assert plan["sim_robot"].parameters["use_sim_clock"] is True
+    assert "use_sim_time" not in plan["sim_robot"].parameters
+    for name in ("camera_stitcher", "inference", "action_executor"):
+        assert plan[name].parameters["use_sim_time"] is True
+    wall = node_plan(BringupOptions(backend="scripted", sim=True))
+    assert not any("use_sim_time" in n.parameters or "use_sim_clock" in n.parameters for n in wall)
+
+
+def test_the_operators_params_file_is_passed_after_the_plans_so_its_values_win(tmp_path):
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("/**:\n  ros__parameters:\n    status_rate: 5.0\n")
+    plan = node_plan(BringupOptions(backend="scripted", sim=True, params_file=str(overrides)))
+    path = params_file(plan, tmp_path)
+    for spec in plan:
+        assert argv_pairs(process_argv(spec, path), "--params-file") == [str(path), str(overrides.resolve())]
+    with pytest.raises(ValueError, match="params_file: no such file '/nonexistent/p.yaml'"):
+        BringupOptions(params_file="/nonexistent/p.yaml")
+    args = build_parser().parse_args(["bringup", "--params-file", str(overrides), "--namespace", "/r2",
+                                      "--use-sim-time", "--robot-topics-global"])
+    assert options_from_args(args) == BringupOptions(params_file=str(overrides), namespace="/r2", use_sim_time=True,
+                                                     robot_topics_global=True)
+
+
+def test_random_weights_on_a_real_robot_are_refused_unless_explicitly_allowed():
+    with pytest.raises(ValueError, match="allow_random_weights: refusing to drive a real robot"):
+        node_plan(BringupOptions())  # local backend, no checkpoint, no simulator
+    with pytest.raises(ValueError, match="allow_random_weights"):
+        node_plan(BringupOptions(robot="fr3_franka_ros2"))
+    for fine in (BringupOptions(sim=True), BringupOptions(dry_run=True), BringupOptions(checkpoint="/ckpt"),
+                 BringupOptions(backend="remote", server="ws://gpu:8000"), BringupOptions(backend="scripted"),
+                 BringupOptions(allow_random_weights=True)):
+        assert [n.name for n in node_plan(fine)][-1] == "action_executor"
+    args = build_parser().parse_args(["bringup", "--allow-random-weights"])
+    assert options_from_args(args).allow_random_weights is True
+    assert launch_arguments()["allow_random_weights"][0] == "false"
+
+
+def test_the_operator_commands_take_the_namespace_of_the_bringup_they_address():
+    parser = build_parser()
+    assert parser.parse_args(["arm", "--namespace", "/robot1"]).namespace == "/robot1"
+    assert parser.parse_args(["instruct", "-n", "robot2", "wave"]).namespace == "robot2"
+    assert parser.parse_args(["estop"]).namespace == ""
+
+
+def test_every_dreamzero_name_is_relative_and_only_diagnostics_and_clock_are_global():
+    from dreamzero_ros.ros import names
+
+    constants = {k: v for k, v in vars(names).items() if k.endswith(("_TOPIC", "_SERVICE"))}
+    assert {k for k, v in constants.items() if v.startswith("/")} == {"DIAGNOSTICS_TOPIC", "CLOCK_TOPIC"}
+    assert (names.DIAGNOSTICS_TOPIC, names.CLOCK_TOPIC) == ("/diagnostics", "/clock")
+    assert names.resolve(names.ARM_SERVICE, "/robot1") == "/robot1/dreamzero/arm"
+    assert names.resolve(names.CHUNK_TOPIC) == "/dreamzero/action_chunk"
+    assert names.resolve(names.DIAGNOSTICS_TOPIC, "/robot1") == "/diagnostics"

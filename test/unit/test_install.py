@@ -203,7 +203,7 @@ def test_the_fast_dds_profile_is_given_under_the_variable_this_venvs_fast_dds_re
     # FASTRTPS_DEFAULT_PROFILES_FILE; without the profile camera-sized images stall (PIP_ROS.md).
     import re
 
-    from dreamzero_ros.ros_env import fastdds_profile_path, ros_environment
+    from dreamzero_ros.bringup.ros_env import fastdds_profile_path, ros_environment
 
     libs = sorted(Path(sys.prefix, "lib").glob("libfast*.so*"))
     if not libs:

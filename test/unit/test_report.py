@@ -15,7 +15,6 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dreamzero_ros.core.embodiment import load_embodiment
-from dreamzero_ros.ros.names import CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC, STATUS_TOPIC, STITCHED_TOPIC
 from dreamzero_ros.runs.recording import McapWriter, read_messages
 from dreamzero_ros.runs.report import (
     ReportError,
@@ -24,6 +23,10 @@ from dreamzero_ros.runs.report import (
     summary,
     write_report,
 )
+
+# A run of the root namespace records the fully qualified names.
+CHUNK_TOPIC, STATUS_TOPIC = "/dreamzero/action_chunk", "/dreamzero/status"
+STITCHED_TOPIC, PREDICTED_VIDEO_TOPIC = "/dreamzero/stitched_image", "/dreamzero/predicted_video"
 
 EMB = load_embodiment("franka_droid")  # forward_position commands at 15 Hz, 8 action joints
 T0 = 1_700_000_000 * 10**9
