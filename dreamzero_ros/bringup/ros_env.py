@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 from dreamzero_ros.core.embodiment import config_dir
@@ -18,6 +19,24 @@ FASTDDS_PROFILE_NAME = "fastdds_profile.xml"
 
 def fastdds_profile_path() -> Path:
     return config_dir() / FASTDDS_PROFILE_NAME
+
+
+def fastdds_profile_variables(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The variable(s) naming the Fast DDS profile for the Fast DDS this process's ROS links.
+
+    Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE and warns about the old name in every
+    node's log; Fast DDS 2.x (Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE. The library
+    is looked for in this interpreter's prefix (the pip wheels) and the AMENT_PREFIX_PATH entries
+    (/opt/ros/<distro>); when neither is found both are set.
+    """
+    env = os.environ if env is None else env
+    prefixes = [Path(sys.prefix), *(Path(p) for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p)]
+    for prefix in prefixes:
+        if any((prefix / "lib").glob("libfastdds.so*")):
+            return ("FASTDDS_DEFAULT_PROFILES_FILE",)
+        if any((prefix / "lib").glob("libfastrtps.so*")):
+            return ("FASTRTPS_DEFAULT_PROFILES_FILE",)
+    return ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 def pick_domain_id(seed: int | None = None) -> int:
@@ -40,7 +59,6 @@ def ros_environment(
     env["PYTHONUNBUFFERED"] = "1"
     if localhost_only:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        # Fast DDS 3 (Kilted) reads FASTDDS_..., Fast DDS 2.x (Humble, Jazzy) only FASTRTPS_...
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+        for name in fastdds_profile_variables(env):
+            env[name] = str(fastdds_profile_path())
     return env

@@ -214,3 +214,6 @@ def test_the_fast_dds_profile_is_given_under_the_variable_this_venvs_fast_dds_re
     env = ros_environment(7, base={})
     for name, lib in reader.items():
         assert env.get(name) == str(fastdds_profile_path()), f"{name} (read by {lib}) not set"
+    # Kilted's rmw warns in every node's log when the old name is set too.
+    for name in {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"} - set(reader):
+        assert name not in env, f"{name} set, but this Fast DDS reads {sorted(reader)}"
