@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from dreamzero_ros.bringup.plan import add_cli_arguments, options_from_args
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate", help="scripted-expert demonstrations of the simulated tasks -> LeRobot dataset")
     generate.add_argument("--out", required=True, help="dataset folder to write")
-    generate.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
+    generate.add_argument("--embodiment", default=DEFAULT_EMBODIMENT, help="embodiment name or YAML path (default: %(default)s)")
     generate.add_argument("--tasks", nargs="+", default=["reach", "push", "lift"], help="tasks (default: %(default)s)")
     generate.add_argument("--episodes", type=int, default=10, help="episodes per task (default: %(default)s)")
     generate.add_argument("--seed", type=int, default=0, help="first episode seed (default: %(default)s)")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="MCAP recording of a run (sim or real robot) -> LeRobot dataset")
     export.add_argument("--mcap", required=True, help="recording to export, e.g. out/demo/recording.mcap")
     export.add_argument("--out", required=True, help="dataset folder to write")
-    export.add_argument("--embodiment", default="franka_droid", help="embodiment name or YAML path (default: %(default)s)")
+    export.add_argument("--embodiment", default=DEFAULT_EMBODIMENT, help="embodiment name or YAML path (default: %(default)s)")
     export.add_argument("--instruction", default=None,
                         help="one instruction for the whole recording (default: split at each recorded instruction)")
     export.add_argument("--fps", type=float, default=None, help="rows per second (default: the control rate)")

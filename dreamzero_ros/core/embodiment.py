@@ -399,17 +399,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return path
 
 
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a config file; a file that cannot be read or parsed raises ConfigError naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"invalid YAML: {exc}") from exc
+
+
 def load_embodiment(name_or_path: str | Path) -> EmbodimentConfig:
     """Load and validate an embodiment YAML; raises ConfigError naming file and field."""
     path = resolve_config_path(name_or_path)
-    source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"invalid YAML: {exc}") from exc
-    return parse_embodiment(raw, source=source, base_dir=path.parent)
+    return parse_embodiment(read_yaml(path), source=str(path), base_dir=path.parent)
 
 
 def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConfig:

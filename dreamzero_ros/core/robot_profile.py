@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dreamzero_ros.core.embodiment import (
     ConfigError,
@@ -52,6 +51,7 @@ from dreamzero_ros.core.embodiment import (
     _Reader,
     config_dir,
     load_embodiment,
+    read_yaml,
 )
 
 # Message types, written as in ROS interface names (package/Type, actions package/action/Type).
@@ -306,12 +306,7 @@ def load_robot_profile(name_or_path: str | Path) -> RobotProfile:
     """Load a profile and the embodiment it names; raises ConfigError naming file and field."""
     path = resolve_profile_path(name_or_path)
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"invalid YAML: {exc}") from exc
+    raw = read_yaml(path)
     r = _Reader(source)
     if not isinstance(raw, dict):
         raise r.fail("", f"expected a mapping at the top level, got {type(raw).__name__}")
