@@ -28,9 +28,10 @@ class Observation:
     """What the policy sees at one request.
 
     stamp: observation time in seconds (ROS time of the newest frame).
-    frames: [T, H, W, 3] uint8 stitched frames observed since the previous request, oldest first
-        (T >= 1; the newest frame is frames[-1]). These are REAL observations: the model writes
-        them into its KV cache in place of its own predictions.
+    frames: [T, H, W, 3] uint8 stitched frames, oldest first, framed as the release frames a call: the
+        newest frame on an episode's first request (T = 1, which starts an episode), the newest 4
+        afterwards (front-padded with the oldest when fewer were seen). These are REAL observations:
+        the model writes them into its KV cache in place of its own predictions.
     state: [S] float64 joint positions in the embodiment's state_joints order, SI units.
     views: optional per-camera frames {camera name: [T, h, w, 3] uint8 at the camera's source_size},
         needed by the remote protocol (the server stitches them itself).

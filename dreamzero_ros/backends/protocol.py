@@ -38,6 +38,7 @@ import msgpack
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.frame_window import FIRST_CALL_FRAMES, LATER_CALL_FRAMES
 
 PROTOCOL_VERSION = 2
 #: websocket subprotocol our client offers and our server selects; it unlocks the metadata endpoint
@@ -55,8 +56,6 @@ HANDSHAKE_FIELDS: dict[str, tuple[type, ...]] = {
     "action_space": (str,),
 }
 #: frames the server feeds the model per request: 1 on the first call of an episode, then the last 4
-FIRST_CALL_FRAMES = 1
-LATER_CALL_FRAMES = 4
 #: default websocket message limit on both sides: a 4-frame AgiBot/YAM request (3 x 4 x 480x640x3)
 #: is ~11 MB and the websockets default of 1 MiB would close a 4-frame DROID request with 1009.
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024

@@ -14,6 +14,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+#: the release's framing of a request: the first call of an episode sees the newest frame, every later
+#: call the newest 4 (front-padded with the oldest when fewer arrived), which the model repeats twice
+#: and prefixes with the first into the 9-frame clip it encodes (DREAMZERO_FACTS.md, Inference semantics)
+FIRST_CALL_FRAMES = 1
+LATER_CALL_FRAMES = 4
+
 
 class FrameWindow:
     """Up to `history` (stamp, frame) pairs per named stream, oldest first."""

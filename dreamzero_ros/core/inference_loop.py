@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
+from dreamzero_ros.core.frame_window import FIRST_CALL_FRAMES, LATER_CALL_FRAMES, FrameWindow
 
 #: longest instruction accepted anywhere (the node and the policy server): the prompt template repeats the
 #: instruction twice inside umT5's 512-token text context, so longer text would be cut off anyway
@@ -77,9 +78,10 @@ class InferenceLoop:
         self.settings = settings or InferenceSettings()
         self.state_joints = embodiment.state_joints
         self._index = {name: i for i, name in enumerate(self.state_joints)}
-        self._frames: collections.deque[tuple[float, np.ndarray]] = collections.deque(
-            maxlen=embodiment.video.frames_per_chunk
-        )
+        # The release's framing (frame_window): the episode's first request sends the newest frame,
+        # every later one the newest LATER_CALL_FRAMES, whether or not they were sent before.
+        self._frames = FrameWindow(["stitched"], LATER_CALL_FRAMES)
+        self._first_request = True
         self._newest_frame: tuple[float, np.ndarray] | None = None
         self._newest_ns: int | None = None
         self._stale_views: tuple[str, ...] = ()  # cameras stale in the newest stitched frame
@@ -108,7 +110,7 @@ class InferenceLoop:
         """
         if self._newest_frame is not None and stamp <= self._newest_frame[0]:
             return  # duplicate or out of order: the history must stay in time order
-        self._frames.append((stamp, frame))
+        self._frames.push("stitched", frame, stamp)
         self._newest_frame = (stamp, frame)
         self._newest_ns = stamp_ns
         self._stale_views = tuple(stale_views)
@@ -153,7 +155,8 @@ class InferenceLoop:
         """New episode: forget the frame history and the schedule."""
         self._frames.clear()
         if self._newest_frame is not None:
-            self._frames.append(self._newest_frame)
+            self._frames.push("stitched", self._newest_frame[1], self._newest_frame[0])
+        self._first_request = True
         self._chunk_end = -math.inf
         self.episode += 1
 
@@ -209,11 +212,11 @@ class InferenceLoop:
                 self.stale_inputs += 1
             return None
         assert self._newest_frame is not None and self._state is not None
-        frames = np.stack([f for _, f in self._frames]) if self._frames else self._newest_frame[1][None]
+        count = FIRST_CALL_FRAMES if self._first_request else LATER_CALL_FRAMES
+        frames = np.stack(self._frames.last(count)["stitched"])
         request = Request(stamp=self._newest_frame[0], frames=frames, state=self._state.copy(),
                           stamp_ns=self._newest_ns)
-        # Frames handed over now are the model's context; the next request brings only newer ones.
-        self._frames.clear()
+        self._first_request = False
         return request
 
     def record_chunk(self, stamp: float, ready_time: float) -> float:

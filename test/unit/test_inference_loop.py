@@ -64,16 +64,25 @@ def test_joint_states_missing_a_joint_or_with_nan_invalidate_the_state():
     np.testing.assert_array_equal(request.state, np.arange(8.0)[::-1])  # assembled by name, not order
 
 
-def test_frames_observed_since_the_last_request_are_handed_over_once_oldest_first():
+def test_requests_are_framed_as_the_release_frames_them_the_newest_frame_first_then_the_newest_four():
+    """DREAMZERO_FACTS.md: the first call of an episode uses 1 frame, later calls the last 4 (the reference
+    server's buffers, front-padded with the oldest when fewer arrived); a 1-frame call would start a new
+    episode in the model, so a later request never carries a single frame."""
     loop = ready_loop(now=10.0)
     first = loop.take_request(10.0)
     assert first.frames.shape == (1, 352, 640, 3) and first.stamp == 10.0
-    for k in range(1, 4):
+    loop.on_frame(10.2, frame(11))
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.2)
+    second = loop.take_request(10.2)  # frames 1 (ready_loop's) and 11 seen: padded with the oldest
+    assert [int(f[0, 0, 0]) for f in second.frames] == [1, 1, 1, 11]
+    for k in range(2, 6):
         loop.on_frame(10.0 + 0.2 * k, frame(10 + k))
-    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.6)
-    second = loop.take_request(10.6)
-    assert [int(f[0, 0, 0]) for f in second.frames] == [11, 12, 13]
-    assert second.stamp == pytest.approx(10.6)
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 11.0)
+    third = loop.take_request(11.0)
+    assert [int(f[0, 0, 0]) for f in third.frames] == [12, 13, 14, 15]
+    assert third.stamp == pytest.approx(11.0)
+    loop.reset()  # a new episode starts from the newest frame again
+    assert [int(f[0, 0, 0]) for f in loop.take_request(11.0).frames] == [15]
 
 
 def test_out_of_order_frames_are_ignored():
