@@ -28,7 +28,7 @@ def started_pids(proc: ManagedProcess) -> dict[str, int]:
 
 
 def wait_ready(proc: ManagedProcess) -> None:
-    for marker in ("inference ready", "executor ready", "stitching robot="):
+    for marker in ("inference ready", "executor ready", "stitching cameras="):
         assert proc.wait_for_line(lambda s, m=marker: m in s, 60), proc.output()
 
 
