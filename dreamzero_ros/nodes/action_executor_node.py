@@ -3,8 +3,9 @@
 A thin shell over core.executor.ExecutorCore (latest chunk wins, time alignment, cross-fade,
 smoothing, limits, watchdog hold, arming, latching e-stop). Every callback is short (a chunk's
 validation and smoothing is well under a millisecond), so one executor thread keeps the control
-timer on time; see run_node for why not a MultiThreadedExecutor. Output adapters write the
-configured command interface; dry_run sends to the preview topic only.
+timer on time; see run_node for why not a MultiThreadedExecutor. Joint states come from the robot
+profile's topics and commands go to its outputs, in the robot's names and units (nodes.robot_io);
+dry_run sends to the preview topic only.
 
 JointTrajectory outputs (a joint_trajectory_controller) are not sent per tick: after each tick the
 core.trajectory_stream.TrajectoryStreamer decides whether the controller needs a new trajectory
@@ -128,7 +129,7 @@ class ActionExecutorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _publish_command(self, command: Command, remaining=None) -> None:
+    def _publish_command(self, command: Command, remaining: tuple | None = None) -> None:
         if self._outputs is not None:
             self._outputs.send(command.positions)
             if self._streamer is not None:
@@ -244,7 +245,7 @@ class ActionExecutorNode(Node):
         if command is not None:
             self._send(command, remaining)
 
-    def _send(self, command: Command, remaining=None) -> None:
+    def _send(self, command: Command, remaining: tuple | None = None) -> None:
         self._publish_command(command, remaining)
         for name, pub in self._extra_pubs.items():
             values = command.extras.get(name)
