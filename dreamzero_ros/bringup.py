@@ -112,10 +112,10 @@ def node_plan(options: BringupOptions) -> list[NodeSpec]:
                  {**common, "dry_run": options.dry_run})
     )
     if options.record:
-        # The recorder adds the embodiment's camera, joint-state, command and extra topics itself.
+        # The recorder adds the profile's camera, joint-state, command and extra topics itself.
         plan.append(
             NodeSpec("recorder", "recorder", "dreamzero_ros.nodes.recorder_node",
-                     {"output": options.record, "embodiment": embodiment}, required=False)
+                     {"output": options.record, "embodiment": embodiment, "robot": options.robot}, required=False)
         )
     return plan
 

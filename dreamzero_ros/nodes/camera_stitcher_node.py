@@ -75,7 +75,7 @@ class CameraStitcherNode(Node):
         self.create_timer(1.0 / rate, self._publish)
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(
-            f"stitching robot={self.profile.name} cameras={[f'{c.name}@{c.topic}' for c in self.profile.cameras]} layout={self.embodiment.stitch.layout} "
+            f"stitching cameras={[f'{c.name}@{c.topic}' for c in self.profile.cameras]} robot={self.profile.name} layout={self.embodiment.stitch.layout} "
             f"rate={rate:g}Hz stale_policy={self.embodiment.stitch.stale_policy}"
         )
 

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.robot_profile import GRIPPER_COMMAND, load_robot
 from dreamzero_ros.nodes.common import Param, ParameterError, declare_parameters, run_node
 from dreamzero_ros.recording import COMPRESSIONS, RecordingError, ThreadedMcapWriter, compatible_qos
 
@@ -49,6 +49,7 @@ PARAMS = (
     Param("include_prefixes", list(DEFAULT_PREFIXES),
           "Record every topic whose name starts with one of these (used when 'topics' is empty); ['/'] = all"),
     Param("embodiment", "", "Embodiment name or YAML: also record its camera, joint-state and command topics"),
+    Param("robot", "", "Robot profile name or YAML: record its camera, joint-state and command topics instead"),
     Param("discovery_period", 1.0, "Seconds between graph scans for new topics", minimum=0.05, maximum=60.0),
     Param("compression", "zstd", "MCAP chunk compression", choices=tuple(COMPRESSIONS)),
     Param("max_queue_mb", 256.0, "Writer queue bound in MiB; messages beyond it are dropped and counted",
@@ -113,10 +114,11 @@ class RecorderNode(Node):
     def _settings(self, v: dict[str, Any]) -> RecorderSettings:
         topics = list(v["topics"])
         prefixes = list(v["include_prefixes"])
-        if v["embodiment"]:
-            emb = load_embodiment(v["embodiment"])
-            extra = [c.topic for c in emb.cameras] + [emb.command.topic, emb.command.joint_states_topic]
-            extra += [g.topic for g in emb.extra_actions]
+        if v["embodiment"] or v["robot"]:
+            profile = load_robot(v["robot"], v["embodiment"])
+            extra = [c.topic for c in profile.cameras] + [s.topic for s in profile.joint_states]
+            extra += [c.topic for c in profile.commands if c.type != GRIPPER_COMMAND]  # an action is no topic
+            extra += [g.topic for g in profile.extra_outputs]
             # With an explicit topic list the embodiment's topics are added to it, else to the prefixes.
             (topics if topics else prefixes).extend(t for t in extra if t not in topics and t not in prefixes)
         output = Path(v["output"]) if v["output"] else Path(f"dreamzero_{datetime.now():%Y%m%d_%H%M%S}.mcap")

@@ -123,3 +123,22 @@ def test_the_sim_speaks_franka_ros2_arm_and_gripper_states_on_their_own_topics_a
     traj.publish(msg)
     assert settles(arm, "fr3_joint1", target), latest(arm, "fr3_joint1")
     assert "GripperCommand output /fr3_gripper/gripper_action is not simulated" in proc.output()
+
+
+@pytest.mark.parametrize("module", ["action_executor_node", "camera_stitcher_node", "inference_node",
+                                    "sim_robot_node"])
+def test_a_malformed_robot_profile_stops_each_node_with_exit_2_naming_the_file_and_field(nodes, tmp_path, module):
+    import yaml
+
+    from dreamzero_ros.core.robot_profile import resolve_profile_path
+
+    launcher, _probe = nodes
+    data = yaml.safe_load(resolve_profile_path("yam_i2rt").read_text())
+    data["commands"][1]["joints"]["right_joint1"] = "joint_2"  # the robot joint named twice in one output
+    bad = tmp_path / "broken_profile.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    params = {"robot": str(bad), **({"backend": "scripted"} if module == "inference_node" else {})}
+    node = launcher.start(module, f"dreamzero_ros.nodes.{module}", params)
+    assert node.wait(60) == 2, node.output()
+    out = node.output()
+    assert "broken_profile.yaml: commands[1].joints.right_joint2: robot joint 'joint_2' is named twice" in out, out

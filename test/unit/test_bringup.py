@@ -33,7 +33,7 @@ def test_options_reach_the_right_nodes():
     assert plan["inference"].parameters["server"] == "ws://gpu:8000"
     assert plan["inference"].parameters["instruction"] == "fold the towel"
     assert plan["action_executor"].parameters["dry_run"] is True
-    assert plan["recorder"].parameters == {"output": "/tmp/x.mcap", "embodiment": "yam"}
+    assert plan["recorder"].parameters == {"output": "/tmp/x.mcap", "embodiment": "yam", "robot": ""}
     assert plan["recorder"].required is False
 
 
@@ -110,6 +110,7 @@ def test_a_robot_profile_reaches_every_node_with_the_embodiment_it_names():
         assert plan[name].parameters["embodiment"].endswith("config/yam.yaml")
         assert "use_sim_time" not in plan[name].parameters
     assert plan["recorder"].parameters["embodiment"].endswith("config/yam.yaml")
+    assert plan["recorder"].parameters["robot"] == "yam_i2rt"
 
 
 def test_a_profile_on_sim_time_puts_every_node_on_sim_time_and_the_simulator_on_its_own_clock():

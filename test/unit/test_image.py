@@ -13,6 +13,7 @@ from dreamzero_ros.core.image import (
     ImageDecodeError,
     decode_compressed,
     decode_image,
+    encode_compressed,
     encode_image,
 )
 
@@ -158,3 +159,17 @@ def test_the_stitched_frame_id_round_trips_the_stale_views():
     assert stitched_frame_id() == STITCHED_FRAME_ID and stale_views_of(STITCHED_FRAME_ID) == ()
     assert stale_views_of(stitched_frame_id(("wrist", "exterior_1"))) == ("wrist", "exterior_1")
     assert stale_views_of("some_other_frame") == ()
+
+
+def test_a_compressed_png_round_trips_exactly_and_a_jpeg_closely_with_image_transports_format_string():
+    rgb = np.zeros((48, 64, 3), np.uint8)  # smooth gradients: what JPEG keeps well
+    rgb[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 4
+    rgb[..., 2] = np.arange(48, dtype=np.uint8)[:, None] * 5
+    fmt, data = encode_compressed(rgb, "png")
+    assert fmt == "rgb8; png compressed bgr8"
+    np.testing.assert_array_equal(decode_compressed(fmt, data), rgb)
+    fmt, data = encode_compressed(rgb, "jpeg", quality=95)
+    assert fmt == "rgb8; jpeg compressed bgr8"
+    assert np.abs(decode_compressed(fmt, data).astype(int) - rgb).mean() < 6
+    with pytest.raises(ValueError, match="cannot compress to 'webp'"):
+        encode_compressed(rgb, "webp")
