@@ -81,7 +81,7 @@ def _drive(args: argparse.Namespace, group) -> int:
             op.instruct(args.instruction)
             op.timeout = 10.0
             # Episodes start from the start pose: home (slowly), then arm.
-            print(f"  homing: {_once_ready(op, lambda: op.home(timeout=STARTUP_TIMEOUT))}", flush=True)
+            print(f"  {_once_ready(op, lambda: op.home(timeout=STARTUP_TIMEOUT))}", flush=True)
             _once_ready(op, lambda: op.arm(not args.dry_run))
         except OperatorError as exc:
             dead = group.first_required_exit()

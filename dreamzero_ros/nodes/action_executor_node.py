@@ -139,7 +139,7 @@ class ActionExecutorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _publish_command(self, command: Command, remaining=None) -> None:
+    def _publish_command(self, command: Command, remaining: tuple | None = None) -> None:
         if self._outputs is not None:
             self._outputs.send(command.positions)
             if self._streamer is not None:
@@ -255,7 +255,7 @@ class ActionExecutorNode(Node):
         if command is not None:
             self._send(command, remaining)
 
-    def _send(self, command: Command, remaining=None) -> None:
+    def _send(self, command: Command, remaining: tuple | None = None) -> None:
         self._publish_command(command, remaining)
         for name, pub in self._extra_pubs.items():
             values = command.extras.get(name)

@@ -2,7 +2,9 @@
 
 `dreamzero bringup --robot <profile> --sim` with the scripted backend: the simulator publishes joint
 states and cameras on the profile's topics in the robot's names and units and takes the profile's command
-outputs; the loop arms, chunks flow, and an arm joint (identity map, renamed) tracks its command.
+outputs; the loop homes, arms, chunks flow, and an arm joint (identity map, renamed) tracks its command.
+A JointTrajectory output (FR3's arm controller) is streamed, one trajectory per chunk: its command at
+a time is the latest trajectory received by then, between its points at their absolute times.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from dreamzero_msgs.msg import ActionChunk
 from dreamzero_msgs.srv import SetInstruction
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dreamzero_ros.bringup.plan import BringupOptions, node_plan, start_plan
 from dreamzero_ros.core.robot_profile import QosSpec
 from dreamzero_ros.ros import qos
-from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, SET_INSTRUCTION_SERVICE
+from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, HOME_SERVICE, SET_INSTRUCTION_SERVICE
 from dreamzero_ros.testing.probes import wait_until
 
 pytestmark = pytest.mark.slow
@@ -45,9 +47,23 @@ TRACKING_P95 = 0.06  # rad between the command and the measured position one con
 def command_value(msg, key) -> float:
     if isinstance(msg, Float64MultiArray):
         return msg.data[key]
-    if isinstance(msg, JointTrajectory):
-        return msg.points[-1].positions[list(msg.joint_names).index(key)]
     return msg.position[list(msg.name).index(key)]
+
+
+def trajectory_values(received: list, key: str, t0: float, t1: float, dt: float = 1 / 15) -> list:
+    """(t, value) every dt in [t0, t1] from streamed trajectories (receive times monotonic, stamps ROS time)."""
+    offset = time.time() - time.monotonic()
+    out = []
+    for t in np.arange(t0, t1, dt):
+        latest = [m for r, m in received if r <= t]
+        if not latest:
+            continue
+        msg = latest[-1]
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        times = [stamp + p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        j = list(msg.joint_names).index(key)
+        out.append((t, float(np.interp(t + offset, times, [p.positions[j] for p in msg.points]))))
+    return out
 
 
 @pytest.mark.parametrize("robot", list(CASES))
@@ -63,6 +79,9 @@ def test_each_profile_runs_closed_loop_on_the_simulator_through_its_own_wiring(r
         resp = probe.call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction="wave"),
                           timeout=90)
         assert resp.success, resp.message
+        # Start from the start pose (refused until the executor has its first joint state: retry).
+        assert wait_until(lambda: probe.call(Trigger, HOME_SERVICE, Trigger.Request(), timeout=30).success,
+                          90, interval=0.3), "executor never homed\n" + "\n".join(logs[-60:])
         armed = wait_until(lambda: probe.call(SetBool, ARM_SERVICE, SetBool.Request(data=True), timeout=30).success,
                            90, interval=0.3)
         assert armed, "executor never armed\n" + "\n".join(logs[-60:])
@@ -73,7 +92,10 @@ def test_each_profile_runs_closed_loop_on_the_simulator_through_its_own_wiring(r
         t1 = time.monotonic()
     finally:
         group.stop_all()
-    sent = [(t, command_value(m, cmd_key)) for t, m in commands if t0 <= t <= t1]
+    if cmd_type is JointTrajectory:
+        sent = trajectory_values(list(commands), cmd_key, t0, t1)
+    else:
+        sent = [(t, command_value(m, cmd_key)) for t, m in commands if t0 <= t <= t1]
     measured = [(t, m.position[list(m.name).index(state_name)]) for t, m in states
                 if t0 <= t <= t1 + 0.5 and state_name in m.name]
     assert len(sent) > 10 and len(measured) > 10, (len(sent), len(measured), "\n".join(logs[-40:]))

@@ -246,3 +246,37 @@ def test_lead_must_exceed_the_delivery_latency_a_later_delivery_steps_onto_the_n
     assert jtc.rejected == [] and np.all(np.abs(np.diff(p, axis=0)) <= bound)
     t, p, v, switches, jtc = play(latency=0.08)
     assert np.any(np.abs(np.diff(p, axis=0)) > bound)
+
+
+def test_homing_streamed_to_a_1khz_jtc_is_one_trajectory_that_reaches_the_start_pose_at_the_homing_speed():
+    """A trajectory controller gets the homing path as ONE trajectory (points every control period on
+    the minimum-jerk path, PCHIP velocities); interpolated at 1 kHz its velocity stays within 1 % of
+    home.velocity_scale x the velocity limits (0.1 x, config/franka_droid.yaml) and it ends exactly at
+    the start pose."""
+    start_pose = np.array([0.0, -0.6283, 0.0, -2.5133, 0.0, 1.885, 0.7854, 0.04])
+    speed = 0.1 * VEL
+    away = start_pose.copy()
+    away[:7] += np.array([0.4, 0.3, 0.0, 0.3, 0.0, -0.3, 0.0])
+    core = ExecutorCore(FRANKA, ExecutorSettings())
+    core.on_joint_state(NAMES, away, 0.0)
+    assert core.home(0.0).ok
+    s = TrajectoryStreamer(LO, HI, VEL, lead=LEAD, min_segment=MIN_SEGMENT)
+    s.start(away)
+    jtc = JtcModel(away)
+    inbox, velocities, next_tick = [], [], DT
+    for ms in range(6000):
+        t = ms * 1e-3
+        if t >= next_tick - 1e-9:
+            next_tick += DT
+            cmd = core.tick(t)
+            if cmd is not None:
+                traj = s.on_command((cmd.source, cmd.chunk_id), cmd.positions, cmd.holding, t, core.remaining())
+                if traj is not None:
+                    inbox.append((t + LATENCY, traj))
+        while inbox and inbox[0][0] <= t:
+            at, traj = inbox.pop(0)
+            assert jtc.receive(traj.stamp, traj.time_from_start, traj.positions, traj.velocities, at), jtc.rejected
+        velocities.append(jtc.sample(t)[1])
+    assert s.sent == 1 and core.status().state == "idle"
+    assert np.all(np.abs(np.array(velocities)) <= speed * 1.01), np.abs(np.array(velocities)).max(axis=0) / speed
+    np.testing.assert_allclose(jtc.position, start_pose, atol=1e-9)
