@@ -21,7 +21,9 @@ STAMP="$VENV/.dreamzero-stamp"
 inputs_hash() {
   (cd "$ROOT" && { echo "$DISTRO"; cat "$REQ" requirements-dev.txt requirements-robot.txt requirements-model.txt setup.py setup.cfg package.xml \
      scripts/bootstrap.sh scripts/find_python.sh scripts/fix_rosidl_cmake_paths.py \
-     dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/*; } \
+     dreamzero_msgs/package.xml dreamzero_msgs/CMakeLists.txt dreamzero_msgs/msg/* dreamzero_msgs/srv/* \
+     test/interfaces/control_msgs/package.xml test/interfaces/control_msgs/CMakeLists.txt \
+     test/interfaces/control_msgs/msg/* test/interfaces/control_msgs/action/*; } \
      | sha256sum | cut -d' ' -f1)
 }
 
@@ -67,21 +69,28 @@ log "installing Python dependencies ($REQ)"
 log "fixing exported CMake include paths of the ROS message wheels"
 "$PY" "$ROOT/scripts/fix_rosidl_cmake_paths.py" "$VENV"
 
-log "building dreamzero_msgs into the venv"
-BUILD="$ROOT/build/$(basename "$VENV")/dreamzero_msgs"
-mkdir -p "$BUILD"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
-cmake -S "$ROOT/dreamzero_msgs" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
-  -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$BUILD/../msgs-configure.log" 2>&1 \
-  || { cat "$BUILD/../msgs-configure.log" >&2; exit 1; }
-cmake --build "$BUILD" -j"$(nproc)" >"$BUILD/../msgs-build.log" 2>&1 \
-  || { tail -50 "$BUILD/../msgs-build.log" >&2; exit 1; }
-cmake --install "$BUILD" >/dev/null
+build_interfaces() {  # <source dir>: an ament_cmake interface package, built and installed into the venv
+  local name build
+  name="$(basename "$1")"
+  build="$ROOT/build/$(basename "$VENV")/$name"
+  log "building $name into the venv"
+  mkdir -p "$build"
+  cmake -S "$1" -B "$build" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
+    -DPython3_EXECUTABLE="$VENV/bin/python3" -DCMAKE_BUILD_TYPE=Release >"$build/../$name-configure.log" 2>&1 \
+    || { cat "$build/../$name-configure.log" >&2; exit 1; }
+  cmake --build "$build" -j"$(nproc)" >"$build/../$name-build.log" 2>&1 \
+    || { tail -50 "$build/../$name-build.log" >&2; exit 1; }
+  cmake --install "$build" >/dev/null
+}
+build_interfaces "$ROOT/dreamzero_msgs"
+# control_msgs has no PyPI wheel: the tests' stand-in of its GripperCommand subset (robots use apt's package).
+build_interfaces "$ROOT/test/interfaces/control_msgs"
 
 log "installing dreamzero_ros (editable)"
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
 
-"$PY" -c 'import rclpy, dreamzero_msgs.msg, dreamzero_ros' \
-  || { echo "[bootstrap] error: the venv does not import rclpy/dreamzero_msgs/dreamzero_ros" >&2; exit 1; }
+"$PY" -c 'import rclpy, dreamzero_msgs.msg, control_msgs.action, dreamzero_ros' \
+  || { echo "[bootstrap] error: the venv does not import rclpy/dreamzero_msgs/control_msgs/dreamzero_ros" >&2; exit 1; }
 echo "$want" >"$STAMP"
 log "venv ready: $VENV"

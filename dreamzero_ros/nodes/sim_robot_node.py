@@ -137,6 +137,7 @@ class SimRobotNode(Node):
         # rclpy's time source subscribes to /clock best effort, depth 1; a reliable publisher matches it.
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10) if self.use_sim_clock else None
 
+        self._action_servers: list = []  # GripperCommand servers (kept so they live as long as the node)
         for out in self.profile.commands:
             self._subscribe_command(out)
         base_groups = [g for g in self.embodiment.extra_actions if tuple(g.components) == BASE_VELOCITY_COMPONENTS]
@@ -314,14 +315,33 @@ class SimRobotNode(Node):
     def _subscribe_command(self, out: CommandOutput) -> None:
         """Listen where the profile's output publishes, as the robot's controller would."""
         if out.type == GRIPPER_COMMAND:
-            # control_msgs is not among the pip ROS wheels: the simulated gripper then holds its position.
-            self.get_logger().warning(f"{out.type} output {out.topic} is not simulated; "
-                                      f"{list(out.slice.joints)} hold their position")
+            self._serve_gripper(out)
             return
         msg_type = {FLOAT64_ARRAY: Float64MultiArray, JOINT_TRAJECTORY: JointTrajectory, JOINT_STATE: JointState}[out.type]
         handler = {FLOAT64_ARRAY: self._on_forward_position, JOINT_TRAJECTORY: self._on_trajectory,
                    JOINT_STATE: self._on_joint_state_command}[out.type]
         self.create_subscription(msg_type, out.topic, lambda m, o=out: handler(o, m), qos.from_spec(out.qos))
+
+    def _serve_gripper(self, out: CommandOutput) -> None:
+        """A GripperCommand action server where the profile's gripper server is (franka_gripper's
+        ~/gripper_action): each goal's position becomes the finger target; it succeeds at once."""
+        try:  # apt's control_msgs on a robot computer, the tests' stand-in in the repo venvs
+            from control_msgs.action import GripperCommand
+        except ImportError:
+            self.get_logger().warning(f"{out.type} output {out.topic} is not simulated (control_msgs is not "
+                                      f"installed); {list(out.slice.joints)} hold their position")
+            return
+        from rclpy.action import ActionServer
+
+        def execute(goal_handle):
+            position = float(goal_handle.request.command.position)
+            mapped = self._to_model("GripperCommand", out, None, [position])
+            if mapped is not None:
+                self._set("GripperCommand", *mapped)
+            goal_handle.succeed()
+            return GripperCommand.Result(position=position, reached_goal=mapped is not None)
+
+        self._action_servers.append(ActionServer(self, GripperCommand, out.topic, execute))
 
     def _to_model(self, what: str, out: CommandOutput, names: list[str] | None,
                   values: list[float]) -> tuple[list[str], list[float]] | None:

@@ -6,7 +6,8 @@ hands a complete model-ordered state to the node once every topic has reported. 
 builds one publisher per command output and sends a model-ordered command [A] to each in the
 robot's names and units. The per-tick types (JointState, Float64MultiArray) are sent every tick;
 JointTrajectory outputs get whole trajectories from core.trajectory_stream (per chunk, hold or
-homing: `CommandOutputs.stream`); GripperCommand outputs are not served yet (see `CommandOutputs`).
+homing: `CommandOutputs.stream`); GripperCommand outputs are action clients that send a goal when
+the target moved past the output's deadband (see `CommandOutputs`).
 """
 
 from __future__ import annotations
@@ -77,9 +78,13 @@ class CommandOutputs:
     output's joint order (the controller's `joints` order). A JointTrajectory output is not sent per
     tick: `stream(trajectory)` publishes each core.trajectory_stream.StreamedTrajectory (header stamp
     = its first point, positions and velocities per point, mapped like positions: velocities scaled
-    by the map, zero where its clip holds the value). A GripperCommand output (an action client) is not served by
-    this build: its joints are not commanded (the gripper holds where it is), said once at start
-    with the output named and listed in `unserved`.
+    by the map, zero where its clip holds the value). A GripperCommand output is an action client (e.g.
+    franka_gripper's ~/gripper_action): each tick it sends a goal (position in the robot's units, the
+    output's max_effort) when the target moved more than the output's deadband since the last goal,
+    without waiting for the result (the server's next goal preempts it), so a gripper server is not
+    flooded at the control rate. Where control_msgs is not installed the output is not served: its
+    joint is not commanded (the gripper holds where it is), said once at start and listed in
+    `unserved`.
     """
 
     def __init__(self, node: Node, profile: RobotProfile, dt: float) -> None:
@@ -89,10 +94,14 @@ class CommandOutputs:
         self.unserved: list[CommandOutput] = []
         for k, out in enumerate(profile.commands):
             if out.type == GRIPPER_COMMAND:
-                self.unserved.append(out)
-                node.get_logger().warning(
-                    f"{profile.source}: commands[{k}] ({out.type} {out.topic}) is not served by this build: "
-                    f"{list(out.slice.robot_joints)} are not commanded and hold where they are")
+                sender = self._make_gripper(out)
+                if sender is None:
+                    self.unserved.append(out)
+                    node.get_logger().warning(
+                        f"{profile.source}: commands[{k}] ({out.type} {out.topic}) is not served: control_msgs is "
+                        f"not installed; {list(out.slice.robot_joints)} are not commanded and hold where they are")
+                else:
+                    self._senders.append(sender)
                 continue
             if out.type == JOINT_TRAJECTORY:
                 self._streams.append(self._make_stream(out))
@@ -132,6 +141,34 @@ class CommandOutputs:
                 for t, p, v in zip(traj.time_from_start, positions, velocities, strict=True)
             ]
             pub.publish(msg)
+
+        return send
+
+    def _make_gripper(self, out: CommandOutput) -> Callable[[np.ndarray], None] | None:
+        try:  # apt's ros-<distro>-control-msgs on a robot; the tests' stand-in in the repo venvs
+            from control_msgs.action import GripperCommand
+        except ImportError:
+            return None
+        from rclpy.action import ActionClient
+
+        node = self._node
+        client = ActionClient(node, GripperCommand, out.topic)
+        effort = float(out.max_effort or 0.0)
+        last_goal: list[float] = []
+
+        def send(positions: np.ndarray) -> None:
+            target = float(out.robot_values(positions)[0])
+            if last_goal and abs(target - last_goal[0]) <= out.deadband:
+                return
+            if not client.server_is_ready():
+                node.get_logger().warning(f"gripper action {out.topic}: no server yet; goal {target:.4f} not sent",
+                                          throttle_duration_sec=5.0)
+                return
+            goal = GripperCommand.Goal()
+            goal.command.position = target
+            goal.command.max_effort = effort
+            client.send_goal_async(goal)
+            last_goal[:] = [target]
 
         return send
 

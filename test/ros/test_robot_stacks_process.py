@@ -22,7 +22,7 @@ import yaml
 from dreamzero_msgs.msg import ActionChunk
 from dreamzero_msgs.srv import SetInstruction
 from stacks.franka_ros2 import ARM as FR3_ARM
-from stacks.franka_ros2 import FrankaRos2StandIn
+from stacks.franka_ros2 import GRIPPER_ACTION, JTC_TOPIC, FrankaRos2StandIn
 from stacks.genie_sim import COMMAND_JOINTS, COMMAND_TOPIC, GenieSimStandIn
 from stacks.i2rt_yam import NAMES as YAM_NAMES
 from stacks.i2rt_yam import YamWrapperStandIn
@@ -173,3 +173,29 @@ def test_franka_ros2_gets_fr3_named_per_tick_arm_commands_from_two_joint_state_t
         assert np.all(np.abs(pos[:, k] - home[k]) <= amplitude_bound(emb, f"panda_joint{k + 1}")), k
     assert np.ptp(pos[:, 0]) > 0.5 * amplitude_bound(emb, "panda_joint1")
     assert_rate(run["times"][topic], emb.control.rate_hz, topic)
+
+
+def test_franka_ros2_gets_the_shipped_profiles_arm_trajectories_and_gripper_action_goals(probe, tmp_path):
+    """The shipped FR3 profile as is: the arm streams JointTrajectory messages in fr3 names to the
+    JointTrajectoryController's topic, and the gripper gets GripperCommand goals on franka_gripper's action:
+    position = the finger joint (width / 2, the profile maps nothing), max_effort 40 N from the profile, a new
+    goal only when the target moved more than the profile's 0.002 m deadband."""
+    emb = load_embodiment("franka_droid")
+    home = [0.0, -0.5, 0.1, -2.0, 0.05, 1.6, 0.7]
+    width = 0.05  # fingers at 0.025 m each
+    standin = FrankaRos2StandIn(home, width, arm_topic=JTC_TOPIC,
+                                cameras=["/exterior_1/image_raw", "/exterior_2/image_raw", "/wrist/image_raw"])
+    try:
+        run = run_with_stack("fr3_franka_ros2", probe, tmp_path, [JTC_TOPIC], standin)
+        goals = [m for _, m in standin.messages(GRIPPER_ACTION)]
+    finally:
+        standin.close()
+    for msg in run["messages"][JTC_TOPIC]:
+        assert list(msg.joint_names) == FR3_ARM and msg.points
+        assert all(len(p.positions) == 7 and all(math.isfinite(v) for v in p.positions) for p in msg.points)
+    assert goals, "no GripperCommand goal reached the gripper's action server\n" + "\n".join(run["logs"][-40:])
+    bound = amplitude_bound(emb, "panda_finger_joint1")
+    positions = np.array([g.position for g in goals])
+    assert np.all(np.abs(positions - width / 2) <= bound), positions
+    assert all(g.max_effort == pytest.approx(40.0) for g in goals)
+    assert np.all(np.abs(np.diff(positions)) > 0.002), positions  # the deadband: no goal for a smaller move
