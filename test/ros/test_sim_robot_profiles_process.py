@@ -122,7 +122,17 @@ def test_the_sim_speaks_franka_ros2_arm_and_gripper_states_on_their_own_topics_a
     msg.points = [JointTrajectoryPoint(positions=[target], time_from_start=Duration(sec=0, nanosec=500_000_000))]
     traj.publish(msg)
     assert settles(arm, "fr3_joint1", target), latest(arm, "fr3_joint1")
-    assert "GripperCommand output /fr3_gripper/gripper_action is not simulated" in proc.output()
+    # franka_gripper's action: a goal's position is the finger joint (width / 2); the sim moves the fingers there.
+    from control_msgs.action import GripperCommand
+    from rclpy.action import ActionClient
+
+    client = ActionClient(probe.node, GripperCommand, "/fr3_gripper/gripper_action")
+    assert client.wait_for_server(timeout_sec=30), proc.output()
+    goal = GripperCommand.Goal()
+    goal.command.position, goal.command.max_effort = 0.01, 40.0
+    sent = client.send_goal_async(goal)
+    assert wait_until(lambda: sent.done() and sent.result().accepted, 30), proc.output()
+    assert settles(gripper, "fr3_finger_joint1", 0.01), latest(gripper, "fr3_finger_joint1")
 
 
 @pytest.mark.parametrize("module", ["action_executor_node", "camera_stitcher_node", "inference_node",
