@@ -13,7 +13,7 @@ from rclpy.qos import (
     QoSReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rclpy.subscription import MessageInfo, Subscription
+from rclpy.subscription import Subscription
 
 from dreamzero_ros.core.robot_profile import QosSpec
 
@@ -71,7 +71,7 @@ def subscribe_latched_and_volatile(node: Node, msg_type: Any, topic: str,
     """
     newest: dict[bytes, int] = {}
 
-    def once(msg: Any, info: MessageInfo) -> None:
+    def once(msg: Any, info: dict[str, Any]) -> None:  # rclpy's MessageInfo (a TypedDict from Kilted on)
         gid = info.get("publisher_gid")
         if isinstance(gid, dict) and "data" in gid:
             key, order = bytes(gid["data"]), info.get("publication_sequence_number") or info["source_timestamp"]
