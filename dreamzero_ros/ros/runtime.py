@@ -107,8 +107,15 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         pass
     finally:
         # A second Ctrl-C (or the runner's SIGINT racing rclpy's handler) must not abort the clean-up
-        # half way with a KeyboardInterrupt: the runner escalates to SIGTERM/SIGKILL if this hangs.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # half way with a KeyboardInterrupt: the runner escalates to SIGTERM/SIGKILL if this hangs. The
+        # second SIGINT can land while SIG_IGN is being installed (seen: the recorder then never closed its
+        # MCAP), so retry until it is in place.
+        while True:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:
+                continue
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
