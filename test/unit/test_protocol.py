@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgpack
 import numpy as np
 import pytest
+from reference_client import ReferencePolicyServerConfig
 
 from dreamzero_ros.backends import protocol
 from dreamzero_ros.core.embodiment import load_embodiment
@@ -119,17 +118,6 @@ def test_malformed_frames_raise_protocol_error(data, match):
         protocol.unpackb(data)
 
 
-@dataclass
-class ReferencePolicyServerConfig:
-    """The reference server's PolicyServerConfig fields (DREAMZERO_FACTS.md): the reference client
-    builds it with PolicyServerConfig(**config), which raises TypeError on any other key."""
-
-    image_resolution: tuple[int, int] | None = (224, 224)
-    needs_wrist_camera: bool = True
-    n_external_cameras: int = 1
-    needs_stereo_camera: bool = False
-    needs_session_id: bool = False
-    action_space: str = "joint_position"
 
 
 # per embodiment: the training resolution of its views (DREAMZERO_FACTS.md, Inputs), three views

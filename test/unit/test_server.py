@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 import pytest
+from reference_client import ReferencePolicyServerConfig
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -47,16 +48,6 @@ FACT_RATES = {"franka_droid": 15, "agibot_g1": 30, "yam": 30}  # Embodiments tab
 FACT_ACTION_DIMS = {"franka_droid": 8, "agibot_g1": 22, "yam": 14}
 
 
-@dataclass
-class ReferencePolicyServerConfig:
-    """The reference client's view of the handshake: PolicyServerConfig(**config) fails on any other key."""
-
-    image_resolution: tuple[int, int] | None = (224, 224)
-    needs_wrist_camera: bool = True
-    n_external_cameras: int = 1
-    needs_stereo_camera: bool = False
-    needs_session_id: bool = False
-    action_space: str = "joint_position"
 
 
 # --------------------------------------------------------------------------------------------
