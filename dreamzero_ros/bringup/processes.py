@@ -177,6 +177,13 @@ class ProcessGroup:
             codes[p.name] = p.stop(timeout)
         return codes
 
+    def exit_report(self, codes: dict[str, int | None], lines: int = 40) -> str:
+        """Each process that did not exit 0 in `codes` (from stop_all) with the last `lines` of its output."""
+        by_name = {p.name: p for p in self.processes}
+        parts = [f"{name} exited {code}:\n" + "\n".join(by_name[name].output().splitlines()[-lines:])
+                 for name, code in codes.items() if code != 0 and name in by_name]
+        return "\n".join(parts) or "every process exited 0"
+
     def __enter__(self) -> ProcessGroup:
         return self
 

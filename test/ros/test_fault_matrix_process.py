@@ -205,7 +205,7 @@ def test_an_e_stop_during_motion_holds_within_one_control_period_until_reset_and
         assert_no_jump(loop.cfg, loop.commands_since(pressed - 0.3))
     finally:
         codes = loop.group.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
+    assert all(code == 0 for code in codes.values()), loop.group.exit_report(codes)
 
 
 def test_a_camera_that_stops_is_blacked_out_inference_stops_with_the_camera_named_and_the_executor_holds(
@@ -270,7 +270,7 @@ def test_a_camera_that_stops_is_blacked_out_inference_stops_with_the_camera_name
         assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(resumed, resumed[1:], strict=False))
     finally:
         codes = loop.group.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
+    assert all(code == 0 for code in codes.values()), loop.group.exit_report(codes)
 
 
 # -- rows that need only the executor process: bad, late and out-of-limit chunks --------------------

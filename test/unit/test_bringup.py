@@ -20,6 +20,7 @@ from dreamzero_ros.bringup.plan import (
     params_file,
     process_argv,
 )
+from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
 from dreamzero_ros.core.embodiment import ConfigError
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "dreamzero.launch.py"
@@ -269,3 +270,17 @@ def test_every_dreamzero_name_is_relative_and_only_diagnostics_and_clock_are_glo
     assert names.resolve(names.ARM_SERVICE, "/robot1") == "/robot1/dreamzero/arm"
     assert names.resolve(names.CHUNK_TOPIC) == "/dreamzero/action_chunk"
     assert names.resolve(names.DIAGNOSTICS_TOPIC, "/robot1") == "/diagnostics"
+
+
+def test_the_exit_report_names_each_process_that_did_not_exit_0_with_its_last_output():
+    group = ProcessGroup()
+    group.start(ManagedProcess("fine", [sys.executable, "-c", "print('all good')"], echo=False))
+    group.start(ManagedProcess("broken", [sys.executable, "-c", "print('first'); print('last words'); raise SystemExit(3)"],
+                               echo=False))
+    for p in group.processes:
+        p.wait(10)
+    codes = group.stop_all()
+    assert codes == {"broken": 3, "fine": 0}
+    report = group.exit_report(codes, lines=1)
+    assert report == "broken exited 3:\nlast words"
+    assert group.exit_report({"fine": 0}) == "every process exited 0"
