@@ -282,16 +282,17 @@ def sim_small_config(**overrides: Any) -> WamConfig:
 
     Why these sizes: issue 13's first attempt spent ~93% of its tokens and compute on video in pixel space and
     underfit after 42 min. Here the video goes through the `tiny` 4-channel VAE on frames shrunk 4x (352x640 ->
-    88x160 -> 11x20 latents); 352 = 32 x 11 admits no 2x2 patch, so the patch is (1, 1, 2): 11x10 = 110 tokens
-    per latent frame, 220 per chunk, against 24 action + 1 state tokens (10% of a chunk's tokens instead of ~7%,
-    and the trainer weights the action loss up). The DiT is dim 128, 4 layers, 4 heads of 32 (the smallest head
-    that still splits 12/10/10 for the 3D rotary), ffn 512: 1.5M DiT parameters, about the size the first attempt could fit
-    in well under an hour here. Text: a 1-layer byte-level umT5 with a 96-byte window, which covers the DROID
+    88x160 -> 11x20 latents); 352 = 32 x 11 admits no 2x2 patch, so the patch is (1, 1, 4): 11x5 = 55 tokens per
+    latent frame, 110 per chunk, against 24 action + 1 state tokens (19% of a chunk's tokens instead of ~7%, and
+    the trainer weights the action loss 5x). Training cost grows with the tokens (a 4-chunk teacher-forced
+    sequence is 55 + 4 x 135 = 595 tokens); measured with benchmarks/bench_train.py. The DiT is dim 128, 4 layers,
+    4 heads of 32 (the smallest head that still splits 12/10/10 for the 3D rotary), ffn 512: ~1.5M parameters,
+    the size of the first attempt. Text: a 1-layer byte-level umT5 with a 96-byte window, which covers the DROID
     template up to and including the instruction (the instruction starts at byte 38; the tiny preset's 16 bytes
     never reach it). Encoders (VAE, umT5, CLIP) are frozen at their seeded initialisation, as the release keeps
     its encoders frozen; only the DiT trains."""
     base = tiny_config().replace(
-        dim=128, num_layers=4, num_heads=4, ffn_dim=512, freq_dim=64, patch_size=(1, 1, 2), encoder_hidden=256,
+        dim=128, num_layers=4, num_heads=4, ffn_dim=512, freq_dim=64, patch_size=(1, 1, 4), encoder_hidden=256,
         text_len=96,
         text_encoder=dict(vocab_size=259, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
                           relative_attention_num_buckets=16, relative_attention_max_distance=64,

@@ -209,3 +209,15 @@ def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_whole_batc
         moved += float((tensor - initial[name]).abs().max()) > 10 * atol
     assert moved > 0.9 * len(initial)  # the steps moved (nearly) every tensor well past the tolerance
     np.testing.assert_allclose([r["loss"] for r in two["losses"]], [r["loss"] for r in one["losses"]], rtol=1e-5)
+
+
+def test_the_sim_small_preset_has_the_token_budget_its_comment_gives_and_sees_the_instruction():
+    from dreamzero_ros.model.config import preset_config
+
+    config = preset_config("sim_small")
+    # 352x640 / 4 (pixel_downsample) / 8 (VAE) = 11x20 latents; patch (1, 1, 4) -> 11 x 5 tokens
+    assert config.latent_size == (11, 20) and config.tokens_per_latent_frame == 55
+    assert config.tokens_per_chunk == 2 * 55 + 24 + 1
+    prompt = EMB.format_prompt("push the green cube onto the yellow pad")
+    end = prompt.index("push the green cube onto the yellow pad") + len("push the green cube onto the yellow pad")
+    assert end < config.text_len  # the byte tokenizer's window (+ eos) holds the whole instruction
