@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="weights, sample order and noise (default: %(default)s)")
     train.add_argument("--chunks", type=int, default=None,
                        help="chunks per sample, i.e. up to chunks-1 clean context chunks (default: the preset's 4)")
+    train.add_argument("--start-stride", type=int, default=None,
+                       help="control steps between sample starts (default: the video stride, 3); coarser = fewer "
+                            "samples, faster preparation")
     train.add_argument("--action-weight", type=float, default=5.0,
                        help="weight of the action loss against the video loss (default: %(default)s)")
     train.add_argument("--decoupled-video-noise", action="store_true",
@@ -180,8 +183,9 @@ def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.data import TrainingDataError
     from dreamzero_ros.training.trainer import TrainConfig, train
 
-    fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "seed", "chunks", "action_weight",
-              "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads", "cache", "progress")
+    fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "seed", "chunks", "start_stride",
+              "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
+              "cache", "progress")
     try:
         overrides = {}
         for item in args.override:

@@ -4,8 +4,9 @@ This module owns what one training sample is and how it is read: the dataset's e
 checkpoint metadata built from them, the stitched frames, and the frozen encoders' outputs (VAE latents, CLIP
 tokens, text embeddings), which are computed once and cached (the encoders never train).
 
-A sample starts at control step i of an episode (i on the video grid, i <= T - H so at least one chunk is real)
-and holds `chunks` chunks; chunk k (1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
+A sample starts at control step i of an episode (i every `start_stride` steps, default the video stride of 3; a
+coarser grid trades samples for preparation time, which the frozen VAE dominates on a CPU; i <= T - H so at least
+one chunk is real) and holds `chunks` chunks; chunk k (1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
 
 * first frame: the stitched frame at step i: its VAE latent (latent frame 0 of y), its CLIP tokens, and y = the
   latents of [first frame + zero frames] (1 + 2 x context_chunks latent frames), as `WorldActionModel` builds them
@@ -183,8 +184,9 @@ class TrainingSet:
     the local backend templates them) and of the negative prompt are kept in `texts` / `negative_text`.
     """
 
-    def __init__(self, meta: DatasetMeta, model: Any, *, chunks: int, cache: Path | None = None,
-                 cache_key: str = "", progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, meta: DatasetMeta, model: Any, *, chunks: int, start_stride: int | None = None,
+                 cache: Path | None = None, cache_key: str = "",
+                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
         config = model.config
         if not 1 <= chunks <= config.context_chunks:
             raise TrainingDataError(f"chunks per sample: expected 1..{config.context_chunks}, got {chunks}")
@@ -201,6 +203,9 @@ class TrainingSet:
         self.chunks = chunks
         self.horizon = config.horizon
         self.stride = config.horizon // config.frames_per_chunk
+        self.start_stride = self.stride if start_stride is None else start_stride
+        if self.start_stride < 1:
+            raise TrainingDataError(f"start stride: expected >= 1 step, got {self.start_stride}")
         self.space = meta.space()
         if cache is not None and cache.is_file():
             blob = torch.load(cache, weights_only=False)
@@ -241,7 +246,7 @@ class TrainingSet:
         task = int(table["task_index"][0])
         if task not in self.texts:
             raise TrainingDataError(f"episode {episode}: task_index {task} not in meta/tasks.jsonl")
-        starts = list(range(0, max(T - H, 0) + 1, stride))
+        starts = list(range(0, max(T - H, 0) + 1, self.start_stride))
 
         def clamp(step: int) -> int:
             return min(step, T - 1)
@@ -300,10 +305,12 @@ def _encode_batched(vae: Any, clips: list[torch.Tensor], batch: int = 16) -> lis
     return out
 
 
-def fingerprint(root: Path, preset: str, seed: int, chunks: int, config: dict[str, Any]) -> str:
+def fingerprint(root: Path, preset: str, seed: int, chunks: int, config: dict[str, Any], start_stride: int | None = None
+                ) -> str:  # fmt: skip
     """Fingerprint of a prepared set: the dataset's metadata files and the encoders' configuration and seed."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, preset, seed, chunks, config], sort_keys=True, default=str).encode())
+    h.update(json.dumps([CACHE_VERSION, preset, seed, chunks, config, start_stride], sort_keys=True,
+                        default=str).encode())  # fmt: skip
     for name in ("info.json", "stats.json", "episodes.jsonl", "tasks.jsonl"):
         path = root / "meta" / name
         h.update(path.read_bytes() if path.is_file() else b"")

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
-RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "lr", "warmup", "weight_decay", "grad_clip", "action_weight",
+RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "lr", "warmup", "weight_decay", "grad_clip", "action_weight",
                  "decoupled_video_noise", "text_dropout")
 
 
@@ -56,6 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     chunks: int | None = None  # chunks per sample; None = the preset's context_chunks (4)
+    start_stride: int | None = None  # steps between sample starts; None = the video stride (3)
     action_weight: float = 5.0
     decoupled_video_noise: bool = False
     text_dropout: float = 0.1
@@ -233,14 +234,14 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     # Prepared samples: rank 0 encodes (or reads the cache), the others read what it wrote.
     t0 = time.perf_counter()
     cache = Path(config.cache) if config.cache else out / "samples.pt"
-    key = fingerprint(meta.root, config.preset, config.seed, chunks, model.config.to_dict())  # overrides included
+    key = fingerprint(meta.root, config.preset, config.seed, chunks, model.config.to_dict(), config.start_stride)
     bar = _bar(len(meta.episodes), "encoding episodes", config.progress and ctx.main)
     if ctx.main:
-        data = TrainingSet(meta, model, chunks=chunks, cache=cache, cache_key=key,
+        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, cache=cache, cache_key=key,
                            progress=lambda n, total: bar.update(1) if bar else None)  # fmt: skip
     ctx.barrier()
     if not ctx.main:
-        data = TrainingSet(meta, model, chunks=chunks, cache=cache, cache_key=key)
+        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, cache=cache, cache_key=key)
     if bar:
         bar.close()
     prepare_seconds = time.perf_counter() - t0

@@ -152,8 +152,14 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(base, tmp_path):
         assert torch.equal(tensor, b["transformer"][name]), name
 
 
-def test_bad_datasets_are_refused_naming_the_file(dataset, tmp_path, capsys):
+def test_bad_datasets_are_refused_naming_the_file(dataset, prepared, tmp_path, capsys):
     from dreamzero_ros.apps.cli import main
+
+    meta, model, _ = prepared
+    with pytest.raises(TrainingDataError, match=r"chunks per sample: expected 1..4, got 5"):
+        TrainingSet(meta, model, chunks=5)
+    with pytest.raises(TrainingDataError, match=r"start stride: expected >= 1 step, got 0"):
+        TrainingSet(meta, model, chunks=2, start_stride=0)
 
     broken = tmp_path / "ds"
     shutil.copytree(dataset / "meta", broken / "meta")
