@@ -1,4 +1,5 @@
-"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export) and the operator commands.
+"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), train and the operator
+commands.
 
 Subcommands import what they need lazily, so `dreamzero status` does not load torch.
 """
@@ -6,6 +7,7 @@ Subcommands import what they need lazily, so `dreamzero status` does not load to
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +57,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one instruction for the whole recording (default: split at each recorded instruction)")
     export.add_argument("--fps", type=float, default=None, help="rows per second (default: the control rate)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    train = sub.add_parser(
+        "train", help="train a World Action Model on a LeRobot dataset (one process, or under torchrun with DDP)",
+        description="Flow matching of video latents and actions with teacher forcing, as the release trains; "
+                    "writes <out>/checkpoint in the released layout (load it with --checkpoint). Multi-process: "
+                    "torchrun --nproc_per_node N -m dreamzero_ros.apps.cli train ... (gloo on CPU, nccl on GPU).")
+    train.add_argument("--dataset", required=True, help="LeRobot dataset folder (from `dreamzero generate` or `export`)")
+    train.add_argument("--out", required=True, help="run folder: train_state.pt, loss.png, losses.json, checkpoint/")
+    train.add_argument("--preset", default="sim_small", help="model preset (default: %(default)s)")
+    train.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default: %(default)s)")
+    train.add_argument("--batch", type=int, default=16, help="global batch, split over processes (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: %(default)s)")
+    train.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="weights, sample order and noise (default: %(default)s)")
+    train.add_argument("--chunks", type=int, default=None,
+                       help="chunks per sample, i.e. up to chunks-1 clean context chunks (default: the preset's 4)")
+    train.add_argument("--start-stride", type=int, default=None,
+                       help="control steps between sample starts (default: the video stride, 3); coarser = fewer "
+                            "samples, faster preparation")
+    train.add_argument("--action-weight", type=float, default=5.0,
+                       help="weight of the action loss against the video loss (default: %(default)s)")
+    train.add_argument("--decoupled-video-noise", action="store_true",
+                       help="DreamZero-Flash: video t = 1 - Beta(7,1), actions t ~ U(0,1)")
+    train.add_argument("--text-dropout", type=float, default=0.1,
+                       help="probability of the negative prompt instead of the instruction (for guidance) "
+                            "(default: %(default)s)")
+    train.add_argument("--save-every", type=int, default=200,
+                       help="steps between training states and loss curves (default: %(default)s)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
+    train.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    train.add_argument("--cache", default=None, help="prepared-samples file (default: <out>/samples.pt)")
+    train.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
+                       help="a WamConfig field over the preset's, e.g. --override num_layers=6 (repeatable)")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
     # Every operator command addresses one bringup: the one in --namespace (as given to bringup/launch).
     target = argparse.ArgumentParser(add_help=False)
@@ -142,6 +179,37 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from dreamzero_ros.training.data import TrainingDataError
+    from dreamzero_ros.training.trainer import TrainConfig, train
+
+    fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "seed", "chunks", "start_stride",
+              "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
+              "cache", "progress")
+    try:
+        overrides = {}
+        for item in args.override:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--override {item!r}: expected FIELD=JSON, e.g. num_layers=6")
+            try:
+                overrides[name] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--override {item!r}: the value is not JSON ({exc})") from exc
+        if "patch_size" in overrides:
+            overrides["patch_size"] = tuple(overrides["patch_size"])
+        result = train(TrainConfig(**{name: getattr(args, name) for name in fields}, overrides=overrides))
+    except (TrainingDataError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.checkpoint is not None:
+        last = result.losses[-1] if result.losses else {}
+        print(f"{result.steps} steps, last loss {last.get('loss', float('nan')):.4f} (action "
+              f"{last.get('action', float('nan')):.4f}), {result.samples_per_second:.2f} samples/s")
+        print(f"checkpoint -> {result.checkpoint} (loss curves: {args.out}/loss.png)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -159,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_plan(plan, localhost_only=not args.network, duration=args.duration)
     if args.command in ("generate", "export"):
         return _dataset(args)
+    if args.command == "train":
+        return _train(args)
     if args.command == "serve":
         from dreamzero_ros.backends import server
 

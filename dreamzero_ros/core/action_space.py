@@ -244,6 +244,21 @@ class ActionSpace:
         y = self._check(actions, (None, self.action_dim), "actions")
         return y.copy() if self._action_norm is None else self._action_norm.unnormalise(y)
 
+    def normalise_actions(self, actions_model: np.ndarray) -> np.ndarray:
+        """[H, A] model units (relative groups relative) -> [H, A] normalised (q99, clipped to [-1, 1]): the
+        training target, the exact inverse of `unnormalise_actions` inside the q01..q99 range."""
+        x = self._check(actions_model, (None, self.action_dim), "actions (model units)")
+        return x.copy() if self._action_norm is None else self._action_norm.normalise(x)
+
+    def relative_actions(self, actions_abs: np.ndarray, state_model: np.ndarray) -> np.ndarray:
+        """[H, A] absolute model units + [S] chunk-start state in model units -> [H, A] with the relative groups
+        as deltas from that state (the inverse of the state addition in `absolute_actions`)."""
+        x = self._check(actions_abs, (None, self.action_dim), "actions (absolute model units)").copy()
+        state = self._check(state_model, (self.state_dim,), "state (model units)")
+        if self._rel_action.size:
+            x[:, self._rel_action] -= state[self._rel_state]
+        return x
+
     def to_absolute(self, actions_model: np.ndarray, state_si: np.ndarray) -> np.ndarray:
         """[H, A] model units (relative groups relative) -> [H, A] absolute model units.
 

@@ -1,4 +1,5 @@
-"""Model configuration: the frozen `WamConfig` and its named presets (`tiny`, `dreamzero_5b`, `dreamzero_14b`).
+"""Model configuration: the frozen `WamConfig` and its named presets (`tiny`, `sim_small`, `dreamzero_5b`,
+`dreamzero_14b`).
 
 This module owns every size of the World Action Model (DiT, action/state encoders, VAE, text and image
 encoders) and the sampler defaults, validated once. Presets are named constructors; any field can be
@@ -276,6 +277,31 @@ def tiny_config(**overrides: Any) -> WamConfig:
     return base.replace(**overrides) if overrides else base
 
 
+def sim_small_config(**overrides: Any) -> WamConfig:
+    """The preset `dreamzero train` trains on this 2-core CPU for the simulated tasks (docs/learning_loop_design.md).
+
+    Why these sizes: issue 13's first attempt spent ~93% of its tokens and compute on video in pixel space and
+    underfit after 42 min. Here the video goes through the `tiny` 4-channel VAE on frames shrunk 4x (352x640 ->
+    88x160 -> 11x20 latents); 352 = 32 x 11 admits no 2x2 patch, so the patch is (1, 1, 4): 11x5 = 55 tokens per
+    latent frame, 110 per chunk, against 24 action + 1 state tokens (19% of a chunk's tokens instead of ~7%, and
+    the trainer weights the action loss 5x). Training cost grows with the tokens (a 4-chunk teacher-forced
+    sequence is 55 + 4 x 135 = 595 tokens); measured with benchmarks/bench_train.py. The DiT is dim 128, 4 layers,
+    4 heads of 32 (the smallest head that still splits 12/10/10 for the 3D rotary), ffn 512: ~1.5M parameters,
+    the size of the first attempt. Text: a 1-layer byte-level umT5 with a 96-byte window, which covers the DROID
+    template up to and including the instruction (the instruction starts at byte 38; the tiny preset's 16 bytes
+    never reach it). Encoders (VAE, umT5, CLIP) are frozen at their seeded initialisation, as the release keeps
+    its encoders frozen; only the DiT trains."""
+    base = tiny_config().replace(
+        dim=128, num_layers=4, num_heads=4, ffn_dim=512, freq_dim=64, patch_size=(1, 1, 4), encoder_hidden=256,
+        text_len=96,
+        text_encoder=dict(vocab_size=259, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+                          relative_attention_num_buckets=16, relative_attention_max_distance=64,
+                          feed_forward_proj="gated-gelu"),
+        text_dim=32,
+    )  # fmt: skip
+    return base.replace(**overrides) if overrides else base
+
+
 def dreamzero_14b_config(**overrides: Any) -> WamConfig:
     """Released DreamZero 14B (Wan2.1-I2V-14B-480P backbone): dim 5120, 40 layers, 40 heads, ffn 13824,
     36 input channels, umT5-XXL text (512 x 4096), CLIP ViT-H/14 (257 x 1280), Wan 2.1 VAE."""
@@ -306,7 +332,7 @@ def dreamzero_5b_config(**overrides: Any) -> WamConfig:
     return base.replace(**overrides) if overrides else base
 
 
-PRESETS = {"tiny": tiny_config, "dreamzero_5b": dreamzero_5b_config, "dreamzero_14b": dreamzero_14b_config}
+PRESETS = {"tiny": tiny_config, "sim_small": sim_small_config, "dreamzero_5b": dreamzero_5b_config, "dreamzero_14b": dreamzero_14b_config}
 
 
 def preset_config(name: str, **overrides: Any) -> WamConfig:

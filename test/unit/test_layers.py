@@ -63,6 +63,11 @@ def violations(package_dir: Path) -> list[str]:
                     found.setdefault((str(rel), "core/ imports only core/"), name)
             if room in ("model", "backends") and ROS_PACKAGE.match(top):
                 found.setdefault((str(rel), f"{room}/ never imports ROS"), name)
+            if room == "training":
+                if ROS_PACKAGE.match(top):
+                    found.setdefault((str(rel), "training/ never imports ROS"), name)
+                elif top == pkg and inner and inner not in ("core", "model", "datasets", "training"):
+                    found.setdefault((str(rel), "training/ imports only core/, model/, datasets/"), name)
             if room == "nodes" and top == pkg and inner == "bringup":
                 found.setdefault((str(rel), "nodes/ never import the node plan"), name)
             if rel.as_posix().endswith("ros/names.py") and ROS_PACKAGE.match(top):
@@ -86,6 +91,9 @@ def test_every_room_of_the_package_keeps_its_import_rules():
         ("core", "from ..ros import qos\n", "core/ imports only core/"),
         ("model", "import rclpy\n", "model/ never imports ROS"),
         ("backends", "from std_msgs.msg import String\n", "backends/ never imports ROS"),
+        ("training", "import rclpy\n", "training/ never imports ROS"),
+        ("training", "from dreamzero_ros.backends.local import LocalBackend\n",
+         "training/ imports only core/, model/, datasets/"),
         ("nodes", "from dreamzero_ros.bringup.plan import node_plan\n", "nodes/ never import the node plan"),
         ("nodes", "from ..bringup import plan\n", "nodes/ never import the node plan"),
     ],
@@ -106,6 +114,8 @@ def test_the_checker_lets_allowed_imports_through(tmp_path):
         "core": "import numpy\nimport cv2\nfrom dreamzero_ros.core.embodiment import ConfigError\nfrom . import chunk\n",
         "model": "import torch\nfrom dreamzero_ros.core.stitch import tile\n",
         "nodes": "import rclpy\nfrom dreamzero_ros.ros.names import CHUNK_TOPIC\n",
+        "training": "import torch\nfrom dreamzero_ros.model.wam import WorldActionModel\n"
+                    "from dreamzero_ros.datasets.lerobot import read_video\n",
     }.items():
         (pkg / room).mkdir(parents=True)
         (pkg / room / "__init__.py").write_text("")

@@ -1,0 +1,229 @@
+"""`dreamzero train`: samples from a LeRobot dataset, the loss going down, exact resume, the trained checkpoint in
+the local backend, clear errors on bad datasets, and DDP (2 gloo processes) equal to one process.
+
+The dataset is written with the project's LeRobotWriter (2 short episodes, smooth synthetic frames). The model is
+the real `tiny` preset with a coarse patch (1, 11, 10) (2 video tokens per latent frame) so a step takes
+milliseconds; the encoders' outputs are prepared once per module (a shared sample cache). Expected normalised
+actions are computed here by hand from the parquet arrays and the q01/q99 in the dataset's JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.datasets.lerobot import LeRobotWriter, read_parquet
+from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, fingerprint
+from dreamzero_ros.training.objective import FlowMatchingLoss
+from dreamzero_ros.training.trainer import STATE_FILE, TrainConfig, build_model, fixed_loss, train
+
+EMB = load_embodiment("franka_droid")
+H, W, T = 180, 320, 30
+PATCH = (1, 11, 10)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _frames(n: int, phase: int) -> np.ndarray:
+    y, x = np.mgrid[0:H, 0:W]
+    out = np.empty((n, H, W, 3), np.uint8)
+    for t in range(n):
+        out[t, ..., 0] = (x * 255 // W + 4 * t + phase) % 256
+        out[t, ..., 1] = (y * 255 // H + phase) % 256
+        out[t, ..., 2] = 90
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "ds"
+    rng = np.random.default_rng(3)
+    with LeRobotWriter(root, EMB) as writer:
+        for episode, text in enumerate(("touch the red cube", "lift the blue cube")):
+            states = np.cumsum(rng.normal(0, 0.03, size=(T, 8)), axis=0)
+            states[:, 7] = np.linspace(0.04, 0.0, T)  # the finger closes: gripper 0 -> 1 in model units
+            actions = np.roll(states, -2, axis=0) + rng.normal(0, 0.005, size=(T, 8))
+            actions[:, 7] = 0.0 if episode else 0.04
+            frames = {cam: _frames(T, 50 * k + 90 * episode) for k, cam in enumerate(EMB.camera_names)}
+            writer.add_episode(states, actions, frames, text, success=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base(dataset, tmp_path_factory) -> TrainConfig:
+    """A fast config; its prepared samples are cached once for the module."""
+    cache = tmp_path_factory.mktemp("cache") / "samples.pt"
+    return TrainConfig(dataset=str(dataset), out="unused", preset="tiny", overrides={"patch_size": PATCH}, steps=4,
+                       batch=4, lr=3e-3, warmup=0, chunks=2, save_every=2, progress=False, cache=str(cache))
+
+
+@pytest.fixture(scope="module")
+def prepared(base) -> tuple:
+    meta = DatasetMeta.read(base.dataset)
+    model = build_model(base, meta, torch.device("cpu"))
+    key = fingerprint(meta.root, base.preset, base.seed, base.chunks, model.config.to_dict())
+    return meta, model, TrainingSet(meta, model, chunks=base.chunks, cache=Path(base.cache), cache_key=key)
+
+
+def test_samples_hold_the_relative_q99_normalised_actions_and_states_of_the_parquet_rows(dataset, prepared):
+    meta, _, data = prepared
+    # starts every 3 steps while a whole chunk is real: 0, 3, 6 (T - 24 = 6) per episode
+    assert [(s.episode, s.start) for s in data.samples] == [(e, i) for e in (0, 1) for i in (0, 3, 6)]
+    rel = json.loads((dataset / "meta/relative_stats_dreamzero.json").read_text())["joint_position"]
+    stats = json.loads((dataset / "meta/stats.json").read_text())
+    q01_a = np.array(rel["q01"] + stats["action"]["q01"][7:])
+    q99_a = np.array(rel["q99"] + stats["action"]["q99"][7:])
+    q01_s, q99_s = np.array(stats["observation.state"]["q01"]), np.array(stats["observation.state"]["q99"])
+    table = read_parquet(dataset / "data/chunk-000/episode_000001.parquet")
+    states, actions = np.stack(table["observation.state"]), np.stack(table["action"])
+    sample = data.samples[4]  # episode 1, start 3
+    for k in range(2):
+        s = 3 + 24 * k
+        rows = [min(s + h, T - 1) for h in range(24)]  # past the end: the last row repeats
+        state = states[min(s, T - 1)]
+        want = actions[rows].astype(np.float64)
+        want[:, :7] -= state[:7]  # joints relative to the chunk's start state, the gripper absolute
+        want = np.clip(2 * (want - q01_a) / (q99_a - q01_a) - 1, -1, 1)
+        np.testing.assert_allclose(sample.actions[k].numpy(), want, atol=1e-5)
+        want_state = np.clip(2 * (state - q01_s) / (q99_s - q01_s) - 1, -1, 1)
+        np.testing.assert_allclose(sample.state[k].numpy(), want_state, atol=1e-5)
+    # the checkpoint metadata carries exactly those statistics, under the dataset's embodiment tag
+    entry = meta.metadata["oxe_droid"]["statistics"]
+    assert entry["action"]["joint_position"]["q99"] == pytest.approx(rel["q99"])
+    assert entry["action"]["gripper_position"]["q01"] == pytest.approx(stats["action"]["q01"][7:])
+    # latents: first frame + y of 1 + 2 x 4 latent frames, 2 latent frames per chunk, CLIP tokens of the tiny preset
+    assert tuple(sample.y.shape) == (4, 9, 11, 20) and tuple(sample.video[1].shape) == (4, 2, 11, 20)
+    assert tuple(sample.image.shape) == (5, 16)
+
+
+def test_a_few_steps_lower_the_loss_and_the_checkpoint_runs_in_the_local_backend(base, prepared, tmp_path):
+    from dreamzero_ros.backends.base import Observation
+    from dreamzero_ros.backends.local import LocalBackend
+    from dreamzero_ros.model.wam import WorldActionModel
+
+    _, model, data = prepared
+    config = replace(base, out=str(tmp_path / "run"), steps=40, save_every=20)
+    before = fixed_loss(FlowMatchingLoss(model.transformer, config.objective(), model.config), data, config, 6,
+                        torch.device("cpu"))  # fmt: skip
+    result = train(config)
+    loaded = WorldActionModel.from_checkpoint(result.checkpoint)
+    after = fixed_loss(FlowMatchingLoss(loaded.transformer, config.objective(), loaded.config), data, config, 6,
+                       torch.device("cpu"))  # fmt: skip
+    assert after < 0.7 * before, (before, after)
+    assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
+    assert (tmp_path / "run/loss.png").stat().st_size > 1000
+    assert [r["step"] for r in json.loads((tmp_path / "run/losses.json").read_text())] == list(range(1, 41))
+
+    backend = LocalBackend(EMB, checkpoint=result.checkpoint)
+    assert not backend.space.identity
+    backend.set_instruction("touch the red cube")
+    frame = np.full((1, 352, 640, 3), 120, np.uint8)
+    state = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8, 0.02])
+    for _ in range(2):
+        chunk = backend.infer(Observation(0.0, frame, state))
+        assert chunk.positions.shape == (24, 8) and np.all(np.isfinite(chunk.positions))
+        frame = np.repeat(frame, 4, axis=0)
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(base, tmp_path):
+    straight = train(replace(base, out=str(tmp_path / "straight"), steps=4))
+    train(replace(base, out=str(tmp_path / "split"), steps=2))
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(replace(base, out=str(tmp_path / "split"), steps=4))
+    with pytest.raises(ValueError, match="cannot resume with lr=0.1"):
+        train(replace(base, out=str(tmp_path / "split"), steps=4, resume=True, lr=0.1))
+    resumed = train(replace(base, out=str(tmp_path / "split"), steps=4, resume=True))
+    assert len(resumed.step_seconds) == 2  # only steps 3 and 4 ran
+    assert [r["loss"] for r in resumed.losses] == [r["loss"] for r in straight.losses]
+    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)
+    b = torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for name, tensor in a["transformer"].items():
+        assert torch.equal(tensor, b["transformer"][name]), name
+
+
+def test_bad_datasets_are_refused_naming_the_file(dataset, prepared, tmp_path, capsys):
+    from dreamzero_ros.apps.cli import main
+
+    meta, model, _ = prepared
+    with pytest.raises(TrainingDataError, match=r"chunks per sample: expected 1..4, got 5"):
+        TrainingSet(meta, model, chunks=5)
+    with pytest.raises(TrainingDataError, match=r"start stride: expected >= 1 step, got 0"):
+        TrainingSet(meta, model, chunks=2, start_stride=0)
+
+    broken = tmp_path / "ds"
+    shutil.copytree(dataset / "meta", broken / "meta")
+    (broken / "meta/stats.json").unlink()
+    with pytest.raises(TrainingDataError, match=r"meta/stats.json: missing"):
+        DatasetMeta.read(broken)
+    assert main(["train", "--dataset", str(broken), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "stats.json: missing" in capsys.readouterr().err
+
+    shutil.copy(dataset / "meta/stats.json", broken / "meta/stats.json")
+    info = json.loads((broken / "meta/info.json").read_text())
+    info["features"]["action"]["shape"] = [14]  # another robot's actions under the franka_droid name
+    (broken / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(TrainingDataError, match=r"features.action.shape: expected \[8\] for franka_droid, got \[14\]"):
+        DatasetMeta.read(broken)
+
+    with pytest.raises(TrainingDataError, match=r"dataset folder not found"):
+        DatasetMeta.read(tmp_path / "nowhere")
+    (tmp_path / "empty/meta").mkdir(parents=True)
+    with pytest.raises(TrainingDataError, match=r"info.json: missing"):
+        DatasetMeta.read(tmp_path / "empty")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_whole_batch(base, prepared, tmp_path):
+    steps = 3
+    single = replace(base, out=str(tmp_path / "one"), steps=steps, save_every=steps)
+    train(single)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "dreamzero_ros.apps.cli", "train", "--dataset", base.dataset,
+           "--out", str(tmp_path / "two"), "--preset", "tiny", "--override", f"patch_size={list(PATCH)}",
+           "--steps", str(steps), "--batch", str(base.batch), "--lr", str(base.lr), "--warmup", "0", "--chunks", "2",
+           "--save-every", str(steps), "--cache", base.cache, "--device", "cpu", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = torch.load(tmp_path / "one" / STATE_FILE, weights_only=False)
+    two = torch.load(tmp_path / "two" / STATE_FILE, weights_only=False)
+    assert one["step"] == two["step"] == steps
+    initial = prepared[1].transformer.state_dict()
+    moved = 0
+    # Float tolerance: the gradient mean is summed in another order (gloo all-reduce); Adam divides each element's
+    # step by its own gradient scale, so rounding in near-zero gradients shows up as a small fraction of lr.
+    atol = base.lr / 30
+    for name, tensor in one["transformer"].items():
+        torch.testing.assert_close(two["transformer"][name], tensor, atol=atol, rtol=1e-4, msg=name)
+        moved += float((tensor - initial[name]).abs().max()) > 10 * atol
+    assert moved > 0.9 * len(initial)  # the steps moved (nearly) every tensor well past the tolerance
+    np.testing.assert_allclose([r["loss"] for r in two["losses"]], [r["loss"] for r in one["losses"]], rtol=1e-5)
+
+
+def test_the_sim_small_preset_has_the_token_budget_its_comment_gives_and_sees_the_instruction():
+    from dreamzero_ros.model.config import preset_config
+
+    config = preset_config("sim_small")
+    # 352x640 / 4 (pixel_downsample) / 8 (VAE) = 11x20 latents; patch (1, 1, 4) -> 11 x 5 tokens
+    assert config.latent_size == (11, 20) and config.tokens_per_latent_frame == 55
+    assert config.tokens_per_chunk == 2 * 55 + 24 + 1
+    prompt = EMB.format_prompt("push the green cube onto the yellow pad")
+    end = prompt.index("push the green cube onto the yellow pad") + len("push the green cube onto the yellow pad")
+    assert end < config.text_len  # the byte tokenizer's window (+ eos) holds the whole instruction
