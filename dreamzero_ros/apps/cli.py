@@ -1,4 +1,4 @@
-"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export) and the operator commands.
+"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), eval and the operator commands.
 
 Subcommands import what they need lazily, so `dreamzero status` does not load torch.
 """
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one instruction for the whole recording (default: split at each recorded instruction)")
     export.add_argument("--fps", type=float, default=None, help="rows per second (default: the control rate)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    evaluate = sub.add_parser("eval", help="seeded episodes of the simulated tasks in closed loop through the nodes: "
+                                           "success rate, time to success, holds, a video per episode")
+    from dreamzero_ros.apps import evaluate as evaluate_app
+
+    evaluate_app.add_arguments(evaluate)
 
     # Every operator command addresses one bringup: the one in --namespace (as given to bringup/launch).
     target = argparse.ArgumentParser(add_help=False)
@@ -159,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_plan(plan, localhost_only=not args.network, duration=args.duration)
     if args.command in ("generate", "export"):
         return _dataset(args)
+    if args.command == "eval":
+        from dreamzero_ros.apps import evaluate
+
+        return evaluate.main(args)
     if args.command == "serve":
         from dreamzero_ros.backends import server
 
