@@ -12,26 +12,16 @@ seeds `dreamzero generate` uses by default).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 from _common import default_output, print_table, summarize, write_json
 
 import dreamzero_ros.sim  # noqa: F401 - chooses the headless GL backend before mujoco is first imported
 from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED, wilson_interval
 from dreamzero_ros.sim.expert import ScriptedExpert, hold_still, rollout
 from dreamzero_ros.sim.robot import SimRobot
 from dreamzero_ros.sim.tasks import TASKS, reset_episode, task_layout
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def main() -> None:
@@ -39,7 +29,7 @@ def main() -> None:
     parser.add_argument("--embodiment", default="franka_droid")
     parser.add_argument("--tasks", nargs="+", default=sorted(TASKS))
     parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per task and policy")
-    parser.add_argument("--seed", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=EVAL_FIRST_SEED)
     parser.add_argument("--render", action="store_true", help="also time episodes with every camera rendered")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -61,7 +51,7 @@ def main() -> None:
                         tts.append(result.time_to_success)
                     else:
                         failed.append(seed)
-                lo, hi = wilson(ok, args.episodes)
+                lo, hi = wilson_interval(ok, args.episodes)
                 rows.append({
                     "task": task, "policy": name, "success": f"{ok}/{args.episodes}", "rate": ok / args.episodes,
                     "ci95_lo": lo, "ci95_hi": hi, "tts_p50_s": summarize(tts)["p50"], "tts_max_s": summarize(tts)["max"],

@@ -1,5 +1,5 @@
-"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), train and the operator
-commands.
+"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), train, eval and the
+operator commands.
 
 Subcommands import what they need lazily, so `dreamzero status` does not load torch.
 """
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
                        help="a WamConfig field over the preset's, e.g. --override num_layers=6 (repeatable)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    evaluate = sub.add_parser("eval", help="seeded episodes of the simulated tasks in closed loop through the nodes: "
+                                           "success rate, time to success, holds, a video per episode")
+    from dreamzero_ros.apps import evaluate as evaluate_app
+
+    evaluate_app.add_arguments(evaluate)
 
     # Every operator command addresses one bringup: the one in --namespace (as given to bringup/launch).
     target = argparse.ArgumentParser(add_help=False)
@@ -229,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dataset(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "eval":
+        from dreamzero_ros.apps import evaluate
+
+        return evaluate.main(args)
     if args.command == "serve":
         from dreamzero_ros.backends import server
 

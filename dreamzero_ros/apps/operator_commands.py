@@ -1,7 +1,8 @@
 """Operator commands over DDS (there is no `ros2` CLI on pip installs).
 
 `dreamzero instruct|status|home|arm|disarm|estop|reset` use these functions; they talk to whatever
-bringup runs in the same ROS domain: the simulator demo or a robot.
+bringup runs in the same ROS domain: the simulator demo or a robot. `dreamzero eval` drives its episodes
+through the same commands (plus `sim_reset` and `reset_episode`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dreamzero_ros.ros.names import (
     RESET_EPISODE_SERVICE,
     RESET_ESTOP_SERVICE,
     SET_INSTRUCTION_SERVICE,
+    SIM_RESET_SERVICE,
     STATUS_TOPIC,
     normalize_namespace,
     resolve,
@@ -50,6 +52,7 @@ class Operator:
         self.node = Node("dreamzero_operator", namespace=self.namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._instruction_pub = None  # created on the first instruct(): one latched publisher per operator
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
@@ -85,8 +88,9 @@ class Operator:
         if not resp.success:
             raise OperatorError(f"instruction refused: {resp.message}")
         # Also latch it on the topic so a restarted inference node picks it up.
-        pub = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
-        pub.publish(String(data=text))
+        if self._instruction_pub is None:
+            self._instruction_pub = self.node.create_publisher(String, INSTRUCTION_TOPIC, qos.LATCHED)
+        self._instruction_pub.publish(String(data=text))
         self.spin_until(lambda: False, 0.2)
         return resp.message
 
@@ -147,6 +151,17 @@ class Operator:
             resp = self._call(Trigger, srv, Trigger.Request())
             out.append(f"{resolve(srv, self.namespace)}: {resp.message}")
         return out
+
+    def reset_episode(self) -> str:
+        """Start a new episode of the model (its context cleared; the instruction stays)."""
+        return self._call(Trigger, RESET_EPISODE_SERVICE, Trigger.Request()).message
+
+    def sim_reset(self) -> str:
+        """Reset the simulator (a task scene: its next seeded episode); the reply names task, seed and instruction."""
+        resp = self._call(Trigger, SIM_RESET_SERVICE, Trigger.Request())
+        if not resp.success:
+            raise OperatorError(f"sim reset refused: {resp.message}")
+        return resp.message
 
     def statuses(self, duration: float, on_status: Callable[[PolicyStatus], None] | None = None) -> dict[str, PolicyStatus]:
         """Latest PolicyStatus per node seen within `duration` seconds."""

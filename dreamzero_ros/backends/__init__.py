@@ -1,7 +1,8 @@
-"""Policy backends: one PolicyBackend interface, local / remote / scripted implementations.
+"""Policy backends: one PolicyBackend interface, local / remote / scripted / expert implementations.
 
 `make_backend(kind, embodiment, **opts)` builds one by name; each implementation module is
-imported only when asked for, so the scripted and remote backends never import torch.
+imported only when asked for, so the scripted, expert and remote backends never import torch (and only the
+expert imports the simulator, for its inverse kinematics).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dreamzero_ros.core.embodiment import EmbodimentConfig
 
 __all__ = ["BACKEND_KINDS", "BackendError", "ChunkResult", "Observation", "PolicyBackend", "make_backend"]
 
-BACKEND_KINDS = ("local", "remote", "scripted")
+BACKEND_KINDS = ("local", "remote", "scripted", "expert")
 
 #: options the inference node passes to every kind; a kind that does not use one ignores it
 _COMMON = ("checkpoint", "server", "token", "seed", "decode_video")
@@ -23,11 +24,12 @@ _ACCEPTED = {
     "remote": ("server", "token", "connect_timeout", "request_timeout", "max_message_size", "ping_interval",
                "ping_timeout", "backoff_initial", "backoff_max", "connect_now"),
     "scripted": ("amplitude", "period", "margin", "velocity_fraction", "home", "extras_amplitude", "delay"),
+    "expert": (),
 }
 
 
 def make_backend(kind: str, embodiment: EmbodimentConfig, **opts: Any) -> PolicyBackend:
-    """A backend of `kind` ("local" | "remote" | "scripted") for `embodiment`.
+    """A backend of `kind` ("local" | "remote" | "scripted" | "expert") for `embodiment`.
 
     opts: the kind's constructor keywords. The node's common options (checkpoint, server, token,
     seed, decode_video) are accepted by every kind and dropped where unused; any other unknown
@@ -52,6 +54,10 @@ def make_backend(kind: str, embodiment: EmbodimentConfig, **opts: Any) -> Policy
         if not server:
             raise ValueError("backend 'remote': server: expected a URL like ws://127.0.0.1:8000, got none")
         return RemoteBackend(embodiment, server, **kwargs)
+    if kind == "expert":
+        from dreamzero_ros.backends.expert import ExpertBackend
+
+        return ExpertBackend(embodiment)
     from dreamzero_ros.backends.scripted import ScriptedBackend
 
     return ScriptedBackend(embodiment, **kwargs)

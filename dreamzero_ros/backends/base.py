@@ -84,6 +84,9 @@ class PolicyBackend(abc.ABC):
     name: str = "base"
     #: the embodiment the backend serves (every implementation sets it)
     embodiment: EmbodimentConfig
+    #: whether the inference node should hand it the simulator's episode (`set_sim_task`): only the scripted
+    #: expert, which acts on privileged object positions where a model has only the images
+    uses_sim_task: bool = False
 
     @abc.abstractmethod
     def reset(self) -> None:
@@ -110,6 +113,10 @@ class PolicyBackend(abc.ABC):
                                         views=views))
         return ModelChunk(units.si_to_model_actions(result.positions, result.extras), result.latency,
                           result.predicted_frames)
+
+    def set_sim_task(self, task: dict) -> None:  # noqa: B027 - optional hook
+        """The simulator's latest episode state, the /sim/task JSON decoded (task, seed, instruction, success,
+        objects, pad; see nodes/sim_robot_node.py). Called only when `uses_sim_task`."""
 
     @property
     def connected(self) -> bool:

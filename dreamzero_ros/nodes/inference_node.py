@@ -1,7 +1,7 @@
 """inference node: stitched frames + joint states + instruction -> ActionChunks.
 
 A thin shell over core.inference_loop.InferenceLoop (what/when to request) and a PolicyBackend
-(local model, remote server, scripted). Generation runs on its own worker thread, never in a
+(local model, remote server, scripted, expert). Generation runs on its own worker thread, never in a
 subscription callback, so inputs keep flowing while the model thinks; each ActionChunk is
 stamped with the observation time it was conditioned on.
 
@@ -13,6 +13,7 @@ evidence that callbacks are not blocked while the backend works; and the episode
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -45,6 +46,7 @@ from dreamzero_ros.ros.names import (
     PREDICTED_VIDEO_TOPIC,
     RESET_EPISODE_SERVICE,
     SET_INSTRUCTION_SERVICE,
+    SIM_TASK_TOPIC,
     STATUS_TOPIC,
     STITCHED_TOPIC,
 )
@@ -130,6 +132,8 @@ class InferenceNode(Node):
             # The wire protocol carries per-camera images (the server stitches them itself): the
             # stitcher publishes them with its frames (bringup sets its publish_views).
             self.views = CameraViews(self, self.embodiment)
+        if self.backend.uses_sim_task:  # the scripted expert acts on the simulator's privileged episode state
+            self.create_subscription(String, SIM_TASK_TOPIC, self._on_sim_task, qos.LATCHED)
         self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction)
         self.create_service(Trigger, RESET_EPISODE_SERVICE, self._on_reset)
         self.create_timer(1.0 / p["status_rate"], self._publish_status)
@@ -204,6 +208,14 @@ class InferenceNode(Node):
         except InstructionError as exc:
             self.last_error = f"instruction refused: {exc}"
             self.get_logger().error(self.last_error)
+
+    def _on_sim_task(self, msg: String) -> None:
+        try:
+            task = json.loads(msg.data)
+        except json.JSONDecodeError as exc:
+            self.get_logger().warning(f"{SIM_TASK_TOPIC}: not JSON ({exc})", throttle_duration_sec=5.0)
+            return
+        self.backend.set_sim_task(task)
 
     def _on_set_instruction(self, req: SetInstruction.Request, resp: SetInstruction.Response):
         try:

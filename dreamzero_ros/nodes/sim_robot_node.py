@@ -115,6 +115,7 @@ class SimRobotNode(Node):
         # so `_sim_before_reset` carries what came before. Wall stamps = `_wall_offset` + total sim time.
         self._lock = threading.Lock()
         self._sim_before_reset = 0.0
+        self._resets = 0  # a camera set rendered across a reset is dropped (see _publish_cameras)
         self._wall_offset = self._ros_now()  # re-anchored at the first physics tick
         self._last_tick = 0.0  # monotonic s of the last physics tick; 0 = not started (building took a while)
         self._start = time.monotonic()
@@ -272,10 +273,17 @@ class SimRobotNode(Node):
             self.counts["camera_sets_skipped"] += 1  # nobody is looking: rendering is most of this node's CPU
             return
         t0 = time.perf_counter()
+        with self._lock:
+            resets, before = self._resets, self._sim_before_reset
         # SimRobot snapshots every view's scene at one instant, then draws without holding up physics.
         sim_time, images = self.robot.render_all()
         with self._lock:
-            stamp = self._stamp_of(self._sim_before_reset + sim_time)
+            if self._resets != resets:
+                # A reset came between: the snapshot's time belongs to one episode and the offset maybe to the
+                # next (a set stamped a whole episode ahead of now, which made the executor reject the chunks).
+                self.counts["camera_sets_skipped"] += 1
+                return
+            stamp = self._stamp_of(before + sim_time)
         for name, (pub, frame, compressed) in self.camera_pubs.items():
             self._publish(pub, self._compressed(images[name], stamp, frame) if compressed
                           else rgb_to_image(images[name], stamp, frame))
@@ -428,6 +436,7 @@ class SimRobotNode(Node):
             return response
         with self._lock:
             self._sim_before_reset += self.robot.time
+            self._resets += 1
             self._trajectory = None
             if task:
                 try:

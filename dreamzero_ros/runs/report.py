@@ -122,14 +122,26 @@ def _cdr_joint_state(data: bytes) -> tuple[tuple[str, ...], np.ndarray] | None:
     return tuple(names), np.frombuffer(body, dtype="<f8", count=count, offset=pos)
 
 
-def _iter_decoded(path: str | Path, topics: tuple[str, ...], joint_states_topic: str) -> Iterator[tuple[str, int, Any]]:
-    """(topic, log_time_ns, message) in log-time order; /joint_states as (names, positions) when fast-parseable."""
+def _iter_decoded(path: str | Path, topics: tuple[str, ...], joint_states_topic: str,
+                  window: tuple[int, int] | None = None) -> Iterator[tuple[str, int, Any]]:
+    """(topic, log_time_ns, message) in log-time order; /joint_states as (names, positions) when fast-parseable.
+
+    window: (start, end) log time ns, end exclusive: only the messages in it (the index skips the rest).
+    """
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     factory = DecoderFactory()
     with open(path, "rb") as stream:
-        for schema, channel, message in make_reader(stream).iter_messages(topics=list(topics)):
+        reader = make_reader(stream)
+        if window is None:
+            messages = reader.iter_messages(topics=list(topics))
+        else:
+            try:  # mcap >= 1.3 names the bounds; older releases only know start_time/end_time (same meaning)
+                messages = reader.iter_messages(topics=list(topics), starting_at=window[0], ending_before=window[1])
+            except TypeError:
+                messages = reader.iter_messages(topics=list(topics), start_time=window[0], end_time=window[1])
+        for schema, channel, message in messages:
             if channel.topic == joint_states_topic and schema is not None and schema.name.endswith("/JointState"):
                 fast = _cdr_joint_state(message.data)
                 if fast is not None:
@@ -519,15 +531,22 @@ class _FramePairer:
         return self.sink.close(), self.sink.frames
 
 
-def write_video(path: str | Path, embodiment: EmbodimentConfig | str, out_dir: str | Path) -> tuple[Path | None, int]:
-    """frames.mp4 (or .gif) of the stitched input | predicted frame at the model's video fps; (None, 0) if no frames."""
+def write_video(path: str | Path, embodiment: EmbodimentConfig | str, out_dir: str | Path,
+                window: tuple[int, int] | None = None) -> tuple[Path | None, int]:
+    """frames.mp4 (or .gif) of the stitched input | predicted frame at the model's video fps; (None, 0) if no frames.
+
+    window: (start, end) log time ns (end exclusive) to cut one part of the run, e.g. one evaluation episode.
+    """
     emb = _embodiment(embodiment)
     counts = topic_counts(path)
     if not counts.get(STITCHED_TOPIC):
         return None, 0
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pairer = _FramePairer(Path(out_dir), emb.video.fps, counts.get(PREDICTED_VIDEO_TOPIC, 0))
-    for topic, t_ns, msg in _iter_decoded(path, pairer.topics, ""):
+    n_predicted = counts.get(PREDICTED_VIDEO_TOPIC, 0)
+    if window is not None and n_predicted:
+        n_predicted = 1 << 62  # those outside the window never come: each frame waits for the next prediction
+    pairer = _FramePairer(Path(out_dir), emb.video.fps, n_predicted)
+    for topic, t_ns, msg in _iter_decoded(path, pairer.topics, "", window):
         pairer.add(topic, t_ns, msg)
     return pairer.close()
 

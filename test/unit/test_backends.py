@@ -210,15 +210,17 @@ def test_local_backend_with_the_real_tiny_preset_produces_a_finite_chunk_inside_
 
 
 def test_make_backend_builds_each_kind_and_ignores_the_nodes_common_options():
-    assert BACKEND_KINDS == ("local", "remote", "scripted")
+    assert BACKEND_KINDS == ("local", "remote", "scripted", "expert")
     backend = make_backend("scripted", DROID, checkpoint=None, server=None, token=None, seed=0, decode_video=False)
     assert isinstance(backend, ScriptedBackend)
-    with pytest.raises(ValueError, match=r"backend: expected one of \['local', 'remote', 'scripted'\], got 'gpu'"):
+    with pytest.raises(ValueError, match=r"backend: expected one of \['local', 'remote', 'scripted', 'expert'\], got 'gpu'"):
         make_backend("gpu", DROID)
     with pytest.raises(TypeError, match=r"unknown options \['amplitud'\]"):
         make_backend("scripted", DROID, amplitud=0.1)
     with pytest.raises(ValueError, match="server: expected a URL"):
         make_backend("remote", DROID, server=None)
+    expert = make_backend("expert", DROID, checkpoint=None, server=None, token=None, seed=0, decode_video=False)
+    assert expert.name == "expert" and expert.uses_sim_task and not backend.uses_sim_task
     remote = make_backend("remote", DROID, server="127.0.0.1:9", connect_now=False, seed=0, decode_video=False)
     assert isinstance(remote, RemoteBackend) and remote.url == "ws://127.0.0.1:9" and not remote.connected
 

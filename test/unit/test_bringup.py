@@ -102,7 +102,7 @@ def test_launch_arguments_cover_every_option_and_parse_back_to_the_same_options(
     arguments = launch_arguments()
     assert list(arguments) == [f.name for f in dataclasses.fields(BringupOptions)]
     assert arguments["sim"][0] == "false" and arguments["backend"][0] == "local"
-    assert "local | remote | scripted" in arguments["backend"][1]
+    assert "local | remote | scripted | expert" in arguments["backend"][1]
     defaults = BringupOptions.from_strings({name: default for name, (default, _) in arguments.items()})
     assert defaults == BringupOptions()
     chosen = BringupOptions.from_strings({"embodiment": "yam", "backend": "remote", "server": "ws://gpu:8000",

@@ -22,6 +22,7 @@ from dreamzero_ros.runs.report import (
     image_to_rgb,
     summary,
     write_report,
+    write_video,
 )
 
 # A run of the root namespace records the fully qualified names.
@@ -140,6 +141,22 @@ def test_write_report_produces_a_png_a_side_by_side_video_and_summary_json(run, 
     for i, (frame, k) in enumerate(zip(frames, nearest, strict=True)):
         assert np.abs(frame[200, 320].astype(int) - (200, 30, 30)).max() < 12, f"frame {i}: left is the input"
         assert np.abs(frame[200, 960].astype(int) - _predicted_rgb(k)).max() < 8, f"frame {i}: predicted #{k}"
+
+
+def test_a_window_cuts_the_video_to_the_frames_logged_inside_it(run, tmp_path):
+    path, _ = run
+    # [1.0, 2.0) s holds stitched frames at 1.0, 1.2, ..., 1.8 (5 fps): five; each beside its nearest prediction
+    # among those inside the window too (1.05, 1.45, 1.85).
+    video, frames = write_video(path, EMB, tmp_path / "cut", window=(_ns(1.0), _ns(2.0)))
+    assert frames == 5 and imageio_ffmpeg.count_frames_and_secs(str(video))[0] == 5
+    reader = imageio_ffmpeg.read_frames(str(video))
+    next(reader)
+    inside = PREDICTED_TIMES[(PREDICTED_TIMES >= 1.0) & (PREDICTED_TIMES < 2.0)]
+    for t, raw in zip((1.0, 1.2, 1.4, 1.6, 1.8), reader, strict=True):
+        k = int(np.argmin(np.abs(PREDICTED_TIMES - inside[np.argmin(np.abs(inside - t))])))
+        frame = np.frombuffer(raw, np.uint8).reshape(352, 1280, 3)
+        assert np.abs(frame[200, 960].astype(int) - _predicted_rgb(k)).max() < 8, f"t={t}: predicted #{k}"
+    assert write_video(path, EMB, tmp_path / "empty", window=(_ns(10.0), _ns(11.0))) == (None, 0)
 
 
 def test_without_predicted_video_the_right_panel_is_a_placeholder(tmp_path):

@@ -1,0 +1,69 @@
+"""`dreamzero eval` as a user runs it (the CLI in a subprocess, real nodes over DDS): the harness must detect
+success for the scripted expert and failure for a hold-still policy, 2 reach episodes each, and leave
+summary.json, table.md and (expert) a video per episode.
+
+The expected seeds and instructions come from sim/tasks.sample_episode, not from the harness; the expert solves
+reach in ~2 s of the episode's 5 s (benchmarks/bench_expert.py), the hold-still arm never comes within reach.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dreamzero_ros.core.embodiment import load_embodiment
+from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
+from dreamzero_ros.sim.tasks import get_task, sample_episode
+
+pytestmark = pytest.mark.slow
+
+EMB = load_embodiment("franka_droid")
+SEEDS = [EVAL_FIRST_SEED, EVAL_FIRST_SEED + 1]
+
+
+def run_eval(out, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "reach", "--episodes",
+                           "2", "--out", str(out), *args], capture_output=True, text=True, timeout=300)
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    nodes_log = out / "reach" / "nodes.log"
+    assert proc.returncode == 0, log + (nodes_log.read_text()[-4000:] if nodes_log.exists() else "")
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["seed"] for e in summary["episodes"]] == SEEDS
+    for e in summary["episodes"]:
+        assert e["instruction"] == sample_episode(EMB, "reach", e["seed"]).instruction
+    assert (out / "table.md").read_text().strip() == summary["table"] and summary["table"] in proc.stdout
+    return summary
+
+
+def test_eval_detects_the_experts_successes_with_videos_and_the_hold_still_failures(tmp_path):
+    expert = run_eval(tmp_path / "expert", "--policy", "expert")
+    [task] = expert["tasks"]
+    assert (task["successes"], task["episodes"]) == (2, 2), expert["episodes"]
+    max_duration = get_task("reach").max_duration
+    for e in expert["episodes"]:
+        assert 0.3 < e["time_to_success"] < max_duration, e
+        assert e["chunks"] >= 1 and all(0 < x < 2.0 for x in e["chunk_latencies"]), e
+        assert e["chunks_rejected"] == 0, e
+        video = tmp_path / "expert" / "reach" / f"seed_{e['seed']}"
+        assert e["video"] and any((video / f"frames.{ext}").stat().st_size > 0
+                                  for ext in ("mp4", "gif") if (video / f"frames.{ext}").exists()), e
+    assert task["ci95"][0] > 0.3 and task["ci95"][1] == 1.0  # 2/2: lo = 2 / (2 + 1.96^2) = 0.34
+
+    hold = run_eval(tmp_path / "hold", "--policy", "hold", "--no-video")
+    [task] = hold["tasks"]
+    assert (task["successes"], task["episodes"], task["holds"]) == (0, 2, 0), hold["episodes"]
+    for e in hold["episodes"]:
+        # a failed episode runs its whole max duration (wall clock, so allow the harness a little slack)
+        assert e["time_to_success"] is None and max_duration - 0.1 < e["duration"] < max_duration + 2.0, e
+        assert e["video"] is None
+    assert not (tmp_path / "hold" / "reach" / "recording.mcap").exists()
+
+
+def test_eval_refuses_seeds_a_dataset_may_have_trained_on(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--policy", "expert",
+                           "--first-seed", "10", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "seeds 10..39 may be training episodes" in proc.stderr, proc.stderr
+    assert not (tmp_path / "summary.json").exists()
