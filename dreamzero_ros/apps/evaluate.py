@@ -105,8 +105,13 @@ class EvalConfig:
 
     @property
     def label(self) -> str:
-        """How the table names the policy."""
-        return f"checkpoint {Path(self.checkpoint).name}" if self.policy == "checkpoint" else self.policy
+        """How the table names the policy: a checkpoint by its folder, or by run/folder when `dreamzero train`
+        named it `checkpoint` (out/train/checkpoint -> "checkpoint train/checkpoint")."""
+        if self.policy != "checkpoint":
+            return self.policy
+        path = Path(self.checkpoint)
+        name = f"{path.resolve().parent.name}/{path.name}" if path.name == "checkpoint" else path.name
+        return f"checkpoint {name}"
 
 
 def eval_plan(cfg: EvalConfig, task: str, recording: Path | None) -> list[NodeSpec]:

@@ -34,6 +34,9 @@ def test_a_checkpoint_runs_the_local_backend_on_it_and_without_videos_nothing_re
     ckpt.mkdir()
     cfg = _cfg(tmp_path, policy="checkpoint", checkpoint=str(ckpt), video=False)
     assert cfg.label == "checkpoint ckpt"
+    trained = tmp_path / "run7" / "checkpoint"  # what `dreamzero train --out run7` writes
+    trained.mkdir(parents=True)
+    assert _cfg(tmp_path, policy="checkpoint", checkpoint=str(trained)).label == "checkpoint run7/checkpoint"
     plan = {spec.name: spec for spec in eval_plan(cfg, "reach", None)}
     assert plan["inference"].parameters["checkpoint"] == str(ckpt)
     assert plan["inference"].parameters["backend"] == "local"
