@@ -24,7 +24,7 @@ from dreamzero_ros.ros import qos
 from dreamzero_ros.ros.names import ARM_SERVICE, CHUNK_TOPIC, HOME_SERVICE, SET_INSTRUCTION_SERVICE, STATUS_TOPIC
 from dreamzero_ros.testing.probes import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_distro]
 
 WARMUP = 3.0  # s after the first command: chunks start flowing, the arm settles onto the trajectory
 RUN = 10.0  # s of closed loop that is measured

@@ -18,7 +18,7 @@ from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
 from dreamzero_ros.sim.tasks import get_task, sample_episode
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_distro]
 
 EMB = load_embodiment("franka_droid")
 SEEDS = [EVAL_FIRST_SEED, EVAL_FIRST_SEED + 1]

@@ -10,9 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.ros
 
 PEER = Path(__file__).with_name("runtime_peer.py")
 
