@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 PEER = Path(__file__).with_name("runtime_peer.py")
 
 
