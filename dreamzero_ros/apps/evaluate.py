@@ -19,7 +19,9 @@ makes an operator home a robot that moved while disarmed) is opened for this sim
 
 Writes into the output folder: summary.json (every episode and the summary per task), table.md, and per task
 nodes.log, recording.mcap and <task>/seed_<seed>/frames.mp4 (the recorder's stitched frames of that episode, beside
-the model's predicted frames with --predicted-video). The numbers come from core/evaluation.py.
+the model's predicted frames with --predicted-video). The numbers come from core/evaluation.py; with
+--predicted-video (local backend) also the PSNR of the predicted frames vs the real frames of the times they stand
+for, beside repeating each chunk's last real frame (runs/report.py prediction_psnr), in a second table.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dreamzero_ros.core.evaluation import (
     EVAL_FIRST_SEED,
     EpisodeResult,
     check_eval_seeds,
+    format_psnr_table,
     format_table,
     summarize_task,
 )
@@ -255,7 +258,7 @@ class Harness:
 
 def run_task(cfg: EvalConfig, task: str, env: dict[str, str], progress: Any = print) -> list[EpisodeResult]:
     """Bring up the nodes for `task`, run cfg.episodes episodes from cfg.first_seed, stop, write the videos."""
-    from dreamzero_ros.runs.report import ReportError, write_video
+    from dreamzero_ros.runs.report import ReportError, prediction_psnr, write_video
 
     folder = cfg.out / task
     folder.mkdir(parents=True, exist_ok=True)
@@ -296,6 +299,13 @@ def run_task(cfg: EvalConfig, task: str, env: dict[str, str], progress: Any = pr
                 progress(f"  {task} seed {result.seed}: no video ({exc})")
                 continue
             result.video = str(video) if video is not None else None
+            if cfg.predicted_video and cfg.backend == "local":
+                # Chunks observed and real frames shown inside the closed loop (after the sim reset, before the
+                # next); the read runs on past the end by the chunks' latency, for the last chunks' frames.
+                tail = max(result.chunk_latencies, default=0.0) + 2.0
+                result.psnr_predicted, result.psnr_baseline = prediction_psnr(
+                    recording, cfg.embodiment, window=(int((start - SETTLE) * 1e9), int((end + tail) * 1e9)),
+                    loop=(int((start - SETTLE) * 1e9), int(end * 1e9)))
     return results
 
 
@@ -316,8 +326,12 @@ def run_eval(cfg: EvalConfig, env: dict[str, str] | None = None, progress: Any =
                  f"{cfg.first_seed + cfg.episodes - 1})")
         results = run_task(cfg, task, env, progress)
         episodes += results
-        summaries.append(summarize_task(cfg.label, task, results))
+        summaries.append(summarize_task(cfg.label, task, results, predicted_video=cfg.predicted_video and cfg.video
+                                        and cfg.backend == "local"))
     table = format_table(summaries)
+    if any("psnr_pairs" in s for s in summaries):
+        table += "\n\nPredicted video vs the real frames (baseline: the chunk's last real frame repeated)\n"
+        table += format_psnr_table(summaries)
     summary = {
         "policy": cfg.policy, "label": cfg.label, "checkpoint": cfg.checkpoint or None, "embodiment": cfg.embodiment,
         "first_seed": cfg.first_seed, "episodes_per_task": cfg.episodes, "wall_s": time.monotonic() - started,

@@ -4,7 +4,9 @@ Pure (no ROS, no simulator): `dreamzero eval` (apps/evaluate.py) fills `EpisodeR
 the graph and this module turns them into the numbers it reports: success k/N with the 95% Wilson score interval,
 time to success p50/p95 over the successful episodes, executor holds and rejected/dropped chunks, and the chunk
 latency (observation stamp -> chunk ready, as the inference node measures it) p50/p95 over every chunk of the
-episodes. `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes.
+episodes. `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
+of the model's predicted frames vs the real frames of the times they stand for, beside the baseline of repeating
+the chunk's last real frame (`psnr`, `pair_predictions`, `summarize_psnr`).
 
 Seeds: evaluation episodes start at `EVAL_FIRST_SEED`; `dreamzero generate` starts at 0, so the two are disjoint
 as long as no dataset holds a million episodes per task (`check_eval_seeds` refuses the overlap).
@@ -74,6 +76,9 @@ class EpisodeResult:
     holds, chunks_rejected, chunks_dropped: executor counters gained during the episode (PolicyStatus).
     chunk_latencies: s, ActionChunk.inference_latency of the episode's chunks, from the first (which the harness
         waits for before arming) to the end; empty for hold-still, which executes none.
+    psnr_predicted, psnr_baseline: with --predicted-video, per pair of `pair_predictions` inside the episode's
+        closed loop: PSNR of the predicted frame vs the real frame of its time, and of the chunk's conditioning
+        frame vs that same real frame (the repeat-the-last-frame baseline).
     """
 
     task: str
@@ -87,6 +92,8 @@ class EpisodeResult:
     chunks_dropped: int = 0
     chunk_latencies: list[float] = field(default_factory=list)
     video: str | None = None
+    psnr_predicted: list[float] = field(default_factory=list)  # dB, per predicted frame (--predicted-video)
+    psnr_baseline: list[float] = field(default_factory=list)  # dB, its chunk's last real frame vs the same real frame
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,8 +101,10 @@ class EpisodeResult:
         return out
 
 
-def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
-    """The summary of one policy on one task (JSON-serialisable; None where a figure has no data)."""
+def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
+                   predicted_video: bool = False) -> dict[str, Any]:
+    """The summary of one policy on one task (JSON-serialisable; None where a figure has no data); with
+    `predicted_video` also the PSNR figures of `summarize_psnr` over every pair of every episode."""
     if any(e.task != task for e in episodes):
         raise ValueError(f"summarize_task({task!r}): episodes of tasks {sorted({e.task for e in episodes})}")
     n = len(episodes)
@@ -114,7 +123,8 @@ def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult]) ->
         "chunk_latency_p50_s": percentile(latencies, 50), "chunk_latency_p95_s": percentile(latencies, 95),
         "seeds": [e.seed for e in episodes],
         "failed_seeds": [e.seed for e in episodes if not e.success],
-    }
+    } | (summarize_psnr([x for e in episodes for x in e.psnr_predicted],
+                        [x for e in episodes for x in e.psnr_baseline]) if predicted_video else {})
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -141,8 +151,118 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 def format_table(summaries: Sequence[dict[str, Any]]) -> str:
     """The evaluation table as aligned plain text (also valid as the body of a Markdown table: '|'-separated)."""
-    rows = [TABLE_HEADER, *table_rows(summaries)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_HEADER))]
+    return _aligned(TABLE_HEADER, table_rows(summaries))
+
+
+def _aligned(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+    rows = [header, *body]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Predicted video vs the real future (--predicted-video)
+# --------------------------------------------------------------------------------------------
+
+#: PSNR of identical frames (their MSE is 0): a finite cap, so means over pairs stay finite
+PSNR_MAX_DB = 100.0
+#: ns: how far a stamp may be from the one it should equal (the node computes predicted stamps in float seconds)
+STAMP_TOLERANCE_NS = 1_000_000
+
+
+def psnr(prediction: np.ndarray, target: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images of one shape: 10 log10(peak^2 / MSE), capped at
+    PSNR_MAX_DB for identical images."""
+    a, b = np.asarray(prediction), np.asarray(target)
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: images of different shapes {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("psnr: empty images")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    if mse == 0.0:
+        return PSNR_MAX_DB
+    return min(PSNR_MAX_DB, 10.0 * math.log10(peak * peak / mse))
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionPair:
+    """One predicted frame with the real frames it is judged against (indices into the caller's sequences).
+
+    predicted: the predicted frame; chunk: the chunk it came from; step: it stands for the chunk's observation
+    stamp + step / fps (1-based, as the inference node stamps it); real: the real frame nearest that time;
+    baseline: the real frame at the chunk's observation stamp (the last one the chunk was conditioned on).
+    """
+
+    predicted: int
+    chunk: int
+    step: int
+    real: int
+    baseline: int
+
+
+def pair_predictions(chunks: Sequence[tuple[int, int]], predicted: Sequence[tuple[int, int]],
+                     real_stamps: Sequence[int], fps: float, max_steps: int) -> list[PredictionPair]:
+    """Pair each predicted frame with the real frame of the time it predicts and the chunk's conditioning frame.
+
+    chunks: (receive ns, observation stamp ns) of each ActionChunk; predicted: (receive ns, stamp ns) of each
+    predicted frame, stamped observation stamp + k / fps for k = 1..max_steps (nodes/inference_node.py);
+    real_stamps: stamps (ns) of the real (stitched) frames. A predicted frame's chunk is, of those whose stamp
+    it follows by a whole number 1..max_steps of frame periods, the one received nearest to it (a chunk's frames
+    are published right after it). Its real frame is the one nearest its stamp within half a period; its
+    baseline the one at the chunk's stamp. Frames lacking any of the three are left out.
+    """
+    if fps <= 0 or max_steps < 1:
+        raise ValueError(f"pair_predictions: expected fps > 0 and max_steps >= 1, got {fps} and {max_steps}")
+    period = 1e9 / fps
+    order = np.argsort(np.asarray(real_stamps, dtype=np.int64), kind="stable")
+    sorted_real = np.asarray(real_stamps, dtype=np.int64)[order]
+
+    def nearest(stamp: int, tolerance: float) -> int | None:
+        if not len(sorted_real):
+            return None
+        i = int(np.searchsorted(sorted_real, stamp))
+        best = min((j for j in (i - 1, i) if 0 <= j < len(sorted_real)), key=lambda j: abs(sorted_real[j] - stamp))
+        return int(order[best]) if abs(int(sorted_real[best]) - stamp) <= tolerance else None
+
+    pairs = []
+    for p, (received, stamp) in enumerate(predicted):
+        candidates = []
+        for c, (chunk_received, chunk_stamp) in enumerate(chunks):
+            steps = (stamp - chunk_stamp) / period
+            k = round(steps)
+            if 1 <= k <= max_steps and abs(stamp - chunk_stamp - k * period) <= STAMP_TOLERANCE_NS:
+                candidates.append((abs(received - chunk_received), c, k))
+        if not candidates:
+            continue
+        _, c, k = min(candidates)
+        real = nearest(stamp, period / 2)
+        baseline = nearest(chunks[c][1], STAMP_TOLERANCE_NS)
+        if real is not None and baseline is not None:
+            pairs.append(PredictionPair(predicted=p, chunk=c, step=k, real=real, baseline=baseline))
+    return pairs
+
+
+def summarize_psnr(predicted_db: Sequence[float], baseline_db: Sequence[float]) -> dict[str, Any]:
+    """Mean and median PSNR (dB) of predicted vs real frames and of the repeat-the-last-real-frame baseline."""
+    return {
+        "psnr_pairs": len(predicted_db),
+        "psnr_predicted_mean_db": float(np.mean(predicted_db)) if len(predicted_db) else None,
+        "psnr_predicted_median_db": percentile(predicted_db, 50),
+        "psnr_baseline_mean_db": float(np.mean(baseline_db)) if len(baseline_db) else None,
+        "psnr_baseline_median_db": percentile(baseline_db, 50),
+    }
+
+
+PSNR_HEADER = ("policy", "task", "pairs", "PSNR predicted mean/median dB", "PSNR last frame mean/median dB")
+
+
+def format_psnr_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """The predicted-video table (summaries with `psnr_pairs`, i.e. of a --predicted-video run), aligned as
+    format_table's."""
+    rows = [(s["policy"], s["task"], str(s["psnr_pairs"]),
+             f"{_fmt(s['psnr_predicted_mean_db'], digits=1)}/{_fmt(s['psnr_predicted_median_db'], digits=1)}",
+             f"{_fmt(s['psnr_baseline_mean_db'], digits=1)}/{_fmt(s['psnr_baseline_median_db'], digits=1)}")
+            for s in summaries if "psnr_pairs" in s]
+    return _aligned(PSNR_HEADER, rows)

@@ -6,7 +6,8 @@ times, i.e. MCAP log_time) and the embodiment config:
 - inference latency (ActionChunk.inference_latency) and the achieved control period/rate;
 - tracking error |commanded - measured| with /joint_states interpolated to each command's time;
 - the executor's last PolicyStatus counters (holds, rejected and dropped chunks);
-- a video of /dreamzero/stitched_image beside the nearest /dreamzero/predicted_video frame.
+- a video of /dreamzero/stitched_image beside the nearest /dreamzero/predicted_video frame;
+- PSNR of predicted frames vs the real frames of the times they stand for (`prediction_psnr`, for eval).
 
 Only the topics a part needs are decoded (through the stored schemas, as Foxglove does); the camera
 topics are never decoded. `write_report` writes report.png, frames.mp4 (frames.gif if ffmpeg is
@@ -549,6 +550,49 @@ def write_video(path: str | Path, embodiment: EmbodimentConfig | str, out_dir: s
     for topic, t_ns, msg in _iter_decoded(path, pairer.topics, "", window):
         pairer.add(topic, t_ns, msg)
     return pairer.close()
+
+
+def _stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def prediction_psnr(path: str | Path, embodiment: EmbodimentConfig | str, window: tuple[int, int],
+                    loop: tuple[int, int] | None = None) -> tuple[list[float], list[float]]:
+    """(predicted, baseline) PSNR in dB per predicted frame of a recording (see core.evaluation.pair_predictions).
+
+    Where the video above pairs frames by receive time for display, this pairs them by header stamp: a predicted
+    frame with the stitched frame of the time it stands for, and that real frame with the chunk's conditioning
+    frame (the repeat-the-last-frame baseline). The predicted frame is resized to the stitched size as in the
+    video. window: (start, end) log time ns to read; loop: (start, end) stamp ns that the chunks' observations
+    and the real frames must lie in (an episode's closed loop: not the reset that follows it).
+    """
+    from dreamzero_ros.core.evaluation import pair_predictions, psnr
+
+    emb = _embodiment(embodiment)
+    chunks: list[tuple[int, int]] = []
+    predicted: list[tuple[int, int]] = []
+    predicted_frames: list[np.ndarray] = []
+    real_stamps: list[int] = []
+    real_frames: list[np.ndarray] = []
+    inside = (lambda t: loop[0] <= t <= loop[1]) if loop is not None else (lambda t: True)
+    for topic, t_ns, msg in _iter_decoded(path, (CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC, STITCHED_TOPIC), "", window):
+        stamp = _stamp_ns(msg)
+        if topic == CHUNK_TOPIC:
+            if inside(stamp):
+                chunks.append((t_ns, stamp))
+        elif topic == PREDICTED_VIDEO_TOPIC:
+            predicted.append((t_ns, stamp))
+            predicted_frames.append(image_to_rgb(msg))
+        elif inside(stamp):
+            real_stamps.append(stamp)
+            real_frames.append(image_to_rgb(msg))
+    pairs = pair_predictions(chunks, predicted, real_stamps, emb.video.fps, emb.video.frames_per_chunk)
+    out_predicted, out_baseline = [], []
+    for pair in pairs:
+        real = real_frames[pair.real]
+        out_predicted.append(psnr(_resize_nearest(predicted_frames[pair.predicted], *real.shape[:2]), real))
+        out_baseline.append(psnr(real_frames[pair.baseline], real))
+    return out_predicted, out_baseline
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ reach in ~2 s of the episode's 5 s (benchmarks/bench_expert.py), the hold-still 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -67,3 +68,22 @@ def test_eval_refuses_seeds_a_dataset_may_have_trained_on(tmp_path):
                            "--first-seed", "10", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "seeds 10..39 may be training episodes" in proc.stderr, proc.stderr
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tmp_path):
+    """--predicted-video with random weights (the local backend decodes its predicted frames): one episode's pairs
+    of predicted vs real frames give finite PSNR figures of both kinds, in summary.json and the printed table."""
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "reach", "--episodes",
+                           "1", "--policy", "random", "--predicted-video", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    [task] = summary["tasks"]
+    [episode] = summary["episodes"]
+    # a 5 s episode at 5 fps with chunks of 8 predicted frames: many pairs, each with both figures
+    assert task["psnr_pairs"] >= 8 and len(episode["psnr_predicted"]) == len(episode["psnr_baseline"]) == \
+        task["psnr_pairs"], task
+    for key in ("psnr_predicted_mean_db", "psnr_predicted_median_db", "psnr_baseline_mean_db",
+                "psnr_baseline_median_db"):
+        assert math.isfinite(task[key]) and 0 < task[key] <= 100.0, (key, task)
+    assert "PSNR predicted mean/median dB" in proc.stdout and f"{task['psnr_predicted_mean_db']:.1f}/" in proc.stdout

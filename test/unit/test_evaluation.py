@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from dreamzero_ros.core.evaluation import (
     EVAL_FIRST_SEED,
+    PSNR_MAX_DB,
     EpisodeResult,
+    PredictionPair,
     check_eval_seeds,
+    format_psnr_table,
     format_table,
+    pair_predictions,
+    psnr,
     summarize_task,
     wilson_interval,
 )
@@ -103,3 +109,72 @@ def test_the_table_has_one_aligned_row_per_summary():
     assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "0", "0", "200/290"]
     # 0/2: hi = z^2 / (2 + z^2) = 0.658
     assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "0", "0", "-/-"]
+
+
+# --- predicted video vs the real future -------------------------------------------------------------------------
+
+
+def test_psnr_against_hand_computed_values():
+    base = np.full((4, 6, 3), 100, np.uint8)
+    # off by a constant 10 everywhere: MSE = 100, PSNR = 10 log10(255^2 / 100) = 20 log10(25.5) = 28.1308 dB
+    assert psnr(base + 10, base) == pytest.approx(28.1308, abs=1e-4)
+    # below instead of above (uint8 subtraction must not wrap around): the same
+    assert psnr(base - 10, base) == pytest.approx(28.1308, abs=1e-4)
+    # half the pixels 0 vs 255, half equal: MSE = 255^2 / 2, PSNR = 10 log10(2) = 3.0103 dB
+    black, half = np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)
+    half[0] = 255
+    assert psnr(half, black) == pytest.approx(3.0103, abs=1e-4)
+    assert psnr(base, base) == PSNR_MAX_DB == 100.0  # identical frames: the finite cap
+    with pytest.raises(ValueError, match="different shapes"):
+        psnr(base, base[:, :5])
+
+
+MS = 1_000_000  # ns
+
+
+def test_pair_predictions_pairs_by_stamp_on_hand_written_frames():
+    # 5 fps: one frame period is 200 ms. Real frames given out of order; the one of 1.8 s is stamped 1.83 s.
+    real = [2000 * MS, 1830 * MS, 1600 * MS, 1400 * MS, 1200 * MS, 1000 * MS]
+    # chunk 0 (B) observed 1.4 s and arrived at 1.9 s; chunk 1 (A) observed 1.0 s, arrived 1.5 s; chunk 2 (C)
+    # observed 0.8 s, a time without a real frame.
+    chunks = [(1900 * MS, 1400 * MS), (1500 * MS, 1000 * MS), (1200 * MS, 800 * MS)]
+    predicted = [
+        (1501 * MS, 1200 * MS + 300),  # 0: A step 1 (float rounding of the stamp); real 1.2 s, baseline 1.0 s
+        (1502 * MS, 1400 * MS),  # 1: A step 2
+        (1503 * MS, 1600 * MS),  # 2: A step 3 (B step 1 too, but B arrived 400 ms away)
+        (1901 * MS, 1600 * MS),  # 3: B step 1; baseline 1.4 s
+        (1902 * MS, 1800 * MS),  # 4: B step 2; real: the 1.83 s frame (within half a period)
+        (1903 * MS, 2000 * MS),  # 5: B step 3
+        (1904 * MS, 2200 * MS),  # 6: B step 4: no real frame within 100 ms -> left out
+        (1905 * MS, 2050 * MS),  # 7: no whole number of periods after any chunk -> left out
+        (1906 * MS, 2400 * MS),  # 8: B step 5 > max_steps -> left out
+        (1201 * MS, 1000 * MS),  # 9: C step 1, but no real frame at C's 0.8 s for the baseline -> left out
+    ]
+    pairs = pair_predictions(chunks, predicted, real, fps=5.0, max_steps=4)
+    assert pairs == [
+        PredictionPair(predicted=0, chunk=1, step=1, real=4, baseline=5),
+        PredictionPair(predicted=1, chunk=1, step=2, real=3, baseline=5),
+        PredictionPair(predicted=2, chunk=1, step=3, real=2, baseline=5),
+        PredictionPair(predicted=3, chunk=0, step=1, real=2, baseline=3),
+        PredictionPair(predicted=4, chunk=0, step=2, real=1, baseline=3),
+        PredictionPair(predicted=5, chunk=0, step=3, real=0, baseline=3),
+    ]
+    assert pair_predictions([], predicted, real, fps=5.0, max_steps=4) == []
+    with pytest.raises(ValueError, match="fps > 0"):
+        pair_predictions(chunks, predicted, real, fps=0.0, max_steps=4)
+
+
+def test_summary_and_table_carry_the_psnr_figures_only_with_predicted_video():
+    episodes = [
+        EpisodeResult(task="reach", seed=1, instruction="x", success=False, time_to_success=None, duration=5.0,
+                      psnr_predicted=[10.0, 20.0], psnr_baseline=[5.0, 7.0]),
+        EpisodeResult(task="reach", seed=2, instruction="x", success=False, time_to_success=None, duration=5.0,
+                      psnr_predicted=[30.0], psnr_baseline=[9.0]),
+    ]
+    assert "psnr_pairs" not in summarize_task("random", "reach", episodes)
+    s = summarize_task("random", "reach", episodes, predicted_video=True)
+    # all 3 pairs of both episodes: predicted mean (10 + 20 + 30) / 3 = 20, median 20; baseline 7 and 7
+    assert (s["psnr_pairs"], s["psnr_predicted_mean_db"], s["psnr_predicted_median_db"]) == (3, 20.0, 20.0)
+    assert (s["psnr_baseline_mean_db"], s["psnr_baseline_median_db"]) == (7.0, 7.0)
+    table = format_psnr_table([s])
+    assert "| random | reach | 3     | 20.0/20.0" in table and "| 7.0/7.0" in table, table
