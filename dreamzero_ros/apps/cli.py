@@ -209,8 +209,10 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     if result.checkpoint is not None:
         last = result.losses[-1] if result.losses else {}
+        # A resumed run already at --steps runs no step: it only writes the checkpoint, and has no rate.
+        rate = f", {result.samples_per_second:.2f} samples/s" if result.step_seconds else ""
         print(f"{result.steps} steps, last loss {last.get('loss', float('nan')):.4f} (action "
-              f"{last.get('action', float('nan')):.4f}), {result.samples_per_second:.2f} samples/s")
+              f"{last.get('action', float('nan')):.4f}){rate}")
         print(f"checkpoint -> {result.checkpoint} (loss curves: {args.out}/loss.png)")
     return 0
 
