@@ -65,6 +65,15 @@ class Loop:
         return "\n".join(self.logs[-n:])
 
 
+def sec_nanosec(seconds: float) -> tuple[int, int]:
+    """(sec, nanosec) of float seconds, carrying a nanosecond count that rounds up to a whole second.
+
+    Summing 0.01 s ticks gives values like 1000.9999999999998: int() of it is 1000 while its fraction rounds
+    to 1e9 ns, which the modulo turned into 0, a stamp a whole second early (CI saw the chunk start 1 s in
+    the past, so the executor had played it to its end before the clock jump it tests)."""
+    return divmod(round(seconds * 1e9), 1_000_000_000)
+
+
 def clock_offset() -> float:
     """ROS (system) time minus the monotonic clock the probe stamps receptions with."""
     return time.time() - time.monotonic()
@@ -395,7 +404,7 @@ def test_a_backward_sim_clock_jump_holds_without_replaying_rows_then_resumes_whe
         while not sim["stop"]:
             sim["t"] += 0.01
             msg = Clock()
-            msg.clock.sec, msg.clock.nanosec = int(sim["t"]), int(round((sim["t"] % 1) * 1e9)) % 1_000_000_000
+            msg.clock.sec, msg.clock.nanosec = sec_nanosec(sim["t"])
             clock_pub.publish(msg)
             time.sleep(0.01)
 
@@ -409,7 +418,7 @@ def test_a_backward_sim_clock_jump_holds_without_replaying_rows_then_resumes_whe
         rows = _ramp(emb, FRANKA_HOME, SLOPE)
         start = sim["t"]
         stamp = Clock().clock
-        stamp.sec, stamp.nanosec = int(start), int(round((start % 1) * 1e9)) % 1_000_000_000
+        stamp.sec, stamp.nanosec = sec_nanosec(start)
         chunks.publish(_chunk(emb, rows, stamp, chunk_id=1))
         assert wait_until(lambda: sim["t"] > start + 0.6, 5)
         jumped = time.monotonic()
