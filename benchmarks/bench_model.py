@@ -249,7 +249,7 @@ def vae_write_cost(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             tick = time.perf_counter()
             vae.encode_clip(clip)
             samples["write: 9-frame clip from scratch"].append(time.perf_counter() - tick)
-            cache: list = [None] * vae._conv_count
+            cache = vae.new_feature_cache()
             vae._encode_pixels(vae.frames_to_input(first), cache)
             tick = time.perf_counter()
             streamed(vae.frames_to_input(clip[1:]), cache)

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int, default=16, help="global batch, split over processes (default: %(default)s)")
     train.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: %(default)s)")
     train.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)")
+    train.add_argument("--decay-steps", type=int, default=0,
+                       help="cosine decay of the learning rate to --min-lr-ratio x lr at this step (default: 0, none)")
+    train.add_argument("--min-lr-ratio", type=float, default=0.1,
+                       help="the learning rate at --decay-steps over --lr (default: %(default)s)")
+    train.add_argument("--init", default=None, metavar="CHECKPOINT",
+                       help="start from this checkpoint's DiT weights (post-training; same preset and embodiment)")
     train.add_argument("--seed", type=int, default=0, help="weights, sample order and noise (default: %(default)s)")
     train.add_argument("--chunks", type=int, default=None,
                        help="chunks per sample, i.e. up to chunks-1 clean context chunks (default: the preset's 4)")
@@ -188,7 +194,8 @@ def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.data import TrainingDataError
     from dreamzero_ros.training.trainer import TrainConfig, train
 
-    fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "seed", "chunks", "start_stride",
+    fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "decay_steps", "min_lr_ratio", "init",
+              "seed", "chunks", "start_stride",
               "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
               "cache", "progress")
     try:

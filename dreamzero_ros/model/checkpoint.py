@@ -432,7 +432,7 @@ def load_world_action_model(
     and timing of one embodiment tag when the metadata holds several. The result carries `checkpoint_info`."""
     from accelerate import init_empty_weights
 
-    from dreamzero_ros.model.encoders import ImageEncoder, PretrainedTokenizer, TextEncoder, VideoVae
+    from dreamzero_ros.model.encoders import ImageEncoder, PretrainedTokenizer, TextEncoder, build_video_vae
     from dreamzero_ros.model.transformer import WamTransformer
 
     if not folder.is_dir():
@@ -462,7 +462,7 @@ def load_world_action_model(
         modules = {
             "transformer": WamTransformer.from_wam_config(config),
             "text_encoder": TextEncoder(config, text_tokenizer),
-            "vae": VideoVae(config),
+            "vae": build_video_vae(config),
             "image_encoder": ImageEncoder(config) if config.image_encoder is not None else None,
         }
     for component, module in modules.items():

@@ -27,6 +27,7 @@ CONDITIONING_MODES = ("i2v", "ti2v")
 STEP_CACHE_MODES = ("none", "fixed", "adaptive")
 SCHEDULERS = ("unipc", "euler")
 TOKENIZERS = ("byte", "pretrained")
+LATENT_ENCODERS = ("wan", "pixel_unshuffle")
 
 #: DiT step caching of the release: of 16 solver steps the DiT runs only at these
 FIXED_STEP_CACHE_SCHEDULE = (0, 1, 2, 6, 10, 13, 14, 15)
@@ -71,7 +72,11 @@ class WamConfig:
         frame_size: (H, W) of the stitched RGB frame the model sees.
         pixel_downsample: frames are shrunk by this factor before the VAE (1 for released models; the tiny
             preset uses 4 so that a 352x640 frame is cheap on one CPU thread).
-        vae: keyword arguments of diffusers' AutoencoderKLWan.
+        latent_encoder: "wan" (diffusers' AutoencoderKLWan, every released model) or "pixel_unshuffle" (a fixed,
+            weightless codec: time-averaged groups of 4 frames, s x s pixel blocks as 3 s^2 channels; for models
+            trained from scratch on small frames, see encoders.PixelUnshuffleVae).
+        vae: keyword arguments of diffusers' AutoencoderKLWan; for "pixel_unshuffle" only scale_factor_spatial
+            (s) and optionally latents_mean / latents_std.
         text_encoder: keyword arguments of transformers' UMT5Config.
         tokenizer: "byte" (a local UTF-8 byte tokenizer, for tiny configs) or "pretrained" (a `tokenizer/`
             folder next to the checkpoint, loaded offline).
@@ -109,6 +114,7 @@ class WamConfig:
     context_chunks: int = 4
     frame_size: tuple[int, int] = (352, 640)
     pixel_downsample: int = 1
+    latent_encoder: str = "wan"
     vae: dict[str, Any] = field(default_factory=dict)
     text_encoder: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "pretrained"
@@ -206,6 +212,15 @@ class WamConfig:
         need(self.step_cache in STEP_CACHE_MODES, "step_cache", f"one of {STEP_CACHE_MODES}", self.step_cache)
         need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}", self.scheduler)
         need(self.tokenizer in TOKENIZERS, "tokenizer", f"one of {TOKENIZERS}", self.tokenizer)
+        need(self.latent_encoder in LATENT_ENCODERS, "latent_encoder", f"one of {LATENT_ENCODERS}",
+             self.latent_encoder)  # fmt: skip
+        if self.latent_encoder == "pixel_unshuffle":
+            extra = sorted(set(self.vae) - {"scale_factor_spatial", "latents_mean", "latents_std"})
+            need(not extra, "vae", "only scale_factor_spatial, latents_mean, latents_std with pixel_unshuffle",
+                 self.vae)  # fmt: skip
+            z = 3 * self.spatial_compression**2
+            need(self.latent_channels == z, "latent_channels",
+                 f"3 x scale_factor_spatial^2 = {z} for the pixel_unshuffle codec", self.latent_channels)  # fmt: skip
         need(self.shift > 0, "shift", "> 0", self.shift)
         need(self.noise_seed is None or (isinstance(self.noise_seed, int) and self.noise_seed >= 0), "noise_seed",
              "None or an int >= 0", self.noise_seed)
@@ -293,7 +308,9 @@ def sim_small_config(**overrides: Any) -> WamConfig:
     its encoders frozen; only the DiT trains."""
     base = tiny_config().replace(
         dim=128, num_layers=4, num_heads=4, ffn_dim=512, freq_dim=64, patch_size=(1, 1, 4), encoder_hidden=256,
-        text_len=96,
+        text_len=96, pixel_downsample=8, latent_encoder="pixel_unshuffle", latent_channels=48,
+        vae=dict(scale_factor_spatial=4, latents_mean=[0.30] * 16 + [0.03] * 16 + [-0.27] * 16,
+                 latents_std=[0.74] * 16 + [0.56] * 16 + [0.38] * 16),
         text_encoder=dict(vocab_size=259, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
                           relative_attention_num_buckets=16, relative_attention_max_distance=64,
                           feed_forward_proj="gated-gelu"),

@@ -1,4 +1,5 @@
-"""Frozen encoders of the WAM: umT5 text encoder and CLIP image encoder (transformers), Wan VAE (diffusers).
+"""Frozen encoders of the WAM: umT5 text encoder and CLIP image encoder (transformers), Wan VAE (diffusers) or the
+fixed pixel-unshuffle codec of models trained from scratch here.
 
 This module owns turning raw inputs into model tensors and back: prompt -> padded text embeddings [1, text_len,
 text_dim], a stitched uint8 frame -> CLIP tokens (the release's bicubic preprocessing), uint8 clips -> normalised
@@ -101,28 +102,36 @@ class ImageEncoder(nn.Module):
         return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
 
 
-class VideoVae(nn.Module):
-    """Wan VAE (diffusers' AutoencoderKLWan) with a streaming encoder and latent normalisation.
+class LatentVideoCodec(nn.Module):
+    """What every latent video codec of the WAM shares: frame checks and resizing, clip encoding in the Wan VAE's
+    causal groups (the first frame alone, then groups of 4), the y conditioning clip, and latent normalisation
+    (z - mean) / std, the space the DiT works in. Subclasses define `_encode_pixels`, `_decode_raw` and
+    `new_feature_cache`."""
 
-    Latents are normalised per channel as (z - mean) / std, the space the DiT works in.
-    """
-
-    def __init__(self, config: WamConfig) -> None:
+    def __init__(self, config: WamConfig, latents_mean: list[float], latents_std: list[float]) -> None:
         super().__init__()
-        self.model = AutoencoderKLWan(**config.vae)
         self.frame_size = config.frame_size
         self.pixel_downsample = config.pixel_downsample
-        self.z_dim = self.model.config.z_dim
-        self.register_buffer("latents_mean", torch.tensor(self.model.config.latents_mean).view(1, -1, 1, 1, 1),
+        self.register_buffer("latents_mean", torch.tensor(latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1),
                              persistent=False)  # fmt: skip
-        self.register_buffer("latents_std", torch.tensor(self.model.config.latents_std).view(1, -1, 1, 1, 1),
+        self.register_buffer("latents_std", torch.tensor(latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1),
                              persistent=False)  # fmt: skip
-        self._conv_count = sum(isinstance(m, WanCausalConv3d) for m in self.model.encoder.modules())
-        self._stream: list | None = None
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.dtype
+        raise NotImplementedError
+
+    def new_feature_cache(self) -> list:
+        """An empty causal feature cache for streaming `_encode_pixels` over a clip's groups."""
+        raise NotImplementedError
+
+    def _encode_pixels(self, pixels: torch.Tensor, feat_cache: list) -> torch.Tensor:
+        """One causal group [B, 3, 1 or 4, h, w] in [-1, 1] -> normalised latents [B, z, 1, h', w']."""
+        raise NotImplementedError
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Un-normalised latents [1, z, F, h', w'] -> video [3, 1 + 4 (F - 1), h, w] in [-1, 1]."""
+        raise NotImplementedError
 
     def frames_to_input(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [T, H, W, 3] at frame_size -> [1, 3, T, H/d, W/d] in [-1, 1] (d = pixel_downsample)."""
@@ -139,20 +148,13 @@ class VideoVae(nn.Module):
         pixels = (pixels - 0.5) / 0.5
         return pixels.permute(1, 0, 2, 3).unsqueeze(0).to(self.dtype)
 
-    def _encode_pixels(self, pixels: torch.Tensor, feat_cache: list) -> torch.Tensor:
-        if self.model.config.patch_size is not None:
-            pixels = patchify(pixels, patch_size=self.model.config.patch_size)
-        out = self.model.encoder(pixels, feat_cache=feat_cache, feat_idx=[0])
-        mean = self.model.quant_conv(out)[:, : self.z_dim]  # posterior mode: deterministic latents
-        return (mean.float() - self.latents_mean) / self.latents_std
-
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """A clip [1, 3, 1 + 4k, h, w] in [-1, 1] (model resolution) encoded from scratch -> latents [1, z, 1 + k,
         h', w']. Like diffusers' encode: the first frame alone, then groups of 4 through the causal feature cache."""
         if (pixels.shape[2] - 1) % 4:
             raise ValueError(f"clip: expected 1 + 4k frames, got {pixels.shape[2]}")
-        feat_cache: list = [None] * self._conv_count
+        feat_cache = self.new_feature_cache()
         groups = [pixels[:, :, :1]] + [pixels[:, :, i : i + 4] for i in range(1, pixels.shape[2], 4)]
         return torch.cat([self._encode_pixels(group, feat_cache) for group in groups], dim=2)
 
@@ -173,12 +175,85 @@ class VideoVae(nn.Module):
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Normalised latents [1, z, F, h, w] -> uint8 frames [T, H, W, 3] at frame_size (T = 1 + 4 (F - 1))."""
         z = latents.float() * self.latents_std + self.latents_mean
-        video = self.model.decode(z.to(self.dtype)).sample[0].float()  # [3, T, h, w] in [-1, 1]
-        frames = video.permute(1, 0, 2, 3)
+        frames = self._decode_raw(z).float().permute(1, 0, 2, 3)  # [T, 3, h, w]
         if tuple(frames.shape[-2:]) != tuple(self.frame_size):
             frames = F.interpolate(frames, size=self.frame_size, mode="bilinear", align_corners=False)
         frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class VideoVae(LatentVideoCodec):
+    """Wan VAE (diffusers' AutoencoderKLWan) with a streaming encoder; the codec of every released model."""
+
+    def __init__(self, config: WamConfig) -> None:
+        model = AutoencoderKLWan(**config.vae)
+        super().__init__(config, list(model.config.latents_mean), list(model.config.latents_std))
+        self.model = model
+        self.z_dim = self.model.config.z_dim
+        self._conv_count = sum(isinstance(m, WanCausalConv3d) for m in self.model.encoder.modules())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def new_feature_cache(self) -> list:
+        return [None] * self._conv_count
+
+    def _encode_pixels(self, pixels: torch.Tensor, feat_cache: list) -> torch.Tensor:
+        if self.model.config.patch_size is not None:
+            pixels = patchify(pixels, patch_size=self.model.config.patch_size)
+        out = self.model.encoder(pixels, feat_cache=feat_cache, feat_idx=[0])
+        mean = self.model.quant_conv(out)[:, : self.z_dim]  # posterior mode: deterministic latents
+        return (mean.float() - self.latents_mean) / self.latents_std
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z.to(self.dtype)).sample[0]
+
+
+class PixelUnshuffleVae(LatentVideoCodec):
+    """A fixed, weightless latent codec for models trained from scratch on small frames (the `sim_small` preset):
+    each causal group of frames (the first alone, then 4) is averaged over time, and its s x s pixel blocks become
+    3 s^2 channels (pixel unshuffle); decoding is the exact inverse in space (pixel shuffle) and repeats each latent
+    frame 4 times. It keeps every pixel of the model-resolution frame and every colour, which a random frozen Wan VAE
+    of a few channels does not: a cube of 3 pixels stays a cube. Why not train a VAE here: that is a separate
+    training run the 2-core CPU budget cannot hold (docs/learning_loop_design.md)."""
+
+    def __init__(self, config: WamConfig) -> None:
+        self.factor = config.spatial_compression
+        self.temporal = config.temporal_compression
+        self.z_dim = 3 * self.factor**2
+        mean = config.vae.get("latents_mean", [0.0] * self.z_dim)
+        std = config.vae.get("latents_std", [PIXEL_LATENT_STD] * self.z_dim)
+        super().__init__(config, list(mean), list(std))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.latents_mean.dtype
+
+    def new_feature_cache(self) -> list:
+        return []
+
+    def _encode_pixels(self, pixels: torch.Tensor, feat_cache: list) -> torch.Tensor:
+        frame = pixels.float().mean(dim=2)  # [B, 3, h, w]
+        latents = F.pixel_unshuffle(frame, self.factor).unsqueeze(2)
+        return (latents - self.latents_mean) / self.latents_std
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        frames = F.pixel_shuffle(z[0].permute(1, 0, 2, 3), self.factor)  # [F, 3, h, w]
+        repeats = torch.tensor([1] + [self.temporal] * (frames.shape[0] - 1), device=frames.device)
+        return frames.repeat_interleave(repeats, dim=0).permute(1, 0, 2, 3)
+
+
+#: latent scale of PixelUnshuffleVae: pixels in [-1, 1] of the simulator's scenes have a std near 0.6, so that
+#: (pixel - 0) / 0.5 has about the unit variance of the flow's noise
+PIXEL_LATENT_STD = 0.5
+
+
+def build_video_vae(config: WamConfig) -> LatentVideoCodec:
+    """The latent codec `config.latent_encoder` names: the Wan VAE or the fixed pixel-unshuffle codec."""
+    if config.latent_encoder == "pixel_unshuffle":
+        return PixelUnshuffleVae(config)
+    return VideoVae(config)
 
 
 class ConditionStream:
@@ -190,12 +265,12 @@ class ConditionStream:
     frames instead of 33, and each later chunk for the 8 zero frames of its own y slice, which keeps the slowest
     observe() (the one the asynchronous schedule has to plan for) short."""
 
-    def __init__(self, vae: VideoVae, first_frame: np.ndarray, num_frames: int) -> None:
+    def __init__(self, vae: LatentVideoCodec, first_frame: np.ndarray, num_frames: int) -> None:
         if (num_frames - 1) % 4:
             raise ValueError(f"condition clip: expected 1 + 4k frames, got {num_frames}")
         self.vae = vae
         self.total = 1 + (num_frames - 1) // 4
-        self._cache: list = [None] * vae._conv_count
+        self._cache = vae.new_feature_cache()
         first = vae.frames_to_input(first_frame[None])
         self._zeros = torch.zeros(*first.shape[:2], 4, *first.shape[3:], device=first.device, dtype=first.dtype)
         with torch.no_grad():

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dreamzero_ros.model.config import ModelConfigError, WamConfig, preset_config
-from dreamzero_ros.model.encoders import ConditionStream, ImageEncoder, TextEncoder, VideoVae
+from dreamzero_ros.model.encoders import ConditionStream, ImageEncoder, LatentVideoCodec, TextEncoder, build_video_vae
 from dreamzero_ros.model.kv_cache import KVCache
 from dreamzero_ros.model.sampler import ChunkRequest, FlowSampler, SamplerSettings
 from dreamzero_ros.model.transformer import Segment, SegmentKind, WamTransformer
@@ -72,7 +72,7 @@ class WorldActionModel:
         config: WamConfig,
         transformer: WamTransformer,
         text_encoder: TextEncoder,
-        vae: VideoVae,
+        vae: LatentVideoCodec,
         image_encoder: ImageEncoder | None,
         *,
         action_dim: int,
@@ -370,10 +370,10 @@ def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
     return module.eval()
 
 
-def build_components(config: WamConfig) -> tuple[WamTransformer, TextEncoder, VideoVae, ImageEncoder | None]:
+def build_components(config: WamConfig) -> tuple[WamTransformer, TextEncoder, LatentVideoCodec, ImageEncoder | None]:
     """Randomly initialised modules for `config` (the caller seeds torch)."""
     transformer = WamTransformer.from_wam_config(config)
     text_encoder = TextEncoder(config)
-    vae = VideoVae(config)
+    vae = build_video_vae(config)
     image_encoder = ImageEncoder(config) if config.image_encoder is not None else None
     return transformer, text_encoder, vae, image_encoder

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
-RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "lr", "warmup", "weight_decay", "grad_clip", "action_weight",
-                 "decoupled_video_noise", "text_dropout")
+RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "lr", "warmup", "decay_steps",
+                 "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise", "text_dropout",
+                 "init")  # fmt: skip
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
     batch: int = 16
     lr: float = 5e-4
     warmup: int = 100
+    decay_steps: int = 0  # cosine decay from lr to lr x min_lr_ratio at this step (0 = constant after warm-up)
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
@@ -66,6 +69,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     cache: str | None = None  # prepared samples; default <out>/samples.pt
+    init: str | None = None  # a released-layout checkpoint whose DiT weights start the run (post-training)
     overrides: dict[str, Any] = field(default_factory=dict)  # WamConfig fields over the preset's (tests, sweeps)
 
     def validate(self) -> None:
@@ -76,6 +80,11 @@ class TrainConfig:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
         if self.warmup < 0:
             raise ValueError(f"warmup: expected >= 0, got {self.warmup}")
+        if self.decay_steps < 0 or (self.decay_steps and self.decay_steps <= self.warmup):
+            raise ValueError(f"decay_steps: expected 0 (no decay) or more than warmup={self.warmup}, "
+                             f"got {self.decay_steps}")  # fmt: skip
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio}")
         self.objective().validate()
 
     def objective(self) -> ObjectiveConfig:
@@ -139,11 +148,16 @@ def _init_distributed(device: str) -> tuple[_Dist, torch.device]:
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
-def _lr(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over `warmup` steps, then constant (a function of the step only, so resuming is exact)."""
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup` steps, then constant, or with `decay_steps` a cosine from lr down to
+    lr x min_lr_ratio at that step and constant after it. A function of the step only, so resuming is exact."""
     if config.warmup and step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    return config.lr
+    if not config.decay_steps:
+        return config.lr
+    progress = min(1.0, (step - config.warmup) / (config.decay_steps - config.warmup))
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Order:
@@ -247,6 +261,8 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     prepare_seconds = time.perf_counter() - t0
 
     transformer = model.transformer
+    if config.init and saved is None:
+        init_from_checkpoint(transformer, Path(config.init))
     transformer.train()
     for module in (model.vae, model.text_encoder, model.image_encoder):
         if module is not None:
@@ -273,7 +289,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     for step in range(start_step, config.steps):
         t_step = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(config, step)
+            group["lr"] = learning_rate(config, step)
         batch = _batch_for(data, order, config, model.config, step, positions, chunks).to(device)
         loss, video, action = runner(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -286,7 +302,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
             dist.all_reduce(parts)
             parts /= ctx.world
         row = {"step": step + 1, "loss": float(parts[0]), "video": float(parts[1]), "action": float(parts[2]),
-               "lr": _lr(config, step)}  # fmt: skip
+               "lr": learning_rate(config, step)}  # fmt: skip
         losses.append(row)
         result.step_seconds.append(time.perf_counter() - t_step)
         if bar:
@@ -305,6 +321,29 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     ctx.barrier()
     return result
+
+
+def init_from_checkpoint(transformer: torch.nn.Module, folder: Path) -> None:
+    """Copy a released-layout checkpoint's DiT weights into `transformer` (post-training from a trained model).
+    Every weight must be there with the same shape: a checkpoint of another size or embodiment is refused, naming
+    the first weights that differ."""
+    from dreamzero_ros.model.checkpoint import CheckpointError
+    from dreamzero_ros.model.config import ModelConfigError
+    from dreamzero_ros.model.wam import WorldActionModel
+
+    try:
+        source = WorldActionModel.from_checkpoint(folder).transformer.state_dict()
+    except (CheckpointError, ModelConfigError) as exc:
+        raise ValueError(f"--init {folder}: cannot load the checkpoint ({exc})") from exc
+    target = transformer.state_dict()
+    missing = sorted(set(target) - set(source))
+    shapes = sorted(k for k in set(target) & set(source) if source[k].shape != target[k].shape)
+    if missing or shapes:
+        detail = ", ".join([f"{k} missing" for k in missing[:3]]
+                           + [f"{k}: {list(source[k].shape)} vs {list(target[k].shape)}" for k in shapes[:3]])  # fmt: skip
+        raise ValueError(f"--init {folder}: its DiT does not fit the preset's ({detail})")
+    transformer.load_state_dict({k: source[k] for k in target})
+    log.info("DiT weights from %s", folder)
 
 
 def _check_resume(saved: dict[str, Any], config: TrainConfig, chunks: int, path: Path) -> None:

@@ -26,7 +26,15 @@ from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.datasets.lerobot import LeRobotWriter, read_parquet
 from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss
-from dreamzero_ros.training.trainer import STATE_FILE, TrainConfig, build_model, fixed_loss, train
+from dreamzero_ros.training.trainer import (
+    STATE_FILE,
+    TrainConfig,
+    build_model,
+    fixed_loss,
+    init_from_checkpoint,
+    learning_rate,
+    train,
+)
 
 EMB = load_embodiment("franka_droid")
 H, W, T = 180, 320, 30
@@ -221,9 +229,44 @@ def test_the_sim_small_preset_has_the_token_budget_its_comment_gives_and_sees_th
     from dreamzero_ros.model.config import preset_config
 
     config = preset_config("sim_small")
-    # 352x640 / 4 (pixel_downsample) / 8 (VAE) = 11x20 latents; patch (1, 1, 4) -> 11 x 5 tokens
+    # 352x640 / 8 (pixel_downsample) / 4 (pixel-unshuffle blocks) = 11x20 latents of 3 x 4 x 4 = 48 channels;
+    # patch (1, 1, 4) -> 11 x 5 tokens
+    assert config.latent_encoder == "pixel_unshuffle" and config.latent_channels == 48
     assert config.latent_size == (11, 20) and config.tokens_per_latent_frame == 55
     assert config.tokens_per_chunk == 2 * 55 + 24 + 1
     prompt = EMB.format_prompt("push the green cube onto the yellow pad")
     end = prompt.index("push the green cube onto the yellow pad") + len("push the green cube onto the yellow pad")
     assert end < config.text_len  # the byte tokenizer's window (+ eos) holds the whole instruction
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
+    config = TrainConfig(dataset="d", out="o", lr=1e-3, warmup=10, decay_steps=110, min_lr_ratio=0.1)
+    # by hand: warm-up (step + 1) / 10 x lr; then 1e-4 + 9e-4 x (1 + cos(pi x (step - 10) / 100)) / 2
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 9) == pytest.approx(1e-3)
+    assert learning_rate(config, 10) == pytest.approx(1e-3)
+    assert learning_rate(config, 60) == pytest.approx(5.5e-4)
+    assert learning_rate(config, 35) == pytest.approx(1e-4 + 9e-4 * (1 + np.cos(np.pi / 4)) / 2)
+    assert learning_rate(config, 110) == pytest.approx(1e-4) and learning_rate(config, 500) == pytest.approx(1e-4)
+    assert learning_rate(replace(config, decay_steps=0), 500) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="decay_steps: expected 0 .no decay. or more than warmup=10, got 5"):
+        replace(config, decay_steps=5).validate()
+
+
+def test_init_starts_from_a_trained_checkpoints_dit_and_refuses_one_of_another_size(base, prepared, tmp_path):
+    trained = train(replace(base, out=str(tmp_path / "first"), steps=2, save_every=2))
+    _, model, _ = prepared
+    fresh = build_model(base, DatasetMeta.read(base.dataset), torch.device("cpu")).transformer
+    init_from_checkpoint(fresh, trained.checkpoint)
+    saved = torch.load(tmp_path / "first" / STATE_FILE, weights_only=False)["transformer"]
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    other = build_model(replace(base, overrides={"patch_size": (1, 1, 1)}), DatasetMeta.read(base.dataset),
+                        torch.device("cpu")).transformer  # fmt: skip
+    # tiny: dim 32, in channels 2 x 4 latent + 4 mask = 12; patch (1, 11, 10) there, (1, 1, 1) here
+    with pytest.raises(ValueError, match=r"patch_embedding.weight: \[32, 12, 1, 11, 10\] vs \[32, 12, 1, 1, 1\]"):
+        init_from_checkpoint(other, trained.checkpoint)
+    with pytest.raises(ValueError, match="--init .*nowhere: cannot load the checkpoint"):
+        init_from_checkpoint(other, tmp_path / "nowhere")
+    post = train(replace(base, out=str(tmp_path / "post"), steps=1, save_every=1, init=str(trained.checkpoint)))
+    assert post.losses[0]["loss"] < trained.losses[0]["loss"]  # it starts where the first run left off
