@@ -22,8 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="closed-loop demo on the built-in MuJoCo simulator")
     # The demo reads its own recording in the root namespace.
     add_cli_arguments(demo, skip=("record", "predicted_video", "namespace", "robot_topics_global"),
-                      defaults={"sim": True, "instruction": "pick up the red cube and put it in the bowl"})
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of closed loop (default: %(default)s)")
+                      defaults={"sim": True, "instruction": "pick up the red cube and put it in the bowl",
+                                "checkpoint": None})  # fmt: skip
+    demo.add_argument("--task", default=None, choices=["reach", "push", "lift", "none"],
+                      help="simulated task whose seeded episodes the demo runs, or none (the plain scene and "
+                           "--instruction for --duration s); default: reach for franka_droid, none elsewhere. The "
+                           "checkpoint defaults to the one shipped for the embodiment (checkpoints/), if any")
+    demo.add_argument("--episodes", type=int, default=3, help="episodes of the task (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=1_000_000,
+                      help="seed of the first episode (default: %(default)s, outside the training seeds)")
+    demo.add_argument("--duration", type=float, default=60.0,
+                      help="seconds of closed loop with --task none (default: %(default)s)")
     demo.add_argument("--output", default="out/demo", help="output folder (default: %(default)s)")
     demo.add_argument("--no-record", dest="record", action="store_false", help="skip the MCAP recording")
 

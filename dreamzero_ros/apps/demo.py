@@ -1,15 +1,22 @@
 """`dreamzero demo`: the closed loop on the built-in simulator, end to end.
 
 Starts the bringup plan (sim_robot, camera_stitcher, inference, action_executor, recorder) as
-processes in a private ROS domain, sends the instruction, homes the robot to the start pose and
-arms the executor through the same services an operator uses, shows progress, then stops
-everything and writes the report
-(summary, report.png, the stitched-vs-predicted video) next to the MCAP recording.
+processes in a private ROS domain and drives it through the same services an operator uses, then
+stops everything and writes the report (summary, report.png, the stitched-vs-predicted video) next
+to the MCAP recording. Two modes:
+
+- a task (the default for franka_droid: `reach`, with the checkpoint shipped in `checkpoints/`):
+  the simulator starts seeded episodes of the task; each gets its instruction, the policy's first
+  chunk, the armed executor, and success from the task's predicate, as `dreamzero eval` runs them;
+- `--task none` (the default for embodiments without a task or shipped checkpoint): the scene is
+  the plain table, the instruction goes out once, the robot homes to the start pose and the loop
+  runs for `--duration` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -20,19 +27,40 @@ from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.ros.names import STATUS_TOPIC
 
 STARTUP_TIMEOUT = 90.0  # s: importing torch and building the model on a 2-core machine
+REPO = Path(__file__).resolve().parents[2]
+#: the checkpoint `dreamzero train` made for each embodiment with a simulated task (README: the learning loop)
+SHIPPED_CHECKPOINTS = {"franka_droid": REPO / "checkpoints" / "franka_droid_sim_small"}
+#: the demo's task per embodiment when --task is not given
+DEFAULT_TASKS = {"franka_droid": "reach"}
+
+
+def resolve_demo_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """--task and --checkpoint left unset become the embodiment's task and shipped checkpoint (with the local
+    backend), or no task and the tiny random weights where it has none; an explicit value is kept."""
+    if args.task is None:
+        args.task = DEFAULT_TASKS.get(args.embodiment, "none")
+    if args.checkpoint is None:
+        shipped = SHIPPED_CHECKPOINTS.get(args.embodiment)
+        use = args.backend == "local" and shipped is not None and (shipped / "config.json").is_file()
+        args.checkpoint = str(shipped) if use else ""
+    return args
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    args = resolve_demo_defaults(args)
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mcap_path = out / "recording.mcap"
     if mcap_path.exists():
         mcap_path.unlink()
     try:
-        # The instruction is sent after start-up (below), as an operator would.
-        options = options_from_args(args, record=str(mcap_path) if args.record else "", instruction="",
-                                    predicted_video=args.backend == "local")
-        plan = node_plan(options)
+        if args.task != "none":
+            plan = _task_plan(args, mcap_path)
+        else:
+            # The instruction is sent after start-up (below), as an operator would.
+            options = options_from_args(args, record=str(mcap_path) if args.record else "", instruction="",
+                                        predicted_video=args.backend == "local")  # fmt: skip
+            plan = node_plan(options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -46,13 +74,16 @@ def run_demo(args: argparse.Namespace) -> int:
         log_file.write(line + "\n")
         log_file.flush()
 
-    print(f"dreamzero demo: embodiment={args.embodiment} backend={args.backend} duration={args.duration:g}s "
+    weights = args.checkpoint or ("tiny random weights" if args.backend == "local" else args.backend)
+    length = f"episodes={args.episodes} task={args.task}" if args.task != "none" else f"duration={args.duration:g}s"
+    print(f"dreamzero demo: embodiment={args.embodiment} backend={args.backend} ({weights}) {length} "
           f"domain={env['ROS_DOMAIN_ID']} output={out}", flush=True)
     print(f"  node logs: {log_path}", flush=True)
     group = start_plan(plan, env=env, sink=sink, workdir=out)
     code = 0
+    episodes: list = []
     try:
-        code = _drive(args, group)
+        code = _drive_task(args, group, episodes) if args.task != "none" else _drive(args, group)
     except KeyboardInterrupt:
         print("\ninterrupted", flush=True)
         code = 130
@@ -66,6 +97,11 @@ def run_demo(args: argparse.Namespace) -> int:
         from dreamzero_ros.runs.report import write_report
 
         summary = write_report(mcap_path, load_embodiment(args.embodiment), out)
+        if args.task != "none":
+            summary["task"] = args.task
+            summary["episodes"] = [e.to_json() for e in episodes]
+            summary["successes"] = sum(1 for e in episodes if e.success)
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _print_summary(summary, out)
     if code == 0 and args.record and not summary.get("chunks"):
         print("error: no action chunk was produced; see the node logs", file=sys.stderr)
@@ -111,6 +147,41 @@ def _drive(args: argparse.Namespace, group) -> int:
     return 0
 
 
+def _task_plan(args: argparse.Namespace, mcap_path: Path) -> list:
+    """The eval harness's plan for one task (sim in the task scene from --seed, the arm check opened because a
+    reset teleports the arm), recording everything the report reads."""
+    from dreamzero_ros.apps.evaluate import EvalConfig, eval_plan
+
+    if args.backend not in ("local", "expert"):
+        raise ValueError(f"backend: a task demo runs the local or expert backend, got {args.backend!r}")
+    policy = "expert" if args.backend == "expert" else ("checkpoint" if args.checkpoint else "random")
+    cfg = EvalConfig(tasks=(args.task,), episodes=args.episodes, first_seed=args.seed, policy=policy,
+                     out=mcap_path.parent, checkpoint=args.checkpoint if policy == "checkpoint" else "",
+                     embodiment=args.embodiment, predicted_video=True, allow_seed_overlap=True)  # fmt: skip
+    return eval_plan(cfg, args.task, mcap_path if args.record else None, record_all=True)
+
+
+def _drive_task(args: argparse.Namespace, group, episodes: list) -> int:
+    """Seeded episodes of the task through the eval harness; each one's result is printed as it ends."""
+    from dreamzero_ros.apps.evaluate import EvalError, Harness
+
+    harness = Harness(group, args.embodiment, arm=True)
+    try:
+        for i in range(args.episodes):
+            result, _ = harness.episode(args.seed + i, first=i == 0)
+            episodes.append(result)
+            how = f"success in {result.time_to_success:.1f} s" if result.success else \
+                f"failure (not done in {result.duration:.1f} s)"
+            print(f"  episode {i + 1}/{args.episodes} seed {result.seed} '{result.instruction}': {how}", flush=True)
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        harness.close()
+    print(f"  {args.task}: {sum(e.success for e in episodes)}/{len(episodes)} episodes succeeded", flush=True)
+    return 0
+
+
 def _once_ready(op, command):
     """Run an executor command (home, arm) like an operator who waits for the robot: the executor
     refuses until its first joint state (the sim renders its GL contexts before it publishes one), so
@@ -147,6 +218,9 @@ def _print_summary(summary: dict, out: Path) -> None:
     rms = [v["rms"] for v in tracking.values() if v.get("rms") is not None]
     worst = [v["max"] for v in tracking.values() if v.get("max") is not None]
     print("\nsummary", flush=True)
+    if "successes" in summary:
+        print(f"  task                {summary['task']}: {summary['successes']}/{len(summary['episodes'])} "
+              "episodes succeeded")
     print(f"  duration            {fmt(summary.get('duration_s'), unit=' s')}")
     print(f"  chunks produced     {summary.get('chunks')}")
     print(f"  latency p50 / p95   {fmt(summary.get('latency_p50_s'), 1000, ' ms')} / "

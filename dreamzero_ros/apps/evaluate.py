@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dreamzero_ros.bringup.plan import BringupOptions, NodeSpec, node_plan, start_plan
 from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
@@ -117,20 +119,23 @@ class EvalConfig:
         return f"checkpoint {name}"
 
 
-def eval_plan(cfg: EvalConfig, task: str, recording: Path | None) -> list[NodeSpec]:
+def eval_plan(cfg: EvalConfig, task: str, recording: Path | None, record_all: bool = False) -> list[NodeSpec]:
     """The bringup plan of one task: the simulator in the task scene from the first eval seed, the executor's arm
-    check opened (the sim reset moves the arm), the recorder (with `recording`) on the topics the videos use."""
+    check opened (the sim reset moves the arm), the recorder (with `recording`) on the topics the videos use, or on
+    everything the robot and the nodes publish with `record_all` (the demo's report needs joint states and
+    commands)."""
     options = BringupOptions(embodiment=cfg.embodiment, backend=cfg.backend, checkpoint=cfg.checkpoint, sim=True,
                              record=str(recording) if recording else "",
                              predicted_video=cfg.predicted_video and cfg.backend == "local")
     extra: dict[str, dict[str, Any]] = {
         "sim_robot": {"task": task, "seed": cfg.first_seed},
         "action_executor": {"arm_tolerance": ARM_TOLERANCE},
-        # Only what the episode videos and a later look need; the camera topics would be most of the file.
-        "recorder": {"embodiment": "", "robot": "",
-                     "topics": [resolve(t) for t in (STITCHED_TOPIC, PREDICTED_VIDEO_TOPIC, CHUNK_TOPIC,
-                                                     STATUS_TOPIC, SIM_TASK_TOPIC)]},
     }
+    if not record_all:
+        # Only what the episode videos and a later look need; the camera topics would be most of the file.
+        extra["recorder"] = {"embodiment": "", "robot": "",
+                             "topics": [resolve(t) for t in (STITCHED_TOPIC, PREDICTED_VIDEO_TOPIC, CHUNK_TOPIC,
+                                                             STATUS_TOPIC, SIM_TASK_TOPIC)]}  # fmt: skip
     return [dataclasses.replace(spec, parameters={**spec.parameters, **extra.get(spec.name, {})})
             for spec in node_plan(options)]
 
@@ -151,6 +156,7 @@ class Harness:
         self.op = Operator(timeout=STARTUP_TIMEOUT)
         self.task_state: dict | None = None  # the latest /sim/task
         self.success_stamp: dict[int, float] = {}  # seed -> sim stamp of the first message with success
+        self.closest: dict[int, list[float]] = {}  # seed -> [tool to named object, to the nearest other] (m, min)
         self.chunks: list[tuple[float, float, float]] = []  # (receive time, stamp, inference_latency)
         self.executor_status: tuple[float, Any] | None = None  # (header stamp s, PolicyStatus)
         node = self.op.node
@@ -164,8 +170,16 @@ class Harness:
     def _on_task(self, msg: Any) -> None:
         state = json.loads(msg.data)
         self.task_state = state
+        seed = int(state["seed"])
         if state.get("success"):
-            self.success_stamp.setdefault(int(state["seed"]), float(state["stamp"]))
+            self.success_stamp.setdefault(seed, float(state["stamp"]))
+        if seed in self.closest and "tcp" in state:
+            tcp, objects = np.asarray(state["tcp"]), state["objects"]
+            target = float(np.linalg.norm(tcp - objects[state["target"]]))
+            other = min((float(np.linalg.norm(tcp - np.asarray(p))) for name, p in objects.items()
+                         if name != state["target"]), default=math.inf)  # fmt: skip
+            best = self.closest[seed]
+            best[0], best[1] = min(best[0], target), min(best[1], other)
 
     def _on_chunk(self, msg: Any) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -237,6 +251,7 @@ class Harness:
         start = time.time()
         max_duration = get_task(task).max_duration
         self.success_stamp.pop(seed, None)  # only successes after the start count
+        self.closest[seed] = [math.inf, math.inf]
         self._wait(lambda: seed in self.success_stamp or time.time() >= start + max_duration, max_duration + 30.0,
                    f"seed {seed} to finish")
         if self.arm:
@@ -244,6 +259,7 @@ class Harness:
         end = time.time()
         counters1 = self._counters(end)
         success_at = self.success_stamp.get(seed)
+        closest = [None if math.isinf(d) else round(d, 4) for d in self.closest.pop(seed)]
         success = success_at is not None and success_at - start <= max_duration
         # Hold-still executes no chunk: the latencies of the idle backend's chunks would describe nothing.
         latencies = [lat for received, _, lat in self.chunks if reset_at <= received <= end] if self.arm else []
@@ -252,7 +268,7 @@ class Harness:
             time_to_success=max(0.0, success_at - start) if success else None, duration=end - start,
             holds=counters1[0] - counters0[0], chunks_rejected=counters1[1] - counters0[1],
             chunks_dropped=counters1[2] - counters0[2], chunk_latencies=latencies,
-            video=None,
+            video=None, closest_target=closest[0], closest_other=closest[1],
         ), (start, end)
 
 
@@ -282,9 +298,11 @@ def run_task(cfg: EvalConfig, task: str, env: dict[str, str], progress: Any = pr
             results.append(result)
             windows.append(window)
             tts = "-" if result.time_to_success is None else f"{result.time_to_success:.2f} s"
+            near = "-" if result.closest_target is None else f"{100 * result.closest_target:.1f}"
+            other = "-" if result.closest_other is None else f"{100 * result.closest_other:.1f}"
             progress(f"  {task} seed {result.seed}: {'success' if result.success else 'failure'} "
-                     f"(time to success {tts}, holds {result.holds}, chunks {len(result.chunk_latencies)}) "
-                     f"'{result.instruction}'")
+                     f"(time to success {tts}, closest {near} cm named / {other} cm other, holds {result.holds}, "
+                     f"chunks {len(result.chunk_latencies)}) '{result.instruction}'")
     finally:
         if harness is not None:
             harness.close()

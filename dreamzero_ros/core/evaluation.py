@@ -94,6 +94,8 @@ class EpisodeResult:
     video: str | None = None
     psnr_predicted: list[float] = field(default_factory=list)  # dB, per predicted frame (--predicted-video)
     psnr_baseline: list[float] = field(default_factory=list)  # dB, its chunk's last real frame vs the same real frame
+    closest_target: float | None = None  # m, the tool's closest approach to the named object while armed
+    closest_other: float | None = None  # m, ... to the nearest of the other objects
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +123,11 @@ def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
         "chunks_dropped": sum(e.chunks_dropped for e in episodes),
         "chunks": len(latencies),
         "chunk_latency_p50_s": percentile(latencies, 50), "chunk_latency_p95_s": percentile(latencies, 95),
+        "closest_target_p50_m": percentile([e.closest_target for e in episodes if e.closest_target is not None], 50),
+        "closest_other_p50_m": percentile([e.closest_other for e in episodes if e.closest_other is not None], 50),
+        # episodes whose tool came nearer to another object than to the named one: the instruction not followed
+        "nearer_other": sum(1 for e in episodes if e.closest_target is not None and e.closest_other is not None
+                            and e.closest_other < e.closest_target),
         "seeds": [e.seed for e in episodes],
         "failed_seeds": [e.seed for e in episodes if not e.success],
     } | (summarize_psnr([x for e in episodes for x in e.psnr_predicted],
@@ -131,7 +138,8 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
-TABLE_HEADER = ("policy", "task", "success", "95% CI", "tts p50/p95 s", "holds", "rejected", "latency p50/p95 ms")
+TABLE_HEADER = ("policy", "task", "success", "95% CI", "tts p50/p95 s", "closest p50 cm named/other", "nearer other",
+                "holds", "rejected", "latency p50/p95 ms")
 
 
 def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -143,6 +151,8 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         rows.append((
             s["policy"], s["task"], f"{s['successes']}/{s['episodes']}", ci,
             f"{_fmt(s['time_to_success_p50_s'])}/{_fmt(s['time_to_success_p95_s'])}",
+            f"{_fmt(s.get('closest_target_p50_m'), 100, 1)}/{_fmt(s.get('closest_other_p50_m'), 100, 1)}",
+            str(s.get("nearer_other", 0)),
             str(s["holds"]), str(s["chunks_rejected"]),
             f"{_fmt(s['chunk_latency_p50_s'], 1000, 0)}/{_fmt(s['chunk_latency_p95_s'], 1000, 0)}",
         ))

@@ -61,7 +61,7 @@ from dreamzero_ros.ros.runtime import (
     stamp_to_seconds,
 )
 from dreamzero_ros.sim.robot import BASE_VELOCITY_COMPONENTS, SimRobot  # its package picks headless GL first
-from dreamzero_ros.sim.tasks import Episode, get_task, is_success, reset_episode, task_layout
+from dreamzero_ros.sim.tasks import Episode, get_task, is_success, reset_episode, task_layout, tcp_position
 from dreamzero_ros.sim.trajectory import JointTrajectory as Trajectory
 
 PARAMS = (
@@ -244,10 +244,11 @@ class SimRobotNode(Node):
                 return
             success = is_success(self.robot, episode)
             objects = {name: self.robot.body_position(name).round(4).tolist() for name in episode.objects}
+            tcp = tcp_position(self.robot).round(4).tolist()
             episode_time = self.robot.time
         state = {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction,
                  "success": success, "stamp": round(stamp, 4), "episode_time": round(episode_time, 4),
-                 "objects": objects, "pad": list(episode.pad)}
+                 "objects": objects, "target": episode.target, "tcp": tcp, "pad": list(episode.pad)}
         self._publish(self.task_pub, String(data=json.dumps(state)))
 
     # -- cameras (own thread) ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
-from dreamzero_ros.sim.tasks import get_task, sample_episode
+from dreamzero_ros.sim.tasks import REACH_DISTANCE, get_task, sample_episode
 
 pytestmark = [pytest.mark.slow, pytest.mark.every_distro]
 
@@ -48,6 +48,8 @@ def test_eval_detects_the_experts_successes_with_videos_and_the_hold_still_failu
         assert 0.3 < e["time_to_success"] < max_duration, e
         assert e["chunks"] >= 1 and all(0 < x < 2.0 for x in e["chunk_latencies"]), e
         assert e["chunks_rejected"] == 0, e
+        # success is the tool within REACH_DISTANCE of the named cube: the closest approach says so too
+        assert e["closest_target"] < REACH_DISTANCE < e["closest_other"], e
         video = tmp_path / "expert" / "reach" / f"seed_{e['seed']}"
         assert e["video"] and any((video / f"frames.{ext}").stat().st_size > 0
                                   for ext in ("mp4", "gif") if (video / f"frames.{ext}").exists()), e
@@ -60,6 +62,7 @@ def test_eval_detects_the_experts_successes_with_videos_and_the_hold_still_failu
         # a failed episode runs its whole max duration (wall clock, so allow the harness a little slack)
         assert e["time_to_success"] is None and max_duration - 0.1 < e["duration"] < max_duration + 2.0, e
         assert e["video"] is None
+        assert e["closest_target"] > REACH_DISTANCE, e  # the arm stayed at its start, out of reach
     assert not (tmp_path / "hold" / "reach" / "recording.mcap").exists()
 
 

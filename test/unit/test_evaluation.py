@@ -65,9 +65,11 @@ def test_eval_seeds_below_a_million_are_refused_unless_the_overlap_is_allowed():
         check_eval_seeds(EVAL_FIRST_SEED, 0)
 
 
-def _episode(seed: int, success: bool, tts: float | None, holds: int = 0, latencies=(), rejected: int = 0):
+def _episode(seed: int, success: bool, tts: float | None, holds: int = 0, latencies=(), rejected: int = 0,
+             closest: tuple[float | None, float | None] = (None, None)):
     return EpisodeResult("reach", seed, "touch the red cube", success, tts, tts or 5.0, holds=holds,
-                         chunks_rejected=rejected, chunk_latencies=list(latencies))
+                         chunks_rejected=rejected, chunk_latencies=list(latencies), closest_target=closest[0],
+                         closest_other=closest[1])  # fmt: skip
 
 
 def test_the_task_summary_counts_successes_times_holds_and_latencies():
@@ -90,6 +92,17 @@ def test_the_task_summary_counts_successes_times_holds_and_latencies():
     assert s["failed_seeds"] == [1_000_002]
 
 
+def test_the_closest_approaches_summarise_and_count_episodes_nearer_another_object():
+    episodes = [_episode(1, True, 1.0, closest=(0.03, 0.20)), _episode(2, False, None, closest=(0.25, 0.04)),
+                _episode(3, False, None, closest=(0.12, 0.10)), _episode(4, False, None)]  # 4: no /sim/task seen
+    s = summarize_task("policy", "reach", episodes)
+    # named: 0.03, 0.12, 0.25 -> p50 0.12; other: 0.04, 0.10, 0.20 -> p50 0.10; nearer another: seeds 2 and 3
+    assert s["closest_target_p50_m"] == pytest.approx(0.12) and s["closest_other_p50_m"] == pytest.approx(0.10)
+    assert s["nearer_other"] == 2
+    row = [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]]
+    assert row[5:7] == ["12.0/10.0", "2"]
+
+
 def test_a_summary_without_successes_or_chunks_has_no_times():
     s = summarize_task("hold", "reach", [_episode(7, False, None), _episode(8, False, None)])
     assert (s["successes"], s["time_to_success_p50_s"], s["chunk_latency_p50_s"]) == (0, None, None)
@@ -106,9 +119,10 @@ def test_the_table_has_one_aligned_row_per_summary():
     assert len({len(line) for line in lines}) == 1, "columns are aligned"
     expert, hold = (line.split("|")[1:-1] for line in lines[2:])
     # 2/2: lo = 2 / (2 + z^2) = 0.342; tts sorted 1, 2: p50 1.5, p95 1 + 0.95 = 1.95; latency p50 200 ms, p95 290
-    assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "0", "0", "200/290"]
+    assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "-/-", "0", "0", "0",
+                                           "200/290"]  # fmt: skip
     # 0/2: hi = z^2 / (2 + z^2) = 0.658
-    assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "0", "0", "-/-"]
+    assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "-/-", "0", "0", "0", "-/-"]
 
 
 # --- predicted video vs the real future -------------------------------------------------------------------------
