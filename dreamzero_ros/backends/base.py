@@ -114,6 +114,15 @@ class PolicyBackend(abc.ABC):
         return ModelChunk(units.si_to_model_actions(result.positions, result.extras), result.latency,
                           result.predicted_frames)
 
+    def checked_state(self, observation: Observation) -> np.ndarray:
+        """The observation's joint state [S] (state_joints order, SI) as float64; BackendError naming the backend
+        when its shape does not match the embodiment."""
+        state = np.asarray(observation.state, dtype=np.float64)
+        if state.shape != (len(self.embodiment.state_joints),):
+            raise BackendError(f"{self.name}: state: expected shape [{len(self.embodiment.state_joints)}], "
+                               f"got {list(state.shape)}")  # fmt: skip
+        return state
+
     def set_sim_task(self, task: dict) -> None:  # noqa: B027 - optional hook
         """The simulator's latest episode state, the /sim/task JSON decoded (task, seed, instruction, success,
         objects, pad; see nodes/sim_robot_node.py). Called only when `uses_sim_task`."""

@@ -91,10 +91,7 @@ class ExpertBackend(PolicyBackend):
 
     def infer(self, observation: Observation) -> ChunkResult:
         start = time.perf_counter()
-        state = np.asarray(observation.state, dtype=np.float64)
-        if state.shape != (len(self.embodiment.state_joints),):
-            raise BackendError(f"expert: state: expected shape [{len(self.embodiment.state_joints)}], "
-                               f"got {list(state.shape)}")
+        state = self.checked_state(observation)
         with self._lock:
             plan, t0, task = self._plan, self._t0, self._task
         if plan is None:

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from dreamzero_ros.backends.base import BackendError, ChunkResult, Observation, PolicyBackend
+from dreamzero_ros.backends.base import ChunkResult, Observation, PolicyBackend
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 
 
@@ -128,10 +128,7 @@ class ScriptedBackend(PolicyBackend):
 
     def infer(self, observation: Observation) -> ChunkResult:
         start = time.perf_counter()
-        state = np.asarray(observation.state, dtype=np.float64)
-        if state.shape != (len(self.embodiment.state_joints),):
-            raise BackendError(f"scripted: state: expected shape [{len(self.embodiment.state_joints)}], "
-                               f"got {list(state.shape)}")
+        state = self.checked_state(observation)
         with self._lock:
             if self._centre is None:
                 self._centre = self.centre_from_state(state)

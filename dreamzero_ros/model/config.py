@@ -296,16 +296,19 @@ def sim_small_config(**overrides: Any) -> WamConfig:
     """The preset `dreamzero train` trains on this 2-core CPU for the simulated tasks (docs/learning_loop_design.md).
 
     Why these sizes: issue 13's first attempt spent ~93% of its tokens and compute on video in pixel space and
-    underfit after 42 min. Here the video goes through the `tiny` 4-channel VAE on frames shrunk 4x (352x640 ->
-    88x160 -> 11x20 latents); 352 = 32 x 11 admits no 2x2 patch, so the patch is (1, 1, 4): 11x5 = 55 tokens per
-    latent frame, 110 per chunk, against 24 action + 1 state tokens (19% of a chunk's tokens instead of ~7%, and
-    the trainer weights the action loss 5x). Training cost grows with the tokens (a 4-chunk teacher-forced
-    sequence is 55 + 4 x 135 = 595 tokens); measured with benchmarks/bench_train.py. The DiT is dim 128, 4 layers,
-    4 heads of 32 (the smallest head that still splits 12/10/10 for the 3D rotary), ffn 512: ~1.5M parameters,
-    the size of the first attempt. Text: a 1-layer byte-level umT5 with a 96-byte window, which covers the DROID
-    template up to and including the instruction (the instruction starts at byte 38; the tiny preset's 16 bytes
-    never reach it). Encoders (VAE, umT5, CLIP) are frozen at their seeded initialisation, as the release keeps
-    its encoders frozen; only the DiT trains."""
+    underfit after 42 min. Here frames are shrunk 8x (352x640 -> 44x80) and go through the fixed pixel-unshuffle
+    codec (encoders.PixelUnshuffleVae): 4x4 pixel blocks -> 48 channels on an 11x20 latent grid, time-averaged per
+    causal group of 4 frames. Unlike the tiny preset's random frozen 4-channel Wan VAE, it keeps every pixel and
+    colour of the 44x80 frame, so a 6 cm cube (~3 px) stays visible to the DiT; a first run with that random VAE
+    reached the cubes' neighbourhood but 1/30 of them. 352 = 32 x 11 admits no 2x2 patch, so the patch is
+    (1, 1, 4): 11x5 = 55 tokens per latent frame, 110 per chunk, against 24 action + 1 state tokens. Training
+    cost grows with the tokens (a 4-chunk teacher-forced sequence is 55 + 4 x 135 = 595 tokens); measured with
+    benchmarks/bench_train.py. The DiT is dim 128, 4 layers, 4 heads of 32 (the smallest head that still splits
+    12/10/10 for the 3D rotary), ffn 512: ~1.6M parameters. Latent statistics: the per-channel RGB mean and std
+    of the task scenes' frames in [-1, 1], measured on generated episodes. Text: a 1-layer byte-level umT5 with a
+    96-byte window, which covers the DROID template up to and including the instruction (the instruction starts
+    at byte 38; the tiny preset's 16 bytes never reach it). Encoders (umT5, CLIP) are frozen at their seeded
+    initialisation, as the release keeps its encoders frozen; only the DiT trains."""
     base = tiny_config().replace(
         dim=128, num_layers=4, num_heads=4, ffn_dim=512, freq_dim=64, patch_size=(1, 1, 4), encoder_hidden=256,
         text_len=96, pixel_downsample=8, latent_encoder="pixel_unshuffle", latent_channels=48,
