@@ -87,6 +87,12 @@ def test_scripted_refuses_nonsense_settings():
         ScriptedBackend(DROID, home=np.zeros(3))
 
 
+def test_a_state_of_the_wrong_length_is_refused_naming_the_backend():
+    frames = np.zeros((1, 352, 640, 3), np.uint8)
+    with pytest.raises(BackendError, match=r"scripted: state: expected shape \[8\], got \[7\]"):
+        ScriptedBackend(DROID).infer(Observation(0.0, frames, np.zeros(7)))
+
+
 # --------------------------------------------------------------------------------------------
 # Local, around a fake model implementing the WorldActionModel contract
 # --------------------------------------------------------------------------------------------
