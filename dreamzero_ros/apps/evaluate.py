@@ -66,7 +66,9 @@ BACKENDS = {"checkpoint": "local", "random": "local", "expert": "expert", "hold"
 SETTLE = 0.5  # s after the reset's episode shows on /sim/task: frames rendered after it reach the inference node
 STARTUP_TIMEOUT = 180.0  # s: bringing up the nodes (torch imports, the model build) on a 2-core machine
 CHUNK_TIMEOUT = 60.0  # s for the policy's first chunk of a later episode
-ARM_TOLERANCE = math.pi  # rad: the sim reset moves the arm; see the module docstring
+#: rad: more than any simulated joint's whole range. The sim reset teleports the arm to the episode's start from
+#: wherever the last episode's policy left it (a random policy: joint 7 3.4 rad away), see the module docstring.
+ARM_TOLERANCE = 4 * math.pi
 _RESET_REPLY = re.compile(r"task=(\w+) seed=(\d+) instruction='([^']*)'")
 
 
