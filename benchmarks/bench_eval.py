@@ -5,12 +5,13 @@ as processes) for a few seeded episodes of one task and reports, over every chun
 ActionChunk.inference_latency (the inference node's ready time - the stamp of the frame the chunk was conditioned
 on: frame age when the worker took it + the backend's call + publishing), the chunks per episode, the executor's
 holds per episode (ticks with no usable chunk: where inference does not keep up) and the success count. The default
-is the tiny preset with random weights (the local backend without a checkpoint) until a trained checkpoint ships;
-`--checkpoint DIR` measures that one, `--policy expert` the pipeline without a model (the floor: frame pipeline
-and scheduling only). No videos are recorded (the recorder's CPU would count against inference).
+is the checkpoint shipped for the embodiment (checkpoints/, the `sim_small` preset); `--checkpoint DIR` measures
+another, `--policy random` the tiny preset's random weights, `--policy expert` the pipeline without a model (the
+floor: frame pipeline and scheduling only). No videos are recorded (the recorder's CPU would count against
+inference).
 
-    .venv/bin/python benchmarks/bench_eval.py                      # tiny preset, random weights, 3 reach episodes
-    .venv/bin/python benchmarks/bench_eval.py --checkpoint ckpt/sim_small --episodes 5
+    .venv/bin/python benchmarks/bench_eval.py                      # shipped checkpoint, 3 reach episodes
+    .venv/bin/python benchmarks/bench_eval.py --checkpoint out/train/checkpoint --episodes 5
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from _common import default_output, print_table, summarize, write_json
 
+from dreamzero_ros.apps.demo import SHIPPED_CHECKPOINTS
 from dreamzero_ros.apps.evaluate import EvalConfig, run_eval
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
@@ -30,19 +32,24 @@ from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--checkpoint", default="", help="checkpoint directory (default: the tiny preset, random)")
-    which.add_argument("--policy", choices=("random", "expert"), default="random")
+    which.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
+    which.add_argument("--policy", choices=("random", "expert"), default=None)
     parser.add_argument("--task", default="reach")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=EVAL_FIRST_SEED)
     parser.add_argument("--embodiment", default=DEFAULT_EMBODIMENT)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.checkpoint is None and args.policy is None:
+        shipped = SHIPPED_CHECKPOINTS.get(args.embodiment)
+        if shipped is None or not shipped.is_dir():
+            parser.error(f"no checkpoint ships for {args.embodiment}: give --checkpoint DIR or --policy")
+        args.checkpoint = str(shipped)
 
     policy = "checkpoint" if args.checkpoint else args.policy
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         cfg = EvalConfig(tasks=(args.task,), episodes=args.episodes, first_seed=args.first_seed, policy=policy,
-                         out=Path(tmp), checkpoint=args.checkpoint, embodiment=args.embodiment, video=False)
+                         out=Path(tmp), checkpoint=args.checkpoint or "", embodiment=args.embodiment, video=False)
         t0 = time.perf_counter()
         summary = run_eval(cfg, progress=lambda line: print(line, flush=True))
         wall = time.perf_counter() - t0
