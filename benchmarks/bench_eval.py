@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import default_output, print_table, summarize, write_json
 
-from dreamzero_ros.apps.demo import SHIPPED_CHECKPOINTS
+from dreamzero_ros.apps.demo import shipped_checkpoint
 from dreamzero_ros.apps.evaluate import EvalConfig, run_eval
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.checkpoint is None and args.policy is None:
-        shipped = SHIPPED_CHECKPOINTS.get(args.embodiment)
-        if shipped is None or not shipped.is_dir():
+        shipped = shipped_checkpoint(args.embodiment)
+        if shipped is None:
             parser.error(f"no checkpoint ships for {args.embodiment}: give --checkpoint DIR or --policy")
         args.checkpoint = str(shipped)
 

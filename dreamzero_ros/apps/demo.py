@@ -34,15 +34,21 @@ SHIPPED_CHECKPOINTS = {"franka_droid": REPO / "checkpoints" / "franka_droid_sim_
 DEFAULT_TASKS = {"franka_droid": "reach"}
 
 
+def shipped_checkpoint(embodiment: str) -> Path | None:
+    """The checkpoint shipped in `checkpoints/` for `embodiment`, or None when there is none (or the package runs
+    outside the source tree, which holds it)."""
+    folder = SHIPPED_CHECKPOINTS.get(embodiment)
+    return folder if folder is not None and (folder / "config.json").is_file() else None
+
+
 def resolve_demo_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """--task and --checkpoint left unset become the embodiment's task and shipped checkpoint (with the local
     backend), or no task and the tiny random weights where it has none; an explicit value is kept."""
     if args.task is None:
         args.task = DEFAULT_TASKS.get(args.embodiment, "none")
     if args.checkpoint is None:
-        shipped = SHIPPED_CHECKPOINTS.get(args.embodiment)
-        use = args.backend == "local" and shipped is not None and (shipped / "config.json").is_file()
-        args.checkpoint = str(shipped) if use else ""
+        shipped = shipped_checkpoint(args.embodiment)
+        args.checkpoint = str(shipped) if args.backend == "local" and shipped is not None else ""
     return args
 
 

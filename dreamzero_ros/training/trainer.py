@@ -288,8 +288,9 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     bar = _bar(config.steps, "training", config.progress and ctx.main, initial=start_step)
     for step in range(start_step, config.steps):
         t_step = time.perf_counter()
+        lr = learning_rate(config, step)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = lr
         batch = _batch_for(data, order, config, model.config, step, positions, chunks).to(device)
         loss, video, action = runner(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -302,7 +303,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
             dist.all_reduce(parts)
             parts /= ctx.world
         row = {"step": step + 1, "loss": float(parts[0]), "video": float(parts[1]), "action": float(parts[2]),
-               "lr": learning_rate(config, step)}  # fmt: skip
+               "lr": lr}  # fmt: skip
         losses.append(row)
         result.step_seconds.append(time.perf_counter() - t_step)
         if bar:
