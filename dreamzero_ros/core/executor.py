@@ -28,7 +28,8 @@ reset()), "error" (armed but there is nothing to command: no joint state yet).
 
 Homing (home()): its own state, entered only while disarmed and not e-stopped; each tick sends the
 point of a slow minimum-jerk path (core.homing) from the measured position to the embodiment's
-start pose, then the executor is idle again at that pose. Chunks are accepted meanwhile but never
+start pose, then the executor is idle again at that pose. A late tick pauses the path (its time
+advances at most one control period per tick), so a stall never turns into a catch-up rush. Chunks are accepted meanwhile but never
 executed; arming is refused until homing ends; disarm() cancels it (nothing more is sent) and the
 e-stop interrupts it and holds the last homing command. Arming is refused while the measured
 position of any non-effector joint is further than arm_tolerance from the last command the
@@ -395,14 +396,14 @@ class ExecutorCore:
             self.clock_jumps += 1
             self._epoch += 1
             self._resume_at = max(self._resume_at, self._last_tick)
-        self._last_tick = now
+        previous_tick, self._last_tick = self._last_tick, now
         if self._estopped:
             if self._commanded is None:
                 self._state, self._reason = "stopped", self._reason
                 return None
             return self._hold(self._reason, state="stopped")
         if self._homing is not None:
-            return self._home_tick(now)
+            return self._home_tick(now, previous_tick)
         if not self._armed:
             if self._state != "idle":
                 self._state, self._reason = "idle", "disarmed"
@@ -427,9 +428,17 @@ class ExecutorCore:
         self._state, self._reason = "running", ""
         return Command(positions, self.joint_names, extras, False, "", plan.chunk.chunk_id, row)
 
-    def _home_tick(self, now: float) -> Command:
+    def _home_tick(self, now: float, previous_tick: float | None) -> Command:
         path = self._homing
         assert path is not None and self._commanded is not None
+        # A late tick (a stalled process, a frozen VM) pauses the path rather than skipping ahead:
+        # path time advances by at most one control period per tick, so no command is further than
+        # the homing speed x dt from the one before, however long the stall. Otherwise the limiter
+        # would let the robot catch up at its full velocity limit (10x the homing speed).
+        if previous_tick is not None:
+            lag = now - max(previous_tick, path.t0) - self.dt
+            if lag > TIME_EPS:
+                path = self._homing = path.delayed(lag)
         positions = self.limiter.limit(path.positions(now), self._commanded)
         self._commanded = positions
         self._last_sent = positions

@@ -46,6 +46,10 @@ class HomingPath:
             a.flags.writeable = False
         return cls(start, goal, speed, float(t0), duration)
 
+    def delayed(self, seconds: float) -> HomingPath:
+        """The same path starting `seconds` later (a paused path resumes where it was)."""
+        return HomingPath(self.start, self.goal, self.speed, self.t0 + float(seconds), self.duration)
+
     @property
     def end(self) -> float:
         """s when the goal is reached."""

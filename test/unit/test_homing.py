@@ -86,6 +86,26 @@ def test_home_drives_to_the_start_pose_at_the_configured_speed_then_is_idle_and_
     assert core.arm(t + DT).ok
 
 
+def test_a_stalled_tick_pauses_homing_instead_of_catching_up_at_the_velocity_limit():
+    # A process stalled (or a VM frozen) for 2 s in the middle of a 3.4 s homing path: on resuming,
+    # each command is still at most the homing speed x dt from the one before, and the path takes
+    # as many ticks as without the stall: the stall is a pause, not a skip.
+    core, away = away_core()
+    assert core.home(10.0).ok
+    duration = 15 / 8 * 0.4 / SPEED[:7].min()
+    previous, t, ticks = away, 10.0, 0
+    while core.status().state == "homing":
+        t += DT + (2.0 if ticks == 10 else 0.0)
+        cmd = core.tick(t)
+        assert cmd is not None and cmd.source == "home"
+        step = np.abs(cmd.positions - previous)
+        assert np.all(step <= SPEED * DT * (1 + 1e-9)), step / DT
+        previous, ticks = cmd.positions, ticks + 1
+        assert ticks < duration / DT + 3
+    assert ticks >= duration / DT - 1
+    np.testing.assert_allclose(previous, START_POSE, atol=1e-12)
+
+
 def test_arming_is_refused_far_from_the_last_command_and_says_to_home_first():
     core, away = away_core(offset=0.0)
     core.home(10.0)
