@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--start-stride", type=int, default=None,
                        help="control steps between sample starts (default: the video stride, 3); coarser = fewer "
                             "samples, faster preparation")
+    train.add_argument("--max-start", type=int, default=None,
+                       help="latest sample start in each episode, in control steps (default: anywhere); e.g. 9 "
+                            "keeps the samples that begin with the robot at rest, where only the instruction "
+                            "says which way to go")
     train.add_argument("--action-weight", type=float, default=5.0,
                        help="weight of the action loss against the video loss (default: %(default)s)")
     train.add_argument("--decoupled-video-noise", action="store_true",
@@ -204,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.trainer import TrainConfig, train
 
     fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "decay_steps", "min_lr_ratio", "init",
-              "seed", "chunks", "start_stride",
+              "seed", "chunks", "start_stride", "max_start",
               "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
               "cache", "progress")
     try:
@@ -229,6 +233,8 @@ def _train(args: argparse.Namespace) -> int:
         rate = f", {result.samples_per_second:.2f} samples/s" if result.step_seconds else ""
         print(f"{result.steps} steps, last loss {last.get('loss', float('nan')):.4f} (action "
               f"{last.get('action', float('nan')):.4f}){rate}")
+        if result.probe is not None:
+            print(result.probe.summary())
         print(f"checkpoint -> {result.checkpoint} (loss curves: {args.out}/loss.png)")
     return 0
 

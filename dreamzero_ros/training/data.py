@@ -6,7 +6,8 @@ tokens, text embeddings), which are computed once and cached (the encoders never
 
 A sample starts at control step i of an episode (i every `start_stride` steps, default the video stride of 3; a
 coarser grid trades samples for preparation time, which the frozen VAE dominates on a CPU; i <= T - H so at least
-one chunk is real) and holds `chunks` chunks; chunk k (1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
+one chunk is real; i <= `max_start` when given, which keeps only samples that begin where the episode does, with
+the robot at rest and the instruction the only clue to where it goes) and holds `chunks` chunks; chunk k (1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
 
 * first frame: the stitched frame at step i: its VAE latent (latent frame 0 of y), its CLIP tokens, and y = the
   latents of [first frame + zero frames] (1 + 2 x context_chunks latent frames), as `WorldActionModel` builds them
@@ -185,7 +186,7 @@ class TrainingSet:
     """
 
     def __init__(self, meta: DatasetMeta, model: Any, *, chunks: int, start_stride: int | None = None,
-                 cache: Path | None = None, cache_key: str = "",
+                 max_start: int | None = None, cache: Path | None = None, cache_key: str = "",
                  progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
         config = model.config
         if not 1 <= chunks <= config.context_chunks:
@@ -206,6 +207,9 @@ class TrainingSet:
         self.start_stride = self.stride if start_stride is None else start_stride
         if self.start_stride < 1:
             raise TrainingDataError(f"start stride: expected >= 1 step, got {self.start_stride}")
+        if max_start is not None and max_start < 0:
+            raise TrainingDataError(f"max start: expected >= 0 steps, got {max_start}")
+        self.max_start = max_start
         self.space = meta.space()
         if cache is not None and cache.is_file():
             blob = torch.load(cache, weights_only=False)
@@ -246,7 +250,8 @@ class TrainingSet:
         task = int(table["task_index"][0])
         if task not in self.texts:
             raise TrainingDataError(f"episode {episode}: task_index {task} not in meta/tasks.jsonl")
-        starts = list(range(0, max(T - H, 0) + 1, self.start_stride))
+        last = max(T - H, 0) if self.max_start is None else min(max(T - H, 0), self.max_start)
+        starts = list(range(0, last + 1, self.start_stride))
 
         def clamp(step: int) -> int:
             return min(step, T - 1)
@@ -305,12 +310,13 @@ def _encode_batched(vae: Any, clips: list[torch.Tensor], batch: int = 16) -> lis
     return out
 
 
-def fingerprint(root: Path, preset: str, seed: int, chunks: int, config: dict[str, Any], start_stride: int | None = None
-                ) -> str:  # fmt: skip
+def fingerprint(root: Path, preset: str, seed: int, chunks: int, config: dict[str, Any], start_stride: int | None = None,
+                max_start: int | None = None) -> str:  # fmt: skip
     """Fingerprint of a prepared set: the dataset's metadata files and the encoders' configuration and seed."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, preset, seed, chunks, config, start_stride], sort_keys=True,
-                        default=str).encode())  # fmt: skip
+    # max_start is appended only when set, so caches prepared before it existed keep their key.
+    fields = [CACHE_VERSION, preset, seed, chunks, config, start_stride] + ([max_start] if max_start is not None else [])
+    h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for name in ("info.json", "stats.json", "episodes.jsonl", "tasks.jsonl"):
         path = root / "meta" / name
         h.update(path.read_bytes() if path.is_file() else b"")

@@ -31,14 +31,15 @@ import torch.distributed as dist
 from dreamzero_ros.model.checkpoint import save_checkpoint
 from dreamzero_ros.training.data import DatasetMeta, TrainingSet, fingerprint
 from dreamzero_ros.training.objective import Batch, FlowMatchingLoss, ObjectiveConfig, make_batch, target_chunk
+from dreamzero_ros.training.probe import ConditioningProbe, conditioning_probe
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
-RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "lr", "warmup", "decay_steps",
-                 "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise", "text_dropout",
+RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "lr", "warmup",
+                 "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise", "text_dropout",
                  "init")  # fmt: skip
 
 
@@ -60,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     chunks: int | None = None  # chunks per sample; None = the preset's context_chunks (4)
     start_stride: int | None = None  # steps between sample starts; None = the video stride (3)
+    max_start: int | None = None  # latest sample start in each episode (steps); None = anywhere
     action_weight: float = 5.0
     decoupled_video_noise: bool = False
     text_dropout: float = 0.1
@@ -99,6 +101,7 @@ class TrainResult:
     step_seconds: list[float] = field(default_factory=list)  # wall time of each step run by this call
     samples: int = 0
     prepare_seconds: float = 0.0
+    probe: ConditioningProbe | None = None  # the last save's conditioning probe (rank 0; None: no episode starts)
 
     @property
     def samples_per_second(self) -> float:
@@ -248,14 +251,17 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     # Prepared samples: rank 0 encodes (or reads the cache), the others read what it wrote.
     t0 = time.perf_counter()
     cache = Path(config.cache) if config.cache else out / "samples.pt"
-    key = fingerprint(meta.root, config.preset, config.seed, chunks, model.config.to_dict(), config.start_stride)
+    key = fingerprint(meta.root, config.preset, config.seed, chunks, model.config.to_dict(), config.start_stride,
+                      config.max_start)
     bar = _bar(len(meta.episodes), "encoding episodes", config.progress and ctx.main)
     if ctx.main:
-        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, cache=cache, cache_key=key,
+        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, max_start=config.max_start,
+                           cache=cache, cache_key=key,
                            progress=lambda n, total: bar.update(1) if bar else None)  # fmt: skip
     ctx.barrier()
     if not ctx.main:
-        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, cache=cache, cache_key=key)
+        data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, max_start=config.max_start,
+                           cache=cache, cache_key=key)
     if bar:
         bar.close()
     prepare_seconds = time.perf_counter() - t0
@@ -311,6 +317,11 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
             bar.set_postfix(loss=f"{row['loss']:.4f}", action=f"{row['action']:.4f}",
                             samples_s=f"{config.batch / result.step_seconds[-1]:.1f}")  # fmt: skip
         if ctx.main and ((step + 1) % config.save_every == 0 or step + 1 == config.steps):
+            probe = conditioning_probe(objective, data, config.objective(), device)
+            if probe is not None:
+                row.update(probe.as_row())
+                result.probe = probe
+                log.info("step %d: %s", step + 1, probe.summary())
             _save_state(state_path, config, chunks, step + 1, transformer, optimizer, losses)
             write_curves(out, losses)
     if bar:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.datasets.lerobot import LeRobotWriter, read_parquet
 from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss
+from dreamzero_ros.training.probe import conditioning_probe, sibling_tasks
 from dreamzero_ros.training.trainer import (
     STATE_FILE,
     TrainConfig,
@@ -57,7 +59,7 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train") / "ds"
     rng = np.random.default_rng(3)
     with LeRobotWriter(root, EMB) as writer:
-        for episode, text in enumerate(("touch the red cube", "lift the blue cube")):
+        for episode, text in enumerate(("touch the red cube", "touch the blue cube")):
             states = np.cumsum(rng.normal(0, 0.03, size=(T, 8)), axis=0)
             states[:, 7] = np.linspace(0.04, 0.0, T)  # the finger closes: gripper 0 -> 1 in model units
             actions = np.roll(states, -2, axis=0) + rng.normal(0, 0.005, size=(T, 8))
@@ -130,7 +132,13 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_runs_in_the_local_backend
     assert after < 0.7 * before, (before, after)
     assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
     assert (tmp_path / "run/loss.png").stat().st_size > 1000
-    assert [r["step"] for r in json.loads((tmp_path / "run/losses.json").read_text())] == list(range(1, 41))
+    rows = json.loads((tmp_path / "run/losses.json").read_text())
+    assert [r["step"] for r in rows] == list(range(1, 41))
+    # the conditioning probe ran at each save (steps 20 and 40) on the 2 episode starts, whose instructions are
+    # siblings ("touch the red cube" / "touch the blue cube")
+    assert [r["step"] for r in rows if "probe_sibling" in r and "probe_other_scene" in r] == [20, 40]
+    assert result.probe is not None and result.probe.samples == 2
+    assert rows[-1]["probe_own"] == result.probe.own
 
     backend = LocalBackend(EMB, checkpoint=result.checkpoint)
     assert not backend.space.identity
@@ -270,3 +278,51 @@ def test_init_starts_from_a_trained_checkpoints_dit_and_refuses_one_of_another_s
         init_from_checkpoint(other, tmp_path / "nowhere")
     post = train(replace(base, out=str(tmp_path / "post"), steps=1, save_every=1, init=str(trained.checkpoint)))
     assert post.losses[0]["loss"] < trained.losses[0]["loss"]  # it starts where the first run left off
+
+
+def test_siblings_are_the_instructions_that_differ_in_exactly_one_word():
+    tasks = {0: "touch the blue cube", 1: "touch the red cube", 2: "pick up the red cube", 3: "pick up the green cube",
+             4: "touch the cube", 5: "lift the red block"}
+    assert sibling_tasks(tasks) == {0: 1, 1: 0, 2: 3, 3: 2}
+    assert sibling_tasks({0: "a red", 1: "a green", 2: "a blue"}) == {0: 1, 1: 2, 2: 0}  # the next one, cyclically
+    assert sibling_tasks({0: "touch the red cube"}) == {}
+
+
+def test_the_conditioning_probe_sees_no_difference_where_an_input_cannot_reach_the_dit(base, prepared):
+    meta, model, data = prepared
+    cpu = torch.device("cpu")
+    probe = conditioning_probe(FlowMatchingLoss(model.transformer, base.objective(), model.config), data,
+                               base.objective(), cpu)  # fmt: skip
+    assert probe is not None and probe.samples == 2  # one episode start per episode, both with a sibling
+    # the tiny preset's 16-byte text window ends before the colour word (byte 38 of the DROID template): deaf to it
+    assert probe.own == probe.sibling and probe.negative != probe.own
+    # random weights see the first frame through self-attention: the other episode's scene changes the loss
+    assert probe.other_scene is not None and probe.other_scene != probe.own
+    # ... unless both scenes are the same: then only the scene was swapped (actions, state and text are the own)
+    same = [replace(s) for s in data.samples]
+    for s in same:
+        s.first, s.y, s.image = same[0].first, same[0].y, same[0].image
+    view = SimpleNamespace(meta=meta, samples=same, texts=data.texts, negative_text=data.negative_text)
+    twins = conditioning_probe(FlowMatchingLoss(model.transformer, base.objective(), model.config), view,
+                               base.objective(), cpu)  # fmt: skip
+    assert twins.other_scene == twins.own and twins.ratio(twins.other_scene) == 1.0
+
+    # a 96-byte window (sim_small's) reaches the colour: through the cross-attention a sibling changes the loss
+    wide = build_model(replace(base, overrides={"patch_size": PATCH, "text_len": 96}), meta, cpu)
+
+    def encode(text: str) -> torch.Tensor:
+        return wide.text_encoder.encode(text).float().cpu()[0]
+
+    view = SimpleNamespace(meta=meta, samples=data.samples, negative_text=encode(wide.config.negative_prompt),
+                           texts={i: encode(EMB.format_prompt(t)) for i, t in meta.tasks.items()})
+    objective = FlowMatchingLoss(wide.transformer, base.objective(), wide.config)
+    heard = conditioning_probe(objective, view, base.objective(), cpu)
+    assert heard.own != heard.sibling and heard.own != heard.negative
+    assert objective.training  # the probe leaves the module as it found it
+    # a DiT whose text projection outputs zeros for any text: the three text variants agree to the bit
+    with torch.no_grad():
+        wide.transformer.condition_embedder.text_embedder.linear_2.weight.zero_()
+        wide.transformer.condition_embedder.text_embedder.linear_2.bias.zero_()
+    deaf = conditioning_probe(objective, view, base.objective(), cpu)
+    assert deaf.own == deaf.sibling == deaf.negative and deaf.ratio(deaf.sibling) == 1.0
+    assert "x1.000 with a sibling instruction" in deaf.summary()

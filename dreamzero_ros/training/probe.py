@@ -1,0 +1,123 @@
+"""Does a model read its instruction and its scene? The conditioning probe `dreamzero train` logs at each save.
+
+This module owns one diagnostic. On samples that start an episode (the robot at rest: before any motion hints at
+the target, only the instruction and the scene say where to go), the action loss of the first chunk (no context):
+
+* with each sample's own instruction and scene;
+* with a sibling instruction, one that differs from its own in exactly one word (the same task naming another
+  object: "touch the red cube" vs "touch the green cube");
+* with another episode's scene (its first frame and CLIP tokens) and the sample's own instruction and actions;
+* with the negative prompt.
+
+A model that follows instructions has a clearly higher loss with the sibling than with its own instruction; one
+that looks where the objects are, with another scene. A ratio of 1.0 means the model ignores that input, however
+low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dreamzero_ros.training.objective import FlowMatchingLoss, ObjectiveConfig, make_batch
+
+
+@dataclass(frozen=True)
+class ConditioningProbe:
+    """Action velocity MSE of the first chunk on `samples` episode starts, per input given (see the module).
+    sibling: None when no instruction has a sibling; other_scene: None with a single episode start."""
+
+    own: float
+    sibling: float | None
+    other_scene: float | None
+    negative: float
+    samples: int
+
+    def ratio(self, value: float | None) -> float | None:
+        """value / own: 1.0 = the swapped input is ignored; higher = the model reads it."""
+        if value is None:
+            return None
+        return value / self.own if self.own > 0 else float("inf")
+
+    def as_row(self) -> dict[str, float]:
+        row = {"probe_own": self.own, "probe_negative": self.negative}
+        if self.sibling is not None:
+            row["probe_sibling"] = self.sibling
+        if self.other_scene is not None:
+            row["probe_other_scene"] = self.other_scene
+        return row
+
+    def summary(self) -> str:
+        parts = [f"x{self.ratio(v):.3f} with {what}" for v, what in
+                 ((self.sibling, "a sibling instruction"), (self.other_scene, "another episode's scene"),
+                  (self.negative, "the negative prompt")) if v is not None]  # fmt: skip
+        return f"probe on {self.samples} episode starts: action MSE {self.own:.4f}; " + ", ".join(parts)
+
+
+def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:
+    """{task index: the next task (cyclically, in index order) whose text differs from it in exactly one word}.
+    Tasks without such a sibling are left out."""
+    words = {i: text.split() for i, text in tasks.items()}
+    order = sorted(tasks)
+    out = {}
+    for n, i in enumerate(order):
+        for m in range(1, len(order)):
+            j = order[(n + m) % len(order)]
+            a, b = words[i], words[j]
+            if len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1:
+                out[i] = j
+                break
+    return out
+
+
+@torch.no_grad()
+def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config: ObjectiveConfig,
+                       device: torch.device, count: int = 64, seed: int = 1234) -> ConditioningProbe | None:  # fmt: skip
+    """The probe (module docstring) on the first `count` samples of `data` (a `TrainingSet`) that start at step 0;
+    None when there are none. Text dropout is off for it. Sample n's other scene is sample n + 1's (cyclically)."""
+    samples = [s for s in data.samples if s.start == 0][:count]
+    if not samples:
+        return None
+    siblings = sibling_tasks(data.meta.tasks)
+    others = []
+    for n, sample in enumerate(samples):
+        other = samples[(n + 1) % len(samples)]
+        swapped = copy.copy(sample)
+        swapped.first, swapped.y, swapped.image = other.first, other.y, other.image
+        others.append(swapped)
+    config = ObjectiveConfig(objective_config.action_weight, objective_config.decoupled_video_noise, 0.0)
+    model_config = objective.model_config
+    was_training = objective.training
+    objective.eval()
+
+    def loss(group: list[Any], first: int, text: torch.Tensor | None = None) -> float:
+        batch = make_batch(data, group, list(range(first, first + len(group))), k=1, seed=seed, step=0,
+                           config=config, max_action_dim=model_config.max_action_dim,
+                           max_state_dim=model_config.max_state_dim).to(device)  # fmt: skip
+        if text is not None:
+            batch.text = text.to(device)
+        return float(objective(batch)[2]) * len(group)
+
+    totals = {"own": 0.0, "sibling": 0.0, "other_scene": 0.0, "negative": 0.0}
+    try:
+        for n in range(0, len(samples), 16):
+            group = samples[n : n + 16]
+            totals["own"] += loss(group, n)
+            totals["negative"] += loss(group, n, torch.stack([data.negative_text] * len(group)))
+            totals["other_scene"] += loss(others[n : n + 16], n)
+            if siblings and all(s.task in siblings for s in group):
+                totals["sibling"] += loss(group, n, torch.stack([data.texts[siblings[s.task]] for s in group]))
+    finally:
+        objective.train(was_training)
+    count = len(samples)
+    with_siblings = bool(siblings) and all(s.task in siblings for s in samples)
+    return ConditioningProbe(
+        own=totals["own"] / count,
+        sibling=totals["sibling"] / count if with_siblings else None,
+        other_scene=totals["other_scene"] / count if count > 1 else None,
+        negative=totals["negative"] / count,
+        samples=count,
+    )
