@@ -168,6 +168,19 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(base, tmp_path):
         assert torch.equal(tensor, b["transformer"][name]), name
 
 
+def test_max_start_keeps_the_samples_that_begin_in_the_first_steps_and_has_its_own_cache_key(prepared):
+    meta, model, data = prepared
+    early = TrainingSet(meta, model, chunks=2, max_start=4)
+    # starts every 3 steps up to step 4: 0 and 3 of each episode's 0, 3, 6
+    assert [(s.episode, s.start) for s in early.samples] == [(e, i) for e in (0, 1) for i in (0, 3)]
+    full = {(s.episode, s.start): s for s in data.samples}
+    for sample in early.samples:
+        assert torch.equal(sample.actions, full[(sample.episode, sample.start)].actions)
+    config = model.config.to_dict()
+    assert fingerprint(meta.root, "tiny", 0, 2, config, None, 4) != fingerprint(meta.root, "tiny", 0, 2, config)
+    assert fingerprint(meta.root, "tiny", 0, 2, config, None, None) == fingerprint(meta.root, "tiny", 0, 2, config)
+
+
 def test_bad_datasets_are_refused_naming_the_file(dataset, prepared, tmp_path, capsys):
     from dreamzero_ros.apps.cli import main
 
@@ -176,6 +189,8 @@ def test_bad_datasets_are_refused_naming_the_file(dataset, prepared, tmp_path, c
         TrainingSet(meta, model, chunks=5)
     with pytest.raises(TrainingDataError, match=r"start stride: expected >= 1 step, got 0"):
         TrainingSet(meta, model, chunks=2, start_stride=0)
+    with pytest.raises(TrainingDataError, match=r"max start: expected >= 0 steps, got -1"):
+        TrainingSet(meta, model, chunks=2, max_start=-1)
 
     broken = tmp_path / "ds"
     shutil.copytree(dataset / "meta", broken / "meta")
