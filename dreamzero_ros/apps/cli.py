@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--noise", type=float, default=0.0,
                           help="rad of Gaussian noise on the executed arm targets (perturbed demonstrations; "
                                "the recorded actions stay the expert's) (default: %(default)s)")
+    generate.add_argument("--every-colour", action="store_true",
+                          help="per seed, one episode naming each cube colour in turn: the same scene and start "
+                               "pose, only the instruction differs (3x the episodes)")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     export = sub.add_parser("export", help="MCAP recording of a run (sim or real robot) -> LeRobot dataset")
@@ -180,7 +183,7 @@ def _dataset(args: argparse.Namespace) -> int:
             from dreamzero_ros.datasets.generate import generate
 
             report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
-                              action_noise=args.noise, overwrite=args.overwrite,
+                              action_noise=args.noise, every_colour=args.every_colour, overwrite=args.overwrite,
                               progress=lambda line: print(line, flush=True))
             for task, n in report.written.items():
                 print(f"{task}: {n} episodes written, expert failed on seeds {report.failed[task] or 'none'}")

@@ -3,7 +3,9 @@
 Each (task, seed) episode is reset through `sim.tasks.reset_episode`, solved by `sim.expert.ScriptedExpert`
 with every camera rendered at its source size each control step, and written by `LeRobotWriter` if the task's
 predicate held (failed demonstrations are skipped and counted, as the release filters DROID's failures).
-Seeds run from `first_seed`; keep evaluation seeds disjoint from them.
+Seeds run from `first_seed`; keep evaluation seeds disjoint from them. With `every_colour`, each seed gives one
+episode per cube colour, the same scene and start pose with each cube named in turn, so that only the
+instruction tells their actions apart.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def generate(
     *,
     first_seed: int = 0,
     action_noise: float = 0.0,
+    every_colour: bool = False,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> GenerateReport:
@@ -40,11 +43,12 @@ def generate(
 
     action_noise: std (rad) of noise on the executed arm targets, the recorded actions staying the expert's
     (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
+    every_colour: per seed, one episode naming each cube colour in turn (`sim.tasks.sample_episode`'s colour).
     """
     import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
     from dreamzero_ros.sim.expert import ScriptedExpert, rollout
     from dreamzero_ros.sim.robot import SimRobot
-    from dreamzero_ros.sim.tasks import get_task, reset_episode, task_layout
+    from dreamzero_ros.sim.tasks import COLOURS, get_task, reset_episode, task_layout
 
     for task in tasks:
         get_task(task)  # unknown names fail before any work
@@ -57,10 +61,12 @@ def generate(
         for task in tasks:
             report.written[task] = 0
             report.failed[task] = []
-            for seed in range(first_seed, first_seed + episodes):
-                episode = reset_episode(robot, task, seed)
+            colours = list(COLOURS) if every_colour else [None]
+            for seed, colour in ((s, c) for s in range(first_seed, first_seed + episodes) for c in colours):
+                episode = reset_episode(robot, task, seed, colour)
+                noise_seed = seed if colour is None else seed * len(colours) + colours.index(colour)
                 result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names,
-                                 action_noise=action_noise, noise_seed=seed)
+                                 action_noise=action_noise, noise_seed=noise_seed)
                 if not result.success:
                     report.failed[task].append(seed)
                     continue

@@ -172,11 +172,26 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(p - (a + t * ab)))
 
 
-def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int) -> Episode:
-    """The episode `seed` of `task`: pure function of (task, seed), no simulator needed.
+def _placement_valid(xy: np.ndarray, pad: np.ndarray, colours: list[str], colour: str) -> bool:
+    """The pad is far enough from the `colour` cube and the push lane from that cube to the pad is clear."""
+    target = xy[colours.index(colour)]
+    if np.linalg.norm(pad - target) < MIN_PAD_DISTANCE:
+        return False
+    others = [xy[i] for i, c in enumerate(colours) if c != colour]
+    # The push starts behind the cube, so the lane begins a cube and a finger behind it.
+    direction = (pad - target) / np.linalg.norm(pad - target)
+    lane_start = target - direction * (CUBE_HALF + 0.05)
+    return not any(_segment_distance(o, lane_start, pad) < PUSH_LANE for o in others)
+
+
+def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: str | None = None) -> Episode:
+    """The episode `seed` of `task`: pure function of (task, seed, colour), no simulator needed.
 
     Cubes are drawn in the workspace at least `MIN_OBJECT_GAP` apart; the pad at least `MIN_PAD_DISTANCE` from
     the named cube (and clear of the others), with the push lane from the cube to the pad free of other cubes.
+    colour: name this cube instead of the seed's own draw. The placement is then one that is valid whichever cube
+    is named, so the episodes of one seed with each colour share their scene and start pose and differ only in
+    the instruction (and in what the expert does).
     """
     spec = get_task(task)
     rig = rig_for(embodiment)
@@ -184,7 +199,11 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int) -> Episod
         raise ValueError(f"episode seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
     colours = list(COLOURS)
-    colour = colours[int(rng.integers(len(colours)))]
+    drawn = colours[int(rng.integers(len(colours)))]  # drawn even when overridden: the same stream after it
+    if colour is not None and colour not in colours:
+        raise ValueError(f"colour must be one of {colours}, got {colour!r}")
+    named = [drawn] if colour is None else colours  # whose placement constraints must hold
+    colour = drawn if colour is None else colour
     lo = np.array([WORKSPACE_X[0], WORKSPACE_Y[0]])
     hi = np.array([WORKSPACE_X[1], WORKSPACE_Y[1]])
     for _ in range(10_000):
@@ -192,16 +211,8 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int) -> Episod
         pad = rng.uniform(lo, hi)
         if min(np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)) < MIN_OBJECT_GAP:
             continue
-        target = xy[colours.index(colour)]
-        if np.linalg.norm(pad - target) < MIN_PAD_DISTANCE:
-            continue
-        others = [xy[i] for i, c in enumerate(colours) if c != colour]
-        # The push starts behind the cube, so the lane begins a cube and a finger behind it.
-        direction = (pad - target) / np.linalg.norm(pad - target)
-        lane_start = target - direction * (CUBE_HALF + 0.05)
-        if any(_segment_distance(o, lane_start, pad) < PUSH_LANE for o in others):
-            continue
-        break
+        if all(_placement_valid(xy, pad, colours, c) for c in named):
+            break
     else:  # pragma: no cover - the workspace is large enough that this never happens
         raise RuntimeError(f"{task} seed {seed}: no valid object placement found")
     home = home_pose(embodiment)
@@ -218,9 +229,10 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int) -> Episod
     )
 
 
-def reset_episode(robot: SimRobot, task: str, seed: int) -> Episode:
-    """Reset `robot` (built from `task_layout`) to episode `seed` of `task`; returns the episode."""
-    episode = sample_episode(robot.embodiment, task, seed)
+def reset_episode(robot: SimRobot, task: str, seed: int, colour: str | None = None) -> Episode:
+    """Reset `robot` (built from `task_layout`) to episode `seed` of `task` (naming `colour`, see
+    `sample_episode`); returns the episode."""
+    episode = sample_episode(robot.embodiment, task, seed, colour)
     missing = [name for name in (*episode.objects, PAD_NAME) if name not in _body_names(robot)]
     if missing:
         raise ValueError(

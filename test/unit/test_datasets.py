@@ -268,6 +268,23 @@ def test_the_expert_generator_writes_successful_demonstrations_with_a_frame_per_
     np.testing.assert_allclose(table["action"][:, 7], 1.0, atol=1e-6)
 
 
+def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_path) -> None:
+    pytest.importorskip("mujoco")
+    from dreamzero_ros.datasets.generate import generate
+
+    report = generate(tmp_path, EMB, ["reach"], 1, first_seed=7, every_colour=True)
+    assert report.written == {"reach": 3} and report.failed == {"reach": []}
+    episodes = read_jsonl(tmp_path / "meta/episodes.jsonl")
+    assert sorted(e["tasks"][0] for e in episodes) == [f"touch the {c} cube" for c in ("blue", "green", "red")]
+    tables = [read_parquet(tmp_path / f"data/chunk-000/episode_{i:06d}.parquet") for i in range(3)]
+    starts = [np.asarray(t["observation.state"][0]) for t in tables]
+    np.testing.assert_array_equal(starts[0], starts[1])
+    np.testing.assert_array_equal(starts[0], starts[2])
+    # ... and the expert goes three different ways from there: its last targets are centimetres apart
+    ends = np.array([np.asarray(t["action"][-1])[:7] for t in tables])
+    assert min(np.abs(ends[i] - ends[j]).max() for i in range(3) for j in range(i + 1, 3)) > 0.05
+
+
 def test_dreamzero_export_exits_2_naming_a_missing_recording(tmp_path, capsys) -> None:
     from dreamzero_ros.apps.cli import main
 

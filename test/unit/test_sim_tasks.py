@@ -61,6 +61,20 @@ def test_an_episode_is_a_pure_function_of_task_and_seed_and_respects_the_placeme
             assert np.linalg.norm(np.array(e.pad) - np.array(e.objects[e.target])) >= MIN_PAD_DISTANCE
 
 
+def test_naming_a_colour_keeps_the_seeds_scene_and_start_with_every_cube_a_valid_target() -> None:
+    colours = ("red", "green", "blue")
+    for task in TASKS:
+        for seed in range(4):
+            episodes = [sample_episode(EMB, task, seed, colour) for colour in colours]
+            for colour, e in zip(colours, episodes, strict=True):
+                assert e.colour == colour and f"the {colour} cube" in e.instruction and e.target.startswith(colour)
+                assert e.objects == episodes[0].objects and e.pad == episodes[0].pad and e.start == episodes[0].start
+                # the pad keeps its distance from whichever cube is named
+                assert np.linalg.norm(np.array(e.pad) - np.array(e.objects[e.target])) >= MIN_PAD_DISTANCE
+    with pytest.raises(ValueError, match="colour must be one of .*got 'purple'"):
+        sample_episode(EMB, "reach", 0, "purple")
+
+
 def test_bad_task_names_and_seeds_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unknown task 'stack'"):
         sample_episode(EMB, "stack", 0)
