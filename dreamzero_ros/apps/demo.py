@@ -217,6 +217,8 @@ def _progress(elapsed: float, latest: dict) -> str:
 
 
 def _print_summary(summary: dict, out: Path) -> None:
+    from dreamzero_ros.runs.report import GAP_PERIODS
+
     def fmt(value, scale: float = 1.0, unit: str = "") -> str:
         return "n/a" if value is None else f"{value * scale:.3g}{unit}"
 
@@ -233,7 +235,8 @@ def _print_summary(summary: dict, out: Path) -> None:
           f"{fmt(summary.get('latency_p95_s'), 1000, ' ms')}")
     print(f"  control rate        {fmt(summary.get('control_rate_hz'), unit=' Hz')} "
           f"(target {fmt(summary.get('control_rate_target_hz'), unit=' Hz')}, "
-          f"period p99 {fmt(summary.get('period_p99_s'), 1000, ' ms')})")
+          f"period p99 {fmt(summary.get('period_p99_s'), 1000, ' ms')}; {summary.get('command_gaps')} pauses "
+          f"over {GAP_PERIODS} periods, left out of the rate: resets between episodes, or stalls)")
     print(f"  holds               {summary.get('holds')}")
     print(f"  rejected chunks     {summary.get('chunks_rejected')}")
     print(f"  tracking error      rms {fmt(max(rms) if rms else None)} / max {fmt(max(worst) if worst else None)} "

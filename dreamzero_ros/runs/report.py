@@ -40,6 +40,8 @@ NO_PREDICTION_TEXT = "no predicted video"
 CHUNK_TOPIC, PREDICTED_VIDEO_TOPIC = resolve(_CHUNK), resolve(_VIDEO)
 STATUS_TOPIC, STITCHED_TOPIC = resolve(_STATUS), resolve(_STITCHED)
 
+GAP_PERIODS = 5  # control periods without a command that count as a pause in commanding, not a slow tick
+
 
 class ReportError(ValueError):
     """A recording cannot be reported on; the message names the file, topic and what was wrong."""
@@ -277,7 +279,11 @@ def tracking_error(run: RunData) -> dict[str, dict[str, float | None]]:
 def summarize(run: RunData, embodiment: EmbodimentConfig) -> dict[str, Any]:
     """The summary dict of an already loaded run (see `summary`)."""
     periods = np.diff(run.command_t)
-    span = run.command_t[-1] - run.command_t[0] if len(run.command_t) > 1 else 0.0
+    # The rate while commanding: a pause of more than GAP_PERIODS control periods is the executor disarmed
+    # (between episodes, before arming), not a slow loop. Such gaps are counted apart; the period percentiles
+    # still see every period, so a real stall shows there.
+    gap = periods > GAP_PERIODS * embodiment.control.dt
+    active = periods[~gap]
     status = run.executor_status or {}
     return {
         "embodiment": embodiment.name,
@@ -289,7 +295,8 @@ def summarize(run: RunData, embodiment: EmbodimentConfig) -> dict[str, Any]:
         "commands": len(run.command_t),
         "commands_unparsed": run.commands_unparsed,
         "control_rate_target_hz": embodiment.control.rate_hz,
-        "control_rate_hz": _num((len(run.command_t) - 1) / span) if span > 0 else None,
+        "control_rate_hz": _num(len(active) / float(active.sum())) if active.sum() > 0 else None,
+        "command_gaps": int(gap.sum()),
         "period_p50_s": _num(float(np.percentile(periods, 50))) if len(periods) else None,
         "period_p99_s": _num(float(np.percentile(periods, 99))) if len(periods) else None,
         "executor_state": status.get("state"),

@@ -46,6 +46,9 @@ def test_the_default_demo_runs_the_shipped_checkpoint_on_reach_episodes_and_repo
     counts = topic_counts(out / "recording.mcap")
     assert counts.get(PREDICTED_TOPIC, 0) >= counts.get(CHUNK_TOPIC, 0) >= 2, counts  # a plan per chunk
     assert summary["chunks_rejected"] == 0 and summary["video"], summary
+    # the rate while commanding, whatever the pause between the episodes (the reset)
+    rate = load_embodiment("franka_droid").control.rate_hz
+    assert abs(summary["control_rate_hz"] - rate) / rate < 0.1, summary
 
 
 def test_the_demo_without_a_task_runs_the_tiny_model_in_the_sim_and_leaves_a_recording_report_and_video(tmp_path):
@@ -76,3 +79,4 @@ def test_the_demo_without_a_task_runs_the_tiny_model_in_the_sim_and_leaves_a_rec
     assert summary["chunks"] == counts[CHUNK_TOPIC]
     assert summary["chunks_rejected"] == 0
     assert abs(summary["control_rate_hz"] - cfg.control.rate_hz) / cfg.control.rate_hz < 0.05, summary
+    assert summary["command_gaps"] == 0, summary  # one free-running stretch: no pause in commanding

@@ -107,7 +107,7 @@ def test_summary_numbers_match_the_synthetic_run(run):
     rank = 0.95 * (len(ordered) - 1)
     assert s["latency_p95_s"] == pytest.approx(ordered[1] + (rank - 1) * (ordered[2] - ordered[1]))
     assert s["commands"] == round(3.0 * RATE) and s["commands_unparsed"] == 0
-    assert s["control_rate_hz"] == pytest.approx(RATE, rel=0.01)
+    assert s["control_rate_hz"] == pytest.approx(RATE, rel=0.01) and s["command_gaps"] == 0
     assert s["period_p50_s"] == pytest.approx(1 / RATE, rel=1e-6)
     assert s["period_p99_s"] == pytest.approx(1 / RATE, rel=1e-6)
     assert (s["holds"], s["chunks_rejected"], s["chunks_dropped"]) == (5, 1, 2)
@@ -222,6 +222,21 @@ def test_every_command_interface_is_read_in_action_joint_order(name, tmp_path):
     assert s["control_rate_hz"] == pytest.approx(emb.control.rate_hz, rel=1e-6)
     got = [s["tracking_error"][j]["max"] for j in emb.action_joints]
     assert got == pytest.approx(list(offset), abs=1e-9)
+
+
+def test_the_control_rate_leaves_out_pauses_between_episodes_but_the_period_percentiles_keep_them(tmp_path):
+    # Two episodes of 30 commands at 15 Hz with a 3 s reset between them (the executor disarmed): the loop ran
+    # at 15 Hz, not at 59 / (2 x 29 / 15 + 3) = 8.6 Hz; the one pause is counted as a gap and is the longest period.
+    path = tmp_path / "episodes.mcap"
+    times = [k / RATE for k in range(30)] + [29 / RATE + 3.0 + k / RATE for k in range(30)]
+    with McapWriter(path) as w:
+        for t in times:
+            w.write_message(EMB.command.topic, Float64MultiArray(data=list(START)), _ns(t))
+    s = summary(path, EMB)
+    assert s["commands"] == 60 and s["command_gaps"] == 1
+    assert s["control_rate_hz"] == pytest.approx(RATE, rel=1e-6)
+    assert s["period_p50_s"] == pytest.approx(1 / RATE, rel=1e-6)
+    assert s["period_p99_s"] > 1 / RATE
 
 
 @pytest.mark.parametrize("frame_id", ["", "a", "ab", "abc", "wrist_camera_link"])
