@@ -7,7 +7,8 @@ tokens, text embeddings), which are computed once and cached (the encoders never
 A sample starts at control step i of an episode (i every `start_stride` steps, default the video stride of 3; a
 coarser grid trades samples for preparation time, which the frozen VAE dominates on a CPU; i <= T - H so at least
 one chunk is real; i <= `max_start` when given, which keeps only samples that begin where the episode does, with
-the robot at rest and the instruction the only clue to where it goes) and holds `chunks` chunks; chunk k (1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
+the robot at rest and the instruction the only clue to where it goes) and holds `chunks` chunks; chunk k
+(1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
 
 * first frame: the stitched frame at step i: its VAE latent (latent frame 0 of y), its CLIP tokens, and y = the
   latents of [first frame + zero frames] (1 + 2 x context_chunks latent frames), as `WorldActionModel` builds them
