@@ -30,8 +30,8 @@ Homing (home()): its own state, entered only while disarmed and not e-stopped; e
 point of a slow minimum-jerk path (core.homing) from the measured position to the embodiment's
 start pose, then the executor is idle again at that pose. A late tick pauses the path (its time
 advances at most one control period per tick), so a stall never turns into a catch-up rush.
-Chunks are accepted meanwhile but never executed; arming is refused until homing ends; disarm() cancels it (nothing more is sent) and the
-e-stop interrupts it and holds the last homing command. Arming is refused while the measured
+Chunks are accepted meanwhile but never executed; arming is refused until homing ends; disarm()
+cancels it (nothing more is sent) and the e-stop interrupts it and holds the last homing command. Arming is refused while the measured
 position of any non-effector joint is further than arm_tolerance from the last command the
 executor sent (policy, hold or homing), so a robot that was moved, or never reached its command,
 is homed before the policy runs from it. Effector joints are not checked: a grasped object keeps
