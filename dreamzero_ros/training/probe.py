@@ -82,6 +82,7 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
     if not samples:
         return None
     siblings = sibling_tasks(data.meta.tasks)
+    with_siblings = all(s.task in siblings for s in samples)
     others = []
     for n, sample in enumerate(samples):
         other = samples[(n + 1) % len(samples)]
@@ -108,12 +109,11 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
             totals["own"] += loss(group, n)
             totals["negative"] += loss(group, n, torch.stack([data.negative_text] * len(group)))
             totals["other_scene"] += loss(others[n : n + 16], n)
-            if siblings and all(s.task in siblings for s in group):
+            if with_siblings:
                 totals["sibling"] += loss(group, n, torch.stack([data.texts[siblings[s.task]] for s in group]))
     finally:
         objective.train(was_training)
     count = len(samples)
-    with_siblings = bool(siblings) and all(s.task in siblings for s in samples)
     return ConditioningProbe(
         own=totals["own"] / count,
         sibling=totals["sibling"] / count if with_siblings else None,

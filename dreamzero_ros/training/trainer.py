@@ -39,8 +39,8 @@ STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
 RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "lr", "warmup",
-                 "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise", "text_dropout",
-                 "init")  # fmt: skip
+                 "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise",
+                 "text_dropout", "init")  # fmt: skip
 
 
 @dataclass

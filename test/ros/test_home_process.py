@@ -42,9 +42,12 @@ EVERY_SAMPLE = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=2000, reliab
 AWAY = START_POSE + np.array([0.4, 0.3, 0.0, 0.3, 0.0, -0.3, 0.0, -0.02])
 
 
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dreamzero_ros.apps.cli", *args]
+
+
 def _dreamzero(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", *args], env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_cli(*args), env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
 
 
 def _push_away(probe, pub, joints, target: np.ndarray) -> None:
@@ -78,10 +81,11 @@ def test_dreamzero_home_reaches_the_start_pose_never_faster_than_the_configured_
 
     started = time.monotonic()
     for _ in range(20):  # like an operator: the executor refuses until its own first joint state
-        cli = subprocess.Popen([sys.executable, "-m", "dreamzero_ros.apps.cli", "home", "--timeout", "60"],
-                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cli = subprocess.Popen(_cli("home", "--timeout", "60"), env=dict(os.environ), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
         # Freeze the executor a second into the path (once it is homing), then let it go on.
-        homing_seen = wait_until(lambda c=cli: c.poll() is not None or sum(t > started for t, _ in list(commands)) > 15, 60)
+        homing_seen = wait_until(
+            lambda c=cli: c.poll() is not None or sum(t > started for t, _ in list(commands)) > 15, 60)
         if homing_seen and cli.poll() is None:
             os.kill(executor.pid, signal.SIGSTOP)
             time.sleep(FREEZE)
