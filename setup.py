@@ -36,6 +36,7 @@ setup(
         *_share_tree("launch"),
         *_share_tree("config"),
         *_share_tree("urdf"),
+        *_share_tree("checkpoints"),  # the demo's trained checkpoints, found next to config/
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],

@@ -23,16 +23,16 @@ from pathlib import Path
 
 from _common import default_output, print_table, summarize, write_json
 
-from dreamzero_ros.apps.demo import shipped_checkpoint
 from dreamzero_ros.apps.evaluate import EvalConfig, run_eval
-from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT
+from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, load_embodiment, resolve_checkpoint
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
+    which.add_argument("--checkpoint", default=None,
+                       help="checkpoint directory (default: the embodiment's demo checkpoint, shipped in checkpoints/)")
     which.add_argument("--policy", choices=("random", "expert"), default=None)
     parser.add_argument("--task", default="reach")
     parser.add_argument("--episodes", type=int, default=3)
@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.checkpoint is None and args.policy is None:
-        shipped = shipped_checkpoint(args.embodiment)
+        shipped = load_embodiment(args.embodiment).demo.checkpoint
         if shipped is None:
             parser.error(f"no checkpoint ships for {args.embodiment}: give --checkpoint DIR or --policy")
-        args.checkpoint = str(shipped)
+        args.checkpoint = str(resolve_checkpoint(shipped))
 
     policy = "checkpoint" if args.checkpoint else args.policy
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:

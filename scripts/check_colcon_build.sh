@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the README's robot build (colcon, both package paths) where ROS 2 comes from the PyPI wheels
 # instead of apt, and check what it installs: the node executables and `dreamzero` import from the
-# install space, share/ holds the configs, URDFs and launch file, ament_index finds the package.
+# install space, share/ holds the configs, URDFs, launch file and the demo's checkpoint, ament_index finds the package.
 #   scripts/check_colcon_build.sh [WORKDIR]     (default: a new temp dir; kept for inspection)
 # Env: DZ_COLCON_VENV reuses a venv that already has the ROS wheels, colcon and the robot deps.
 # What it cannot run here (no apt ROS index): rosdep install, and `ros2 launch` (no launch wheels).
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import dreamzero_ros
 from ament_index_python.packages import get_package_share_directory
-from dreamzero_ros.core.embodiment import available_embodiments, config_dir
+from dreamzero_ros.core.embodiment import available_embodiments, config_dir, load_embodiment, resolve_checkpoint
 
 install = Path(dreamzero_ros.__file__).resolve()
 assert "/install/dreamzero_ros/" in str(install), f"dreamzero_ros imported from {install}, not the install space"
@@ -58,6 +58,9 @@ share = Path(get_package_share_directory("dreamzero_ros"))
 assert config_dir() == share / "config", (config_dir(), share)
 assert (share / "launch" / "dreamzero.launch.py").is_file()
 urdfs = sorted(p.name for p in (share / "urdf").glob("*.urdf"))
+demo_checkpoint = resolve_checkpoint(load_embodiment("franka_droid").demo.checkpoint)
+assert demo_checkpoint == share / "checkpoints" / "franka_droid_sim_small", demo_checkpoint
+assert (demo_checkpoint / "model.safetensors").is_file()
 eps = [ep for ep in md.entry_points(group="console_scripts") if ep.value.startswith("dreamzero_ros.")]
 for ep in eps:
     ep.load()
@@ -65,7 +68,8 @@ for ep in eps:
 import dreamzero_msgs.msg  # noqa: E402,F401
 
 print(f"[check_colcon_build] dreamzero_ros from {install.parent}")
-print(f"[check_colcon_build] share: {share}; embodiments {available_embodiments()}; urdf {urdfs}")
+print(f"[check_colcon_build] share: {share}; embodiments {available_embodiments()}; urdf {urdfs}; "
+      f"demo checkpoint {demo_checkpoint}")
 assert {ep.name for ep in eps} >= {"camera_stitcher", "action_executor", "inference", "sim_robot", "recorder",
                                    "dreamzero"}, sorted(ep.name for ep in eps)
 EOF

@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "checkpoint": None})  # fmt: skip
     demo.add_argument("--task", default=None, choices=["reach", "push", "lift", "none"],
                       help="simulated task whose seeded episodes the demo runs, or none (the plain scene and "
-                           "--instruction for --duration s); default: reach for franka_droid, none elsewhere. The "
-                           "checkpoint defaults to the one shipped for the embodiment (checkpoints/), if any")
+                           "--instruction for --duration s); default: the embodiment YAML's demo.task (reach for "
+                           "franka_droid), none without one. The checkpoint defaults to its demo.checkpoint "
+                           "(shipped in checkpoints/), the tiny random weights without one")
     demo.add_argument("--episodes", type=int, default=3, help="episodes of the task (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=1_000_000,
                       help="seed of the first episode (default: %(default)s, outside the training seeds)")
@@ -186,7 +187,7 @@ def _dataset(args: argparse.Namespace) -> int:
                               action_noise=args.noise, every_colour=args.every_colour, overwrite=args.overwrite,
                               progress=lambda line: print(line, flush=True))
             for task, n in report.written.items():
-                print(f"{task}: {n} episodes written, expert failed on seeds {report.failed[task] or 'none'}")
+                print(f"{task}: {n} episodes written, expert failed on {report.failures(task)}")
             print(f"{report.frames} frames in {report.seconds:.1f} s -> {args.out}")
         else:
             from dreamzero_ros.datasets.export import export_mcap

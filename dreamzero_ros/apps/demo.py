@@ -5,12 +5,15 @@ processes in a private ROS domain and drives it through the same services an ope
 stops everything and writes the report (summary, report.png, the stitched-vs-predicted video) next
 to the MCAP recording. Two modes:
 
-- a task (the default for franka_droid: `reach`, with the checkpoint shipped in `checkpoints/`):
-  the simulator starts seeded episodes of the task; each gets its instruction, the policy's first
-  chunk, the armed executor, and success from the task's predicate, as `dreamzero eval` runs them;
-- `--task none` (the default for embodiments without a task or shipped checkpoint): the scene is
-  the plain table, the instruction goes out once, the robot homes to the start pose and the loop
-  runs for `--duration` seconds.
+- a task: the simulator starts seeded episodes of the task; each gets its instruction, the
+  policy's first chunk, the armed executor, and success from the task's predicate, as `dreamzero
+  eval` runs them;
+- `--task none`: the scene is the plain table, the instruction goes out once, the robot homes to
+  the start pose and the loop runs for `--duration` seconds.
+
+Left unset, --task and --checkpoint come from the embodiment YAML's `demo:` section (franka_droid:
+`reach` with the checkpoint shipped in `checkpoints/`); without one, `--task none` and the tiny
+preset's random weights.
 """
 
 from __future__ import annotations
@@ -27,33 +30,38 @@ from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.ros.names import STATUS_TOPIC
 
 STARTUP_TIMEOUT = 90.0  # s: importing torch and building the model on a 2-core machine
-REPO = Path(__file__).resolve().parents[2]
-#: the checkpoint `dreamzero train` made for each embodiment with a simulated task (README: the learning loop)
-SHIPPED_CHECKPOINTS = {"franka_droid": REPO / "checkpoints" / "franka_droid_sim_small"}
-#: the demo's task per embodiment when --task is not given
-DEFAULT_TASKS = {"franka_droid": "reach"}
-
-
-def shipped_checkpoint(embodiment: str) -> Path | None:
-    """The checkpoint shipped in `checkpoints/` for `embodiment`, or None when there is none (or the package runs
-    outside the source tree, which holds it)."""
-    folder = SHIPPED_CHECKPOINTS.get(embodiment)
-    return folder if folder is not None and (folder / "config.json").is_file() else None
 
 
 def resolve_demo_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """--task and --checkpoint left unset become the embodiment's task and shipped checkpoint (with the local
-    backend), or no task and the tiny random weights where it has none; an explicit value is kept."""
+    """--task and --checkpoint left unset come from the embodiment's `demo:` section (the checkpoint only with the
+    local backend); an explicit value is kept. Raises ConfigError or FileNotFoundError naming what is wrong."""
+    from dreamzero_ros.core.embodiment import ConfigError, load_embodiment, resolve_checkpoint
+
+    embodiment = load_embodiment(args.embodiment)
+    demo = embodiment.demo
     if args.task is None:
-        args.task = DEFAULT_TASKS.get(args.embodiment, "none")
+        args.task = demo.task
+        if demo.task != "none":
+            from dreamzero_ros.sim.tasks import get_task  # imports mujoco, which a task demo runs anyway
+
+            try:
+                get_task(demo.task)
+            except ValueError as exc:
+                raise ConfigError(embodiment.source, "demo.task", str(exc)) from None
     if args.checkpoint is None:
-        shipped = shipped_checkpoint(args.embodiment)
-        args.checkpoint = str(shipped) if args.backend == "local" and shipped is not None else ""
+        use_shipped = args.backend == "local" and demo.checkpoint is not None
+        args.checkpoint = str(resolve_checkpoint(demo.checkpoint)) if use_shipped else ""
     return args
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    args = resolve_demo_defaults(args)
+    from dreamzero_ros.core.embodiment import ConfigError
+
+    try:
+        args = resolve_demo_defaults(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mcap_path = out / "recording.mcap"
@@ -173,12 +181,9 @@ def _drive_task(args: argparse.Namespace, group, episodes: list) -> int:
 
     harness = Harness(group, args.embodiment, arm=True)
     try:
-        for i in range(args.episodes):
-            result, _ = harness.episode(args.seed + i, first=i == 0)
+        for i, (result, _) in enumerate(harness.run(args.seed, args.episodes)):
             episodes.append(result)
-            how = f"success in {result.time_to_success:.1f} s" if result.success else \
-                f"failure (not done in {result.duration:.1f} s)"
-            print(f"  episode {i + 1}/{args.episodes} seed {result.seed} '{result.instruction}': {how}", flush=True)
+            print(f"  episode {i + 1}/{args.episodes} {result.line()}", flush=True)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -152,6 +152,18 @@ class HomeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DemoConfig:
+    """What `dreamzero demo` runs on this embodiment when the command line does not say."""
+
+    task: str  # a built-in simulator task (sim/tasks.py), or "none" for the free-running loop
+    checkpoint: str | None  # a folder name under checkpoints/ or a path; None: the tiny preset's random weights
+
+
+#: an embodiment without a `demo:` section: the free-running loop with random weights
+NO_DEMO = DemoConfig(task="none", checkpoint=None)
+
+
+@dataclass(frozen=True, slots=True)
 class EmbodimentConfig:
     name: str
     source: str  # path of the YAML it was loaded from (for messages)
@@ -168,6 +180,7 @@ class EmbodimentConfig:
     command: CommandConfig
     prompt_template: str
     home: HomeConfig | None = None  # None: the YAML has no `home:` section (homing is refused)
+    demo: DemoConfig = NO_DEMO  # the YAML's `demo:` section
 
     @property
     def state_joints(self) -> tuple[str, ...]:
@@ -354,7 +367,7 @@ def read_urdf_links(path: Path) -> set[str]:
 
 _TOP_KEYS = (
     "name", "urdf", "cameras", "stitch", "video", "control", "state", "action", "extra_actions",
-    "effectors", "joint_limits", "command", "prompt_template", "home",
+    "effectors", "joint_limits", "command", "prompt_template", "home", "demo",
 )
 _CHUNK_TOLERANCE = 1e-6
 
@@ -380,6 +393,21 @@ def config_dir() -> Path:
 
 def urdf_dir() -> Path:
     return config_dir().parent / "urdf"
+
+
+def checkpoints_dir() -> Path:
+    """The checkpoints that ship with the package, next to config/ (source tree or installed share/)."""
+    return config_dir().parent / "checkpoints"
+
+
+def resolve_checkpoint(name_or_path: str) -> Path:
+    """A shipped checkpoint's folder name (under `checkpoints_dir()`) or a path -> the checkpoint folder; raises
+    FileNotFoundError naming where it looked when that folder has no config.json."""
+    text = str(name_or_path)
+    folder = Path(text).expanduser() if "/" in text or text.startswith(("~", ".")) else checkpoints_dir() / text
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"checkpoint {text!r}: no config.json in {folder}")
+    return folder
 
 
 def available_embodiments() -> list[str]:
@@ -417,7 +445,7 @@ def load_embodiment(name_or_path: str | Path) -> EmbodimentConfig:
 
 def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConfig:
     r = _Reader(source)
-    top = r.mapping(raw, "", _TOP_KEYS, tuple(k for k in _TOP_KEYS if k not in ("extra_actions", "effectors", "home")))
+    top = r.mapping(raw, "", _TOP_KEYS, tuple(k for k in _TOP_KEYS if k not in ("extra_actions", "effectors", "home", "demo")))
     name = r.string(top["name"], "name")
 
     urdf_name = r.string(top["urdf"], "urdf")
@@ -486,6 +514,7 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
     home = None
     if top.get("home") is not None:
         home = _parse_home(r, top["home"], tuple(j for g in action for j in g.joints), limits)
+    demo = _parse_demo(r, top["demo"]) if top.get("demo") is not None else NO_DEMO
     return EmbodimentConfig(
         name=name,
         source=source,
@@ -502,6 +531,7 @@ def parse_embodiment(raw: Any, *, source: str, base_dir: Path) -> EmbodimentConf
         command=command,
         prompt_template=template,
         home=home,
+        demo=demo,
     )
 
 
@@ -720,3 +750,10 @@ def _parse_home(r: _Reader, value: Any, action_joints: tuple[str, ...], limits: 
     if scale > 1.0:
         raise r.fail("home.velocity_scale", f"expected a fraction of the velocity limits in (0, 1], got {scale}")
     return HomeConfig(pose=pose, velocity_scale=scale)
+
+
+def _parse_demo(r: _Reader, value: Any) -> DemoConfig:
+    m = r.mapping(value, "demo", ("task", "checkpoint"), ("task",))
+    task = r.string(m["task"], "demo.task")
+    checkpoint = m.get("checkpoint")
+    return DemoConfig(task=task, checkpoint=None if checkpoint is None else r.string(checkpoint, "demo.checkpoint"))

@@ -14,6 +14,7 @@ from dreamzero_ros.core.embodiment import (
     check_checkpoint_timing,
     config_dir,
     load_embodiment,
+    resolve_checkpoint,
 )
 
 EMBODIMENTS = ("franka_droid", "agibot_g1", "yam")
@@ -149,6 +150,9 @@ MALFORMED = [
     ("extra limits count", "agibot_g1", _set("extra_actions.0.limits", [[-1, 1]]), r"extra_actions\[0\]\.limits",
      "expected 2"),
     ("missing urdf", "franka_droid", _set("urdf", "no_such_robot.urdf"), "urdf", "not found"),
+    ("demo without task", "franka_droid", _set("demo.task", _DELETE), r"demo\.task", "missing required field"),
+    ("demo unknown key", "franka_droid", _set("demo.weights", "x"), "demo.weights", "unknown key"),
+    ("demo empty checkpoint", "franka_droid", _set("demo.checkpoint", ""), "demo.checkpoint", "non-empty string"),
 ]
 
 
@@ -186,3 +190,31 @@ def test_a_checkpoint_with_other_chunk_timing_is_refused_naming_both_values():
         check_checkpoint_timing(g1, horizon=24, control_rate_hz=15.0, video_fps=5.0, source="ckpt/b")
     # values a checkpoint does not state are not checked
     check_checkpoint_timing(load_embodiment("yam"), horizon=24, source="own save")
+
+
+def test_the_demo_section_names_a_task_and_a_checkpoint_that_ships_and_defaults_to_the_free_loop():
+    franka = load_embodiment("franka_droid").demo
+    assert (franka.task, franka.checkpoint) == ("reach", "franka_droid_sim_small")
+    shipped = resolve_checkpoint(franka.checkpoint)
+    assert shipped == config_dir().parent / "checkpoints" / "franka_droid_sim_small"
+    assert (shipped / "experiment_cfg" / "metadata.json").is_file()
+    for name in ("agibot_g1", "yam"):  # no `demo:` section
+        assert (load_embodiment(name).demo.task, load_embodiment(name).demo.checkpoint) == ("none", None)
+
+
+def test_a_checkpoint_name_is_found_next_to_an_installed_config_and_a_missing_one_names_where_it_looked(
+        tmp_path, monkeypatch):
+    import dreamzero_ros.core.embodiment as embodiment
+
+    share = tmp_path / "share" / "dreamzero_ros"
+    (share / "config").mkdir(parents=True)
+    (share / "checkpoints" / "arm_small").mkdir(parents=True)
+    (share / "checkpoints" / "arm_small" / "config.json").write_text("{}")
+    monkeypatch.setattr(embodiment, "config_dir", lambda: share / "config")
+    assert resolve_checkpoint("arm_small") == share / "checkpoints" / "arm_small"
+    assert resolve_checkpoint(str(share / "checkpoints" / "arm_small")) == share / "checkpoints" / "arm_small"
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint 'arm_large': no config.json in {share}/checkpoints/arm_large"):
+        resolve_checkpoint("arm_large")
+    (share / "checkpoints" / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="checkpoint 'empty': no config.json"):
+        resolve_checkpoint("empty")
