@@ -22,7 +22,11 @@ from dreamzero_ros.datasets.lerobot import LeRobotWriter
 @dataclass
 class GenerateReport:
     written: dict[str, int] = field(default_factory=dict)  # task -> episodes written
-    failed: dict[str, list[int]] = field(default_factory=dict)  # task -> seeds the expert failed
+    failed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # task -> (seed, colour named) failed
+
+    def failures(self, task: str) -> str:
+        """The episodes of `task` the expert failed, as `seed 3 (red), seed 7 (blue)`, or `none`."""
+        return ", ".join(f"seed {seed} ({colour})" for seed, colour in self.failed[task]) or "none"
     frames: int = 0
     seconds: float = 0.0
 
@@ -68,7 +72,7 @@ def generate(
                 result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names,
                                  action_noise=action_noise, noise_seed=noise_seed)
                 if not result.success:
-                    report.failed[task].append(seed)
+                    report.failed[task].append((seed, episode.colour))
                     continue
                 writer.add_episode(result.states, result.actions, result.frames, episode.instruction, success=True)
                 report.written[task] += 1

@@ -273,7 +273,7 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     from dreamzero_ros.datasets.generate import generate
 
     report = generate(tmp_path, EMB, ["reach"], 1, first_seed=7, every_colour=True)
-    assert report.written == {"reach": 3} and report.failed == {"reach": []}
+    assert report.written == {"reach": 3} and report.failed == {"reach": []} and report.failures("reach") == "none"
     episodes = read_jsonl(tmp_path / "meta/episodes.jsonl")
     assert sorted(e["tasks"][0] for e in episodes) == [f"touch the {c} cube" for c in ("blue", "green", "red")]
     tables = [read_parquet(tmp_path / f"data/chunk-000/episode_{i:06d}.parquet") for i in range(3)]
@@ -283,6 +283,14 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     # ... and the expert goes three different ways from there: its last targets are centimetres apart
     ends = np.array([np.asarray(t["action"][-1])[:7] for t in tables])
     assert min(np.abs(ends[i] - ends[j]).max() for i in range(3) for j in range(i + 1, 3)) > 0.05
+
+
+def test_a_failed_expert_episode_is_reported_by_seed_and_named_colour() -> None:
+    from dreamzero_ros.datasets.generate import GenerateReport
+
+    report = GenerateReport(failed={"reach": [(3, "red"), (3, "blue")], "lift": []})
+    assert report.failures("reach") == "seed 3 (red), seed 3 (blue)"
+    assert report.failures("lift") == "none"
 
 
 def test_dreamzero_export_exits_2_naming_a_missing_recording(tmp_path, capsys) -> None:
