@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,11 @@ class Harness:
                     raise EvalError(f"could not {'arm' if armed else 'disarm'} the executor: {exc}") from exc
                 self.op.spin_until(lambda: False, 0.2)
 
+    def run(self, first_seed: int, count: int) -> Iterator[tuple[EpisodeResult, tuple[float, float]]]:
+        """`count` episodes from `first_seed`, as the simulator's resets go through its seeds: see `episode`."""
+        for i in range(count):
+            yield self.episode(first_seed + i, first=i == 0)
+
     def episode(self, expected_seed: int, first: bool) -> tuple[EpisodeResult, tuple[float, float]]:
         """Reset the simulator to its next episode (which must be `expected_seed`) and run it: the result and
         the (start, end) of its closed loop (s, ROS time)."""
@@ -295,16 +301,10 @@ def run_task(cfg: EvalConfig, task: str, env: dict[str, str], progress: Any = pr
     harness = None
     try:
         harness = Harness(group, cfg.embodiment, arm=cfg.policy != "hold")
-        for i in range(cfg.episodes):
-            result, window = harness.episode(cfg.first_seed + i, first=i == 0)
+        for result, window in harness.run(cfg.first_seed, cfg.episodes):
             results.append(result)
             windows.append(window)
-            tts = "-" if result.time_to_success is None else f"{result.time_to_success:.2f} s"
-            near = "-" if result.closest_target is None else f"{100 * result.closest_target:.1f}"
-            other = "-" if result.closest_other is None else f"{100 * result.closest_other:.1f}"
-            progress(f"  {task} seed {result.seed}: {'success' if result.success else 'failure'} "
-                     f"(time to success {tts}, closest {near} cm named / {other} cm other, holds {result.holds}, "
-                     f"chunks {len(result.chunk_latencies)}) '{result.instruction}'")
+            progress(f"  {task} {result.line()}")
     finally:
         if harness is not None:
             harness.close()

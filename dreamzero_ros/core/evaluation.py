@@ -102,6 +102,15 @@ class EpisodeResult:
         out["chunks"] = len(self.chunk_latencies)
         return out
 
+    def line(self) -> str:
+        """The episode in one line, as `dreamzero eval` and the demo print it when it ends."""
+        outcome = f"success in {self.time_to_success:.2f} s" if self.success and self.time_to_success is not None \
+            else "failure"
+        near = "-" if self.closest_target is None else f"{100 * self.closest_target:.1f}"
+        other = "-" if self.closest_other is None else f"{100 * self.closest_other:.1f}"
+        return (f"seed {self.seed} '{self.instruction}': {outcome} (closest {near} cm named / {other} cm other, "
+                f"holds {self.holds}, chunks {len(self.chunk_latencies)})")
+
 
 def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
                    predicted_video: bool = False) -> dict[str, Any]:

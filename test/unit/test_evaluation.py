@@ -103,6 +103,14 @@ def test_the_closest_approaches_summarise_and_count_episodes_nearer_another_obje
     assert row[5:7] == ["12.0/10.0", "2"]
 
 
+def test_an_episode_prints_as_one_line_with_its_outcome_and_closest_approaches():
+    done = _episode(5, True, 1.234, closest=(0.031, 0.2))
+    assert done.line() == ("seed 5 'touch the red cube': success in 1.23 s (closest 3.1 cm named / 20.0 cm other, "
+                           f"holds {done.holds}, chunks {len(done.chunk_latencies)})")
+    unseen = _episode(6, False, None)
+    assert unseen.line().startswith("seed 6 'touch the red cube': failure (closest - cm named / - cm other")
+
+
 def test_a_summary_without_successes_or_chunks_has_no_times():
     s = summarize_task("hold", "reach", [_episode(7, False, None), _episode(8, False, None)])
     assert (s["successes"], s["time_to_success_p50_s"], s["chunk_latency_p50_s"]) == (0, None, None)
