@@ -6,7 +6,8 @@ the target, only the instruction and the scene say where to go), the action loss
 * with each sample's own instruction and scene;
 * with a sibling instruction, one that differs from its own in exactly one word (the same task naming another
   object: "touch the red cube" vs "touch the green cube");
-* with another episode's scene (its first frame and CLIP tokens) and the sample's own instruction and actions;
+* with another scene (the first frame and CLIP tokens of the next episode start that shows a different one; the
+  episodes of one seed in a `--every-colour` dataset share theirs) and the sample's own instruction and actions;
 * with the negative prompt.
 
 A model that follows instructions has a clearly higher loss with the sibling than with its own instruction; one
@@ -28,7 +29,7 @@ from dreamzero_ros.training.objective import FlowMatchingLoss, ObjectiveConfig, 
 @dataclass(frozen=True)
 class ConditioningProbe:
     """Action velocity MSE of the first chunk on `samples` episode starts, per input given (see the module).
-    sibling: None when no instruction has a sibling; other_scene: None with a single episode start."""
+    sibling: None when no instruction has a sibling; other_scene: None when every episode start shows one scene."""
 
     own: float
     sibling: float | None
@@ -73,19 +74,31 @@ def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:
     return out
 
 
+def scene_partners(firsts: list[torch.Tensor]) -> list[int | None]:
+    """For each episode start (its first-frame latent), the index of the next one, cyclically, whose first frame
+    differs: the scene it borrows. None where every start shows the same scene."""
+    out: list[int | None] = []
+    for n, first in enumerate(firsts):
+        others = ((n + m) % len(firsts) for m in range(1, len(firsts)))
+        out.append(next((j for j in others if not torch.equal(firsts[j], first)), None))
+    return out
+
+
 @torch.no_grad()
 def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config: ObjectiveConfig,
                        device: torch.device, count: int = 64, seed: int = 1234) -> ConditioningProbe | None:  # fmt: skip
     """The probe (module docstring) on the first `count` samples of `data` (a `TrainingSet`) that start at step 0;
-    None when there are none. Text dropout is off for it. Sample n's other scene is sample n + 1's (cyclically)."""
+    None when there are none. Text dropout is off for it. A sample's other scene is its `scene_partners` one."""
     samples = [s for s in data.samples if s.start == 0][:count]
     if not samples:
         return None
     siblings = sibling_tasks(data.meta.tasks)
     with_siblings = all(s.task in siblings for s in samples)
+    partners = scene_partners([s.first for s in samples])
+    with_scenes = all(p is not None for p in partners)
     others = []
-    for n, sample in enumerate(samples):
-        other = samples[(n + 1) % len(samples)]
+    for sample, partner in zip(samples, partners, strict=True):
+        other = samples[partner] if partner is not None else sample
         swapped = copy.copy(sample)
         swapped.first, swapped.y, swapped.image = other.first, other.y, other.image
         others.append(swapped)
@@ -108,7 +121,8 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
             group = samples[n : n + 16]
             totals["own"] += loss(group, n)
             totals["negative"] += loss(group, n, torch.stack([data.negative_text] * len(group)))
-            totals["other_scene"] += loss(others[n : n + 16], n)
+            if with_scenes:
+                totals["other_scene"] += loss(others[n : n + 16], n)
             if with_siblings:
                 totals["sibling"] += loss(group, n, torch.stack([data.texts[siblings[s.task]] for s in group]))
     finally:
@@ -117,7 +131,7 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
     return ConditioningProbe(
         own=totals["own"] / count,
         sibling=totals["sibling"] / count if with_siblings else None,
-        other_scene=totals["other_scene"] / count if count > 1 else None,
+        other_scene=totals["other_scene"] / count if with_scenes else None,
         negative=totals["negative"] / count,
         samples=count,
     )
