@@ -268,7 +268,9 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
 
     transformer = model.transformer
     if config.init and saved is None:
-        init_from_checkpoint(transformer, Path(config.init))
+        init_from_checkpoint(transformer, Path(config.init),
+                             frozen={"text_encoder": model.text_encoder, "image_encoder": model.image_encoder,
+                                     "vae": model.vae})  # fmt: skip
     transformer.train()
     for module in (model.vae, model.text_encoder, model.image_encoder):
         if module is not None:
@@ -335,18 +337,29 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     return result
 
 
-def init_from_checkpoint(transformer: torch.nn.Module, folder: Path) -> None:
+def init_from_checkpoint(transformer: torch.nn.Module, folder: Path,
+                         frozen: dict[str, torch.nn.Module | None] | None = None) -> None:  # fmt: skip
     """Copy a released-layout checkpoint's DiT weights into `transformer` (post-training from a trained model).
     Every weight must be there with the same shape: a checkpoint of another size or embodiment is refused, naming
-    the first weights that differ."""
+    the first weights that differ.
+
+    frozen: this run's frozen encoders by component name ("text_encoder", "image_encoder", "vae"). Each must equal
+    the checkpoint's, or the DiT would go on training on inputs other than those it learnt from: their seeded
+    weights differ with --seed, and the prepared samples hold their outputs."""
     from dreamzero_ros.model.checkpoint import CheckpointError
     from dreamzero_ros.model.config import ModelConfigError
     from dreamzero_ros.model.wam import WorldActionModel
 
     try:
-        source = WorldActionModel.from_checkpoint(folder).transformer.state_dict()
+        loaded = WorldActionModel.from_checkpoint(folder)
     except (CheckpointError, ModelConfigError) as exc:
         raise ValueError(f"--init {folder}: cannot load the checkpoint ({exc})") from exc
+    for name, module in (frozen or {}).items():
+        theirs = getattr(loaded, name)
+        if (module is None) != (theirs is None) or module is not None and not _same_weights(module, theirs):
+            raise ValueError(f"--init {folder}: its {name} differs from this run's (frozen encoders are seeded by "
+                             "--seed: post-train with the seed that made the checkpoint)")
+    source = loaded.transformer.state_dict()
     target = transformer.state_dict()
     missing = sorted(set(target) - set(source))
     shapes = sorted(k for k in set(target) & set(source) if source[k].shape != target[k].shape)
@@ -356,6 +369,12 @@ def init_from_checkpoint(transformer: torch.nn.Module, folder: Path) -> None:
         raise ValueError(f"--init {folder}: its DiT does not fit the preset's ({detail})")
     transformer.load_state_dict({k: source[k] for k in target})
     log.info("DiT weights from %s", folder)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    mine, theirs = a.state_dict(), b.state_dict()
+    return mine.keys() == theirs.keys() and all(
+        torch.equal(mine[k].float().cpu(), theirs[k].float().cpu()) for k in mine)
 
 
 def _check_resume(saved: dict[str, Any], config: TrainConfig, chunks: int, path: Path) -> None:

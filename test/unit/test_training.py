@@ -293,6 +293,14 @@ def test_init_starts_from_a_trained_checkpoints_dit_and_refuses_one_of_another_s
         init_from_checkpoint(other, tmp_path / "nowhere")
     post = train(replace(base, out=str(tmp_path / "post"), steps=1, save_every=1, init=str(trained.checkpoint)))
     assert post.losses[0]["loss"] < trained.losses[0]["loss"]  # it starts where the first run left off
+    # another --seed draws other frozen encoders: the DiT would train on text and images it never saw
+    seeded = build_model(replace(base, seed=1), DatasetMeta.read(base.dataset), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"--init .*: its text_encoder differs from this run's .*--seed"):
+        init_from_checkpoint(seeded.transformer, trained.checkpoint,
+                             frozen={"text_encoder": seeded.text_encoder, "image_encoder": seeded.image_encoder})
+    same = build_model(base, DatasetMeta.read(base.dataset), torch.device("cpu"))
+    init_from_checkpoint(same.transformer, trained.checkpoint, frozen={
+        "text_encoder": same.text_encoder, "image_encoder": same.image_encoder, "vae": same.vae})
 
 
 def test_siblings_are_the_instructions_that_differ_in_exactly_one_word():
