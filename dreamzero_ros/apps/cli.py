@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--min-lr-ratio", type=float, default=0.1,
                        help="the learning rate at --decay-steps over --lr (default: %(default)s)")
     train.add_argument("--init", default=None, metavar="CHECKPOINT",
-                       help="start from this checkpoint's DiT weights (post-training; same preset and embodiment)")
+                       help="start from this checkpoint's DiT weights (post-training; same preset, embodiment and --seed: the seed draws the frozen encoders)")
     train.add_argument("--seed", type=int, default=0, help="weights, sample order and noise (default: %(default)s)")
     train.add_argument("--chunks", type=int, default=None,
                        help="chunks per sample, i.e. up to chunks-1 clean context chunks (default: the preset's 4)")
