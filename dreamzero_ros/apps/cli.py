@@ -7,7 +7,6 @@ Subcommands import what they need lazily, so `dreamzero status` does not load to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -209,25 +208,15 @@ def _dataset(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.data import TrainingDataError
-    from dreamzero_ros.training.trainer import TrainConfig, train
+    from dreamzero_ros.training.trainer import TrainConfig, parse_overrides, train
 
     fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "decay_steps", "min_lr_ratio", "init",
               "seed", "chunks", "start_stride", "max_start",
               "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
               "cache", "progress")
     try:
-        overrides = {}
-        for item in args.override:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--override {item!r}: expected FIELD=JSON, e.g. num_layers=6")
-            try:
-                overrides[name] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"--override {item!r}: the value is not JSON ({exc})") from exc
-        if "patch_size" in overrides:
-            overrides["patch_size"] = tuple(overrides["patch_size"])
-        result = train(TrainConfig(**{name: getattr(args, name) for name in fields}, overrides=overrides))
+        result = train(TrainConfig(**{name: getattr(args, name) for name in fields},
+                                   overrides=parse_overrides(args.override)))
     except (TrainingDataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

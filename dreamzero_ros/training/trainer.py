@@ -178,6 +178,22 @@ class _Order:
         return int(self._perms[epoch][within])
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--override FIELD=JSON` arguments -> WamConfig fields over the preset's; ValueError naming a malformed one."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--override {item!r}: expected FIELD=JSON, e.g. num_layers=6")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--override {item!r}: the value is not JSON ({exc})") from exc
+    if "patch_size" in overrides:
+        overrides["patch_size"] = tuple(overrides["patch_size"])
+    return overrides
+
+
 def build_model(config: TrainConfig, meta: DatasetMeta, device: torch.device) -> Any:
     """The preset's WorldActionModel sized for the dataset's embodiment, random weights seeded by config.seed."""
     from dreamzero_ros.model.wam import WorldActionModel

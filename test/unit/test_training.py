@@ -35,6 +35,7 @@ from dreamzero_ros.training.trainer import (
     fixed_loss,
     init_from_checkpoint,
     learning_rate,
+    parse_overrides,
     train,
 )
 
@@ -301,6 +302,15 @@ def test_init_starts_from_a_trained_checkpoints_dit_and_refuses_one_of_another_s
     same = build_model(base, DatasetMeta.read(base.dataset), torch.device("cpu"))
     init_from_checkpoint(same.transformer, trained.checkpoint, frozen={
         "text_encoder": same.text_encoder, "image_encoder": same.image_encoder, "vae": same.vae})
+
+
+def test_overrides_are_json_values_by_field_and_a_malformed_one_is_named():
+    assert parse_overrides(["num_layers=6", "patch_size=[1, 1, 4]", "negative_prompt=\"blur\""]) == {
+        "num_layers": 6, "patch_size": (1, 1, 4), "negative_prompt": "blur"}
+    with pytest.raises(ValueError, match="--override 'num_layers': expected FIELD=JSON"):
+        parse_overrides(["num_layers"])
+    with pytest.raises(ValueError, match="--override 'dim=wide': the value is not JSON"):
+        parse_overrides(["dim=wide"])
 
 
 def test_siblings_are_the_instructions_that_differ_in_exactly_one_word():
