@@ -6,8 +6,8 @@ target becomes a table position, the same for all rows of the chunk: the cube of
 (`--target red`: seeing), or the cube the instruction names (`--target named`: seeing and binding the word). The
 DiT trains on the objective `dreamzero train` uses; every `--eval-every` steps it is judged on held-out seeds by
 the R^2 of its one-step prediction at t = 1 (noise in, noise - velocity out: the conditional mean), with each
-start's own scene and with another seed's. R^2 1 = exact, 0 = the mean position; answering the centroid of the
-three cubes scores ~1/3 on `named`. docs/learning_loop_design.md ("Fourth look") has the figures.
+start's own scene and with another seed's, and by how often the target cube is the one nearest to the prediction.
+R^2 1 = exact, 0 = the mean position; answering the centroid of the three cubes scores ~1/3 on `named`. docs/learning_loop_design.md ("Fourth look") has the figures.
 
     .venv/bin/python scripts/grounding_check.py --dataset DS --first-seed 5000 --target named --steps 1500 \
         --init checkpoints/franka_droid_sim_small [--override num_layers=8] [--save STATE.pt] [--json OUT.json]
@@ -68,19 +68,20 @@ def main() -> None:
 
     colours = list(COLOURS)
     horizon, action_dim = data.samples[0].actions.shape[1:]
-    seeds = {}
+    seeds, cubes = {}, {}  # id(sample) -> its seed, and every cube's scaled position [3, 2]
     for sample in data.samples:
         seed, colour = args.first_seed + sample.episode // len(colours), colours[sample.episode % len(colours)]
         if colour not in meta.tasks[sample.task].split():
             raise SystemExit(f"episode {sample.episode} says {meta.tasks[sample.task]!r}, not {colour}: not an "
                              "every-colour dataset from --first-seed, or an episode is missing")
         episode = sample_episode(meta.embodiment, args.task, seed, colour)
-        x, y = episode.objects[cube_name(colour if args.target == "named" else args.target)]
+        scaled = {c: [(episode.objects[cube_name(c)][i] - WORKSPACE_CENTRE[i]) / WORKSPACE_HALF[i] for i in (0, 1)]
+                  for c in colours}  # fmt: skip
         target = torch.zeros(1, horizon, action_dim)
-        target[0, :, 0] = (x - WORKSPACE_CENTRE[0]) / WORKSPACE_HALF[0]
-        target[0, :, 1] = (y - WORKSPACE_CENTRE[1]) / WORKSPACE_HALF[1]
+        target[0, :, :2] = torch.tensor(scaled[colour if args.target == "named" else args.target])
         sample.actions = target
         seeds[id(sample)] = seed
+        cubes[id(sample)] = torch.tensor([scaled[c] for c in colours])
     last = max(seeds.values())
     train = [s for s in data.samples if seeds[id(s)] <= last - args.held_seeds]
     held = [s for s in data.samples if seeds[id(s)] > last - args.held_seeds]
@@ -96,8 +97,9 @@ def main() -> None:
                           max_action_dim=mc.max_action_dim, max_state_dim=mc.max_state_dim)  # fmt: skip
 
     @torch.no_grad()
-    def r2() -> tuple[float, float]:
-        """Held-out R^2 of the t = 1 prediction of the position, with the own scenes and with others'."""
+    def r2() -> tuple[float, float, float]:
+        """Held-out R^2 of the t = 1 prediction of the position, with the own scenes and with others'; and how often
+        the target cube is the one nearest to the prediction (chance: 1/3)."""
         objective.eval()
         noise = torch.Generator().manual_seed(7)
         z = mc.latent_channels
@@ -121,12 +123,17 @@ def main() -> None:
                 out.append((chunk["actions"] - velocity.float())[..., :2].mean(1))
             truth.append(torch.stack([s.actions[0, 0, :2] for s in group]))
         objective.train()
-        t = torch.cat(truth)
+        t, predicted = torch.cat(truth), torch.cat(own)
         total = float(((t - t.mean(0)) ** 2).sum())
-        return tuple(1.0 - float(((torch.cat(p) - t) ** 2).sum()) / total for p in (own, other))
+        scenes = torch.stack([cubes[id(s)] for s in held])  # [N, 3, 2]
+        nearest = (scenes - predicted[:, None]).norm(dim=-1).argmin(1)
+        target = (scenes - t[:, None]).norm(dim=-1).argmin(1)  # the target is one of the cubes
+        return (*(1.0 - float(((torch.cat(p) - t) ** 2).sum()) / total for p in (own, other)),
+                float((nearest == target).float().mean()))
 
     rng = np.random.default_rng(0)
-    curve = [{"step": 0, "r2_own_scene": r2()[0]}]
+    own, _, chosen = r2()
+    curve = [{"step": 0, "r2_own_scene": own, "nearest_is_target": chosen}]
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         picked = rng.choice(len(train), args.batch, replace=False)
@@ -136,10 +143,12 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.transformer.parameters(), 1.0)
         optimizer.step()
         if step % args.eval_every == 0 or step == args.steps:
-            own, other = r2()
-            curve.append({"step": step, "action_loss": float(action), "r2_own_scene": own, "r2_other_scene": other})
+            own, other, chosen = r2()
+            curve.append({"step": step, "action_loss": float(action), "r2_own_scene": own, "r2_other_scene": other,
+                          "nearest_is_target": chosen})  # fmt: skip
             print(f"step {step} ({time.perf_counter() - t0:.0f} s): action loss {float(action):.4f}; held-out R^2 "
-                  f"{own:.3f} with the own scene, {other:.3f} with another seed's", flush=True)
+                  f"{own:.3f} with the own scene, {other:.3f} with another seed's; the target cube is the nearest to "
+                  f"{100 * chosen:.0f} % of the predictions (chance 33 %)", flush=True)
     if args.save:
         torch.save(model.transformer.state_dict(), args.save)
     if args.json:
