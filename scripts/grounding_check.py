@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamzero_ros.sim.tasks import COLOURS, cube_name, sample_episode
+from dreamzero_ros.sim.tasks import COLOURS, WORKSPACE_X, WORKSPACE_Y, cube_name, sample_episode
 from dreamzero_ros.training.data import DatasetMeta, TrainingSet, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss, ObjectiveConfig, make_batch
 from dreamzero_ros.training.trainer import TrainConfig, build_model, init_from_checkpoint, parse_overrides
 
-WORKSPACE_CENTRE = (0.5, 0.0)  # m, sim/tasks.py WORKSPACE_X/Y: targets are scaled to about [-1, 1]
-WORKSPACE_HALF = (0.12, 0.22)
+# targets are table positions scaled to [-1, 1] over the workspace where the cubes are drawn
+WORKSPACE_CENTRE = tuple((lo + hi) / 2 for lo, hi in (WORKSPACE_X, WORKSPACE_Y))
+WORKSPACE_HALF = tuple((hi - lo) / 2 for lo, hi in (WORKSPACE_X, WORKSPACE_Y))
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON")
-    parser.add_argument("--cache", default=None, help="prepared episode starts (default: <dataset>/../grounding.pt)")
+    parser.add_argument("--cache", default=None, help="prepared episode starts (default: <dataset>_grounding.pt beside the dataset)")
     parser.add_argument("--save", default=None, help="write the DiT's state_dict here at the end")
     parser.add_argument("--json", default=None, help="write the R^2 curve here")
     args = parser.parse_args()
@@ -109,7 +110,7 @@ def main() -> None:
             shifted = group[len(group) // 2 :] + group[: len(group) // 2]  # other seeds: three starts per seed
             for scenes, out in ((group, own), (shifted, other)):
                 batch = batch_of(group, 0)
-                scene = batch_of(scenes, 0)
+                scene = batch if scenes is group else batch_of(scenes, 0)
                 chunk = batch.chunks[0]
                 batch.first = scene.first
                 chunk["video"][:, z + 4 :] = scene.chunks[0]["video"][:, z + 4 :]  # y: the first frame's latents
