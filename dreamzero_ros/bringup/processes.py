@@ -133,14 +133,16 @@ class ManagedProcess:
             self._reader.join(timeout=2.0)
         return code
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGINT, then SIGTERM, then SIGKILL to the whole process group; returns the exit code."""
+    def stop(self, timeout: float = 5.0, interrupted: bool = False) -> int | None:
+        """SIGINT (unless `interrupted`: the caller sent it), then SIGTERM, then SIGKILL to the whole process
+        group; returns the exit code. A second SIGINT would land in the node's clean-up."""
         if self._proc is None:
             return None
         for sig, grace in ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             if self._proc.poll() is not None:
                 break
-            self.send_signal(sig)
+            if not (interrupted and sig == signal.SIGINT):
+                self.send_signal(sig)
             if self.wait(grace) is not None:
                 break
         # The leader may be gone while children it spawned in the group are not.
@@ -169,12 +171,14 @@ class ProcessGroup:
         return next((p for p in self.processes if p.required and p.returncode is not None), None)
 
     def stop_all(self, timeout: float = 5.0) -> dict[str, int | None]:
+        interrupted = set()
         for p in reversed(self.processes):
             if p.running:
                 p.send_signal(signal.SIGINT)
+                interrupted.add(id(p))
         codes: dict[str, int | None] = {}
         for p in reversed(self.processes):
-            codes[p.name] = p.stop(timeout)
+            codes[p.name] = p.stop(timeout, interrupted=id(p) in interrupted)
         return codes
 
     def exit_report(self, codes: dict[str, int | None], lines: int = 40) -> str:

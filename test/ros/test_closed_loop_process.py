@@ -187,7 +187,7 @@ def test_closed_loop_with_the_scripted_backend_tracks_at_the_control_rate(embodi
     span = max(np.ptp([command_positions(cfg.command.interface, m)[1] for _, m in run["commands"]], axis=0))
     assert span > 0.05 and np.all(np.isfinite(first))
     assert run["end_status"].holds == run["start_holds"], "executor held after warm-up"
-    assert all(code == 0 for code in run["codes"].values()), run["codes"]
+    assert all(code == 0 for code in run["codes"].values()), run["group"].exit_report(run["codes"])
 
 
 def test_closed_loop_with_the_tiny_local_model_produces_chunks_continuously(probe, tmp_path):
@@ -199,4 +199,4 @@ def test_closed_loop_with_the_tiny_local_model_produces_chunks_continuously(prob
     for _, msg in run["commands"]:
         q = np.array(command_positions(cfg.command.interface, msg)[1])
         assert np.all(np.isfinite(q)) and np.all(q >= lower - 1e-9) and np.all(q <= upper + 1e-9)
-    assert all(code == 0 for code in run["codes"].values()), run["codes"]
+    assert all(code == 0 for code in run["codes"].values()), run["group"].exit_report(run["codes"])

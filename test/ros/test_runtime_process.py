@@ -1,14 +1,18 @@
 """run_node as a real process: a shutdown that lands inside a callback is a clean stop, a bug is not.
 
 CI once saw camera_stitcher exit 1 on SIGINT: rclpy's signal thread shut the context down while the
-node was publishing, and the publish raised InvalidHandle before the KeyboardInterrupt arrived.
+node was publishing, and the publish raised InvalidHandle before the KeyboardInterrupt arrived. CI also once
+saw inference killed (-9) with nothing said: a clean-up that hangs now prints its threads at the SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from dreamzero_ros.bringup.processes import ManagedProcess
 
 PEER = Path(__file__).with_name("runtime_peer.py")
 
@@ -23,7 +27,37 @@ def test_a_shutdown_inside_a_callback_exits_0_and_says_so():
     assert "stopped during a callback" in done.stderr
 
 
+def test_an_error_that_surfaces_just_before_the_shutdown_completes_is_still_a_clean_stop():
+    done = run_peer("late_shutdown")
+    assert done.returncode == 0, done.stderr
+    assert "stopped during a callback: RuntimeError" in done.stderr
+
+
 def test_a_bug_in_a_callback_still_exits_non_zero_with_its_traceback():
     done = run_peer("bug")
     assert done.returncode == 1, done.stderr
     assert "RuntimeError: runtime_peer: a bug in a callback" in done.stderr
+
+
+def test_a_clean_up_that_hangs_prints_where_it_is_when_the_runner_escalates_to_sigterm():
+    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "hang"], env=dict(os.environ), echo=False)
+    peer.start()
+    try:
+        assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
+    finally:
+        code = peer.stop(timeout=1.0)  # SIGINT, 1 s, SIGTERM, 2 s, SIGKILL
+    assert code == -9, peer.output()
+    out = peer.output()
+    assert "Current thread" in out and 'runtime_peer.py", line' in out and " in close" in out, out
+
+
+def test_a_middleware_teardown_that_never_returns_is_left_behind_and_the_node_exits_0_saying_so():
+    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "stuck_teardown"], env=dict(os.environ),
+                          echo=False)
+    peer.start()
+    try:
+        assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
+    finally:
+        code = peer.stop(timeout=5.0)  # SIGINT, then 5 s before SIGTERM: it must be gone before that
+    assert code == 0, peer.output()
+    assert "teardown did not finish within 2 s; exiting without it" in peer.output()

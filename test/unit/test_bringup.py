@@ -284,3 +284,23 @@ def test_the_exit_report_names_each_process_that_did_not_exit_0_with_its_last_ou
     report = group.exit_report(codes, lines=1)
     assert report == "broken exited 3:\nlast words"
     assert group.exit_report({"fine": 0}) == "every process exited 0"
+
+
+def test_stopping_a_group_interrupts_each_process_once_then_escalates_only_if_it_stays():
+    # A process that counts SIGINTs and takes 4 s to clean up, as a node can: stopped after the other one (3 s
+    # to SIGTERM), a second SIGINT would land in its clean-up. One that ignores SIGINT is escalated to SIGTERM.
+    counting = ("import signal, sys, time\n"
+                "n = []\n"
+                "signal.signal(signal.SIGINT, lambda *_: n.append(1))\n"
+                "print('ready', flush=True)\n"
+                "while not n: time.sleep(0.01)\n"
+                "time.sleep(4.0)\n"
+                "print(f'interrupted {len(n)} times', flush=True)\n")
+    deaf = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    group = ProcessGroup()
+    for name, code in (("counting", counting), ("deaf", deaf)):
+        process = group.start(ManagedProcess(name, [sys.executable, "-c", code], echo=False))
+        assert process.wait_for_line(lambda s: s == "ready", 10), process.output()
+    codes = group.stop_all(timeout=3.0)
+    assert codes == {"deaf": -15, "counting": 0}, codes
+    assert group.processes[0].output().splitlines()[-1] == "interrupted 1 times"
