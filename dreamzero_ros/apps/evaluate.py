@@ -67,6 +67,8 @@ BACKENDS = {"checkpoint": "local", "random": "local", "expert": "expert", "hold"
 SETTLE = 0.5  # s after the reset's episode shows on /sim/task: frames rendered after it reach the inference node
 STARTUP_TIMEOUT = 180.0  # s: bringing up the nodes (torch imports, the model build) on a 2-core machine
 CHUNK_TIMEOUT = 60.0  # s for the policy's first chunk of a later episode
+RESET_REPLY_TIMEOUT = 15.0  # s for /sim/reset's reply once the service is up (the reset itself takes ms)
+RESET_ATTEMPTS = 3
 #: rad: more than any simulated joint's whole range. The sim reset teleports the arm to the episode's start from
 #: wherever the last episode's policy left it (a random policy: joint 7 3.4 rad away), see the module docstring.
 ARM_TOLERANCE = 4 * math.pi
@@ -229,20 +231,42 @@ class Harness:
         for i in range(count):
             yield self.episode(first_seed + i, first=i == 0)
 
+    def _sim_reset(self) -> tuple[str, int, str]:
+        """Start the simulator's next episode: (task, seed, instruction).
+
+        A request is never sent twice for one reset (that would skip a seed): when its reply is lost (DDS can
+        drop it, see ros/runtime.RESEND_AFTER_S), /sim/task's count of resets served says whether it happened,
+        and then /sim/task names the episode; only a reset that did not happen is asked for again.
+        """
+        from dreamzero_ros.apps.operator_commands import OperatorError
+
+        self._wait(lambda: self.task_state is not None, STARTUP_TIMEOUT, "/sim/task")
+        served = self.task_state.get("resets", 0)
+        for _ in range(RESET_ATTEMPTS):
+            try:
+                reply = self.op.sim_reset(reply_timeout=RESET_REPLY_TIMEOUT)
+            except OperatorError as exc:
+                if "did not answer" not in str(exc):
+                    raise EvalError(str(exc)) from exc
+                if self.op.spin_until(lambda: self.task_state.get("resets", 0) > served, 2.0):
+                    state = self.task_state
+                    return str(state["task"]), int(state["seed"]), str(state["instruction"])
+                continue
+            match = _RESET_REPLY.search(reply)
+            if not match:
+                raise EvalError(f"sim reset: the reply names no episode: {reply!r}")
+            return match.group(1), int(match.group(2)), match.group(3)
+        raise EvalError(f"sim reset: no reply and no reset on /sim/task after {RESET_ATTEMPTS} requests "
+                        f"of {RESET_REPLY_TIMEOUT:g} s")
+
     def episode(self, expected_seed: int, first: bool) -> tuple[EpisodeResult, tuple[float, float]]:
         """Reset the simulator to its next episode (which must be `expected_seed`) and run it: the result and
         the (start, end) of its closed loop (s, ROS time)."""
-        from dreamzero_ros.apps.operator_commands import OperatorError
         from dreamzero_ros.sim.tasks import get_task
 
-        try:
-            reply = self.op.sim_reset()
-        except OperatorError as exc:
-            raise EvalError(str(exc)) from exc
-        match = _RESET_REPLY.search(reply)
-        if not match or int(match.group(2)) != expected_seed:
-            raise EvalError(f"sim reset: expected episode seed {expected_seed}, the simulator replied {reply!r}")
-        task, seed, instruction = match.group(1), int(match.group(2)), match.group(3)
+        task, seed, instruction = self._sim_reset()
+        if seed != expected_seed:
+            raise EvalError(f"sim reset: expected episode seed {expected_seed}, the simulator started seed {seed}")
         self._wait(lambda: self.task_state is not None and self.task_state.get("seed") == seed, 10.0,
                    f"/sim/task to show seed {seed}")
         self.op.spin_until(lambda: False, SETTLE)

@@ -34,6 +34,7 @@ from dreamzero_ros.ros.names import (
     normalize_namespace,
     resolve,
 )
+from dreamzero_ros.ros.runtime import RESEND_AFTER_S, call_service
 
 
 class OperatorError(RuntimeError):
@@ -73,15 +74,19 @@ class Operator:
             self.executor.spin_once(timeout_sec=0.05)
         return done()
 
-    def _call(self, srv_type: Any, name: str, request: Any) -> Any:
+    def _call(self, srv_type: Any, name: str, request: Any, *, resend: bool = True,
+              reply_timeout: float | None = None) -> Any:
+        """The reply; an unanswered request is sent again unless `resend` is False (a service that must not run
+        twice). Waits `timeout` s for the service and `reply_timeout` (default the same) for the reply."""
         client = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=self.timeout):
             raise OperatorError(f"service {resolve(name, self.namespace)} is not available (is the bringup running "
                                 f"in this ROS domain and namespace?)")
-        future = client.call_async(request)
-        if not self.spin_until(future.done, self.timeout):
-            raise OperatorError(f"service {resolve(name, self.namespace)} did not answer within {self.timeout:g} s")
-        return future.result()
+        timeout = self.timeout if reply_timeout is None else reply_timeout
+        reply = call_service(client, request, self.spin_until, timeout, RESEND_AFTER_S if resend else None)
+        if reply is None:
+            raise OperatorError(f"service {resolve(name, self.namespace)} did not answer within {timeout:g} s")
+        return reply
 
     def instruct(self, text: str) -> str:
         resp = self._call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(instruction=text))
@@ -156,9 +161,13 @@ class Operator:
         """Start a new episode of the model (its context cleared; the instruction stays)."""
         return self._call(Trigger, RESET_EPISODE_SERVICE, Trigger.Request()).message
 
-    def sim_reset(self) -> str:
-        """Reset the simulator (a task scene: its next seeded episode); the reply names task, seed and instruction."""
-        resp = self._call(Trigger, SIM_RESET_SERVICE, Trigger.Request())
+    def sim_reset(self, reply_timeout: float | None = None) -> str:
+        """Reset the simulator (a task scene: its next seeded episode); the reply names task, seed and instruction.
+
+        Sent once: a second request would skip a seed. A lost reply raises OperatorError although the reset may
+        have happened; /sim/task's `resets` count tells (see apps/evaluate.py).
+        """
+        resp = self._call(Trigger, SIM_RESET_SERVICE, Trigger.Request(), resend=False, reply_timeout=reply_timeout)
         if not resp.success:
             raise OperatorError(f"sim reset refused: {resp.message}")
         return resp.message

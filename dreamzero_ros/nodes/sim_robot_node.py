@@ -12,8 +12,9 @@ With the `task` parameter set (reach | push | lift, see sim/tasks.py) the scene 
 reset starts the next seeded episode of the task named by `task` then (it may change between resets): seed
 `seed` first (the scene also starts in it), then seed + 1, ...; setting `seed` again jumps there. The reset
 reply names the task, seed and instruction; /sim/task (std_msgs/String, JSON, latched) carries them at the
-joint-state rate with the simulated time, whether the task's success predicate holds, and where the cubes
-and the pad are (what an evaluation harness or a privileged expert needs).
+joint-state rate with the simulated time, whether the task's success predicate holds, where the cubes and the
+pad are (what an evaluation harness or a privileged expert needs) and how many resets were served (so a client
+whose reply DDS lost can tell whether its reset happened).
 
 Threads: physics, joint states and commands run in the node's (single-threaded) executor; camera rendering
 (the expensive part, ~8 ms per 480x640 view on one core) runs on a thread of its own, so it never holds up the
@@ -246,7 +247,9 @@ class SimRobotNode(Node):
             objects = {name: self.robot.body_position(name).round(4).tolist() for name in episode.objects}
             tcp = tcp_position(self.robot).round(4).tolist()
             episode_time = self.robot.time
-        state = {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction,
+            resets = self._resets
+        # `resets` (served so far) tells a client whose reset reply DDS lost whether its reset happened.
+        state = {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction, "resets": resets,
                  "success": success, "stamp": round(stamp, 4), "episode_time": round(episode_time, 4),
                  "objects": objects, "target": episode.target, "tcp": tcp, "pad": list(episode.pad)}
         self._publish(self.task_pub, String(data=json.dumps(state)))

@@ -21,6 +21,7 @@ from rclpy.node import Node
 
 from dreamzero_ros.bringup.processes import ManagedProcess, ProcessGroup
 from dreamzero_ros.ros.names import normalize_namespace
+from dreamzero_ros.ros.runtime import call_service
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -113,23 +114,20 @@ class RosProbe:
         if not wait_until(lambda: self.node.count_publishers(topic) >= count, timeout):
             raise TimeoutError(f"no publisher on {topic} after {timeout} s")
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0, attempts: int = 3) -> Any:
-        """Call a service, reusing one client per service. A reply can be lost while DDS is still
-        matching a brand-new client, so an unanswered call is retried (only use this for services
-        that are safe to call twice, which all of ours are)."""
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        """Call a service, reusing one client per service; an unanswered request is sent again (see
+        ros/runtime.call_service), so use this only for services that are safe to call twice (all of ours are,
+        except that each /sim/reset moves on to the next seed)."""
         key = (srv_type, name)
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {name} not available after {timeout} s")
-        per_attempt = max(timeout / attempts, 1.0)
-        for _ in range(attempts):
-            future = client.call_async(request)
-            if wait_until(future.done, per_attempt):
-                return future.result()
-            client.remove_pending_request(future)
-        raise TimeoutError(f"service {name} did not answer within {attempts} x {per_attempt:.1f} s")
+        reply = call_service(client, request, wait_until, timeout)
+        if reply is None:
+            raise TimeoutError(f"service {name} did not answer within {timeout:g} s")
+        return reply
 
     def now_msg(self) -> Any:
         return self.node.get_clock().now().to_msg()

@@ -68,6 +68,8 @@ def test_a_reset_starts_the_next_seeded_episode_of_the_task_with_the_arm_at_its_
     assert wait_until(lambda: task_states and json.loads(task_states[-1][1].data)["seed"] == seeds[-1], 10)
     state = json.loads(task_states[-1][1].data)
     assert (state["task"], state["instruction"], state["success"]) == ("push", episode.instruction, False)
+    # every reset served moves one seed on from `seed` 5 (the scene starts in seed 5, its first reset gives it)
+    assert state["resets"] == seeds[-1] - 5 + 1, state["resets"]
     assert state["pad"] == list(episode.pad)
     for name, (x, y) in episode.objects.items():
         assert np.allclose(state["objects"][name], [x, y, CUBE_HALF], atol=0.005), (name, state["objects"][name])
