@@ -9,12 +9,12 @@ the R^2 of its one-step prediction at t = 1 (noise in, noise - velocity out: the
 start's own scene and with another seed's, and by how often the target cube is the one nearest to the prediction.
 R^2 1 = exact, 0 = the mean position; answering the centroid of the three cubes scores ~1/3 on `named`. docs/learning_loop_design.md ("Fourth look") has the figures.
 
-    .venv/bin/python scripts/grounding_check.py --dataset DS --first-seed 5000 --target named --steps 1500 \
+    .venv/bin/python scripts/grounding_check.py --dataset DS --target named --steps 1500 \
         --init checkpoints/franka_droid_sim_small [--override num_layers=8] [--save STATE.pt] [--json OUT.json]
 
-Cube positions come from the task's seeded draw (`sim.tasks.sample_episode`): episode i of the dataset is seed
-first_seed + i // 3 naming COLOURS[i % 3], checked against each episode's instruction (a dataset with a failed,
-hence skipped, episode is refused).
+Cube positions come from the task's seeded draw (`sim.tasks.sample_episode`) of the seed and colour each episode
+has in meta/episodes.jsonl (`dreamzero generate` writes them). A checkpoint given to --init must have been trained
+with this run's --seed (its frozen encoders are this seed's draw), as `dreamzero train --init` requires.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ import torch
 from dreamzero_ros.sim.tasks import COLOURS, WORKSPACE_X, WORKSPACE_Y, cube_name, sample_episode
 from dreamzero_ros.training.data import DatasetMeta, TrainingSet, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss, ObjectiveConfig, make_batch
-from dreamzero_ros.training.trainer import TrainConfig, build_model, init_from_checkpoint, parse_overrides
+from dreamzero_ros.training.trainer import (
+    TrainConfig,
+    build_model,
+    frozen_encoders,
+    init_from_checkpoint,
+    parse_overrides,
+)
 
 # targets are table positions scaled to [-1, 1] over the workspace where the cubes are drawn
 WORKSPACE_CENTRE = tuple((lo + hi) / 2 for lo, hi in (WORKSPACE_X, WORKSPACE_Y))
@@ -39,9 +45,7 @@ WORKSPACE_HALF = tuple((hi - lo) / 2 for lo, hi in (WORKSPACE_X, WORKSPACE_Y))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="an every-colour dataset")
-    parser.add_argument("--first-seed", type=int, required=True, help="the --seed it was generated with")
-    parser.add_argument("--task", default="reach")
+    parser.add_argument("--dataset", required=True, help="an every-colour dataset from dreamzero generate")
     parser.add_argument("--target", default="named", choices=[*COLOURS, "named"])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--held-seeds", type=int, default=30, help="the last N seeds are held out")
@@ -62,7 +66,7 @@ def main() -> None:
     if args.init and args.init.endswith(".pt"):
         model.transformer.load_state_dict(torch.load(args.init))
     elif args.init:
-        init_from_checkpoint(model.transformer, Path(args.init))
+        init_from_checkpoint(model.transformer, Path(args.init), frozen=frozen_encoders(model))
     cache = Path(args.cache or Path(args.dataset).resolve().parent / f"{Path(args.dataset).name}_grounding.pt")
     key = fingerprint(meta.root, config.preset, config.seed, 1, model.config.to_dict(), None, 0)
     data = TrainingSet(meta, model, chunks=1, max_start=0, cache=cache, cache_key=key)
@@ -70,12 +74,14 @@ def main() -> None:
     colours = list(COLOURS)
     horizon, action_dim = data.samples[0].actions.shape[1:]
     seeds, cubes = {}, {}  # id(sample) -> its seed, and every cube's scaled position [3, 2]
+    origins = {int(e["episode_index"]): e for e in meta.episodes}
     for sample in data.samples:
-        seed, colour = args.first_seed + sample.episode // len(colours), colours[sample.episode % len(colours)]
-        if colour not in meta.tasks[sample.task].split():
-            raise SystemExit(f"episode {sample.episode} says {meta.tasks[sample.task]!r}, not {colour}: not an "
-                             "every-colour dataset from --first-seed, or an episode is missing")
-        episode = sample_episode(meta.embodiment, args.task, seed, colour)
+        origin = origins.get(sample.episode, {})
+        if not {"sim_task", "seed", "colour"} <= origin.keys():
+            raise SystemExit(f"episode {sample.episode}: meta/episodes.jsonl names no sim_task, seed and colour (regenerate the "
+                             "dataset with dreamzero generate --every-colour)")
+        seed, colour = int(origin["seed"]), str(origin["colour"])
+        episode = sample_episode(meta.embodiment, str(origin["sim_task"]), seed, colour)
         scaled = {c: [(episode.objects[cube_name(c)][i] - WORKSPACE_CENTRE[i]) / WORKSPACE_HALF[i] for i in (0, 1)]
                   for c in colours}  # fmt: skip
         target = torch.zeros(1, horizon, action_dim)

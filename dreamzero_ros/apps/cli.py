@@ -56,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--noise", type=float, default=0.0,
                           help="rad of Gaussian noise on the executed arm targets (perturbed demonstrations; "
                                "the recorded actions stay the expert's) (default: %(default)s)")
-    generate.add_argument("--every-colour", action="store_true",
-                          help="per seed, one episode naming each cube colour in turn: the same scene and start "
-                               "pose, only the instruction differs (3x the episodes)")
+    named = generate.add_mutually_exclusive_group()
+    named.add_argument("--every-colour", action="store_true",
+                       help="per seed, one episode naming each cube colour in turn: the same scene and start "
+                            "pose, only the instruction differs (3x the episodes)")
+    named.add_argument("--colour", action="append", default=None, metavar="red|green|blue",
+                       help="name this cube in every episode, in a placement valid whichever is named (repeat it: one "
+                            "episode per seed and colour given)")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     export = sub.add_parser("export", help="MCAP recording of a run (sim or real robot) -> LeRobot dataset")
@@ -181,9 +185,11 @@ def _dataset(args: argparse.Namespace) -> int:
         emb = load_embodiment(args.embodiment)
         if args.command == "generate":
             from dreamzero_ros.datasets.generate import generate
+            from dreamzero_ros.sim.tasks import COLOURS
 
             report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
-                              action_noise=args.noise, every_colour=args.every_colour, overwrite=args.overwrite,
+                              action_noise=args.noise, colours=list(COLOURS) if args.every_colour else args.colour,
+                              overwrite=args.overwrite,
                               progress=lambda line: print(line, flush=True))
             for task, n in report.written.items():
                 print(f"{task}: {n} episodes written, expert failed on {report.failures(task)}")

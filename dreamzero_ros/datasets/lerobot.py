@@ -7,7 +7,7 @@ embodiment.json) read it without conversion::
     data/chunk-000/episode_000000.parquet          one row per control step (fps = control rate)
     videos/chunk-000/observation.images.<view>/episode_000000.mp4   H.264, yuv420p, one per camera
     meta/info.json                                 codebase_version v2.1, features, path templates
-    meta/tasks.jsonl, meta/episodes.jsonl          instructions; per episode its tasks, length, success
+    meta/tasks.jsonl, meta/episodes.jsonl          instructions; per episode its tasks, length, success, origin
     meta/episodes_stats.jsonl                      LeRobot v2.1 per-episode min/max/mean/std/count
     meta/stats.json                                per column min/max/mean/std/q01/q99 (the release's)
     meta/relative_stats_dreamzero.json             per relative action group: action[i+h] - state[i]
@@ -142,12 +142,15 @@ class LeRobotWriter:
         *,
         success: bool | None = None,
         extras: Mapping[str, np.ndarray] | None = None,
+        origin: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one episode; returns its index.
 
         states: [T, S] SI (state_joints order); actions: [T, J] SI absolute joint targets (action_joints
         order); extras: {extra action group: [T, C]} for embodiments that have them; frames: camera -> [T, H, W, 3]
-        uint8 RGB at the camera's source_size; instruction: the language instruction of the whole episode.
+        uint8 RGB at the camera's source_size; instruction: the language instruction of the whole episode;
+        origin: JSON fields that say where it came from (generate: sim_task, seed, colour), kept in episodes.jsonl
+        beside LeRobot's own (readers ignore keys they do not know).
         """
         if self.closed:
             raise DatasetError(f"{self.root}: add_episode after close")
@@ -206,6 +209,7 @@ class LeRobotWriter:
         entry: dict[str, Any] = {"episode_index": index, "tasks": [instruction], "length": n}
         if success is not None:
             entry["success"] = bool(success)
+        entry.update({k: v for k, v in (origin or {}).items() if k not in entry})
         self._t.episodes.append(entry)
         self._t.episode_stats.append({"episode_index": index, "stats": self._episode_stats(columns, frames)})
         self._t.frames += n

@@ -284,9 +284,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
 
     transformer = model.transformer
     if config.init and saved is None:
-        init_from_checkpoint(transformer, Path(config.init),
-                             frozen={"text_encoder": model.text_encoder, "image_encoder": model.image_encoder,
-                                     "vae": model.vae})  # fmt: skip
+        init_from_checkpoint(transformer, Path(config.init), frozen=frozen_encoders(model))
     transformer.train()
     for module in (model.vae, model.text_encoder, model.image_encoder):
         if module is not None:
@@ -351,6 +349,11 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     ctx.barrier()
     return result
+
+
+def frozen_encoders(model: Any) -> dict[str, torch.nn.Module | None]:
+    """The model's encoders that training never changes, as `init_from_checkpoint` compares them."""
+    return {"text_encoder": model.text_encoder, "image_encoder": model.image_encoder, "vae": model.vae}
 
 
 def init_from_checkpoint(transformer: torch.nn.Module, folder: Path,

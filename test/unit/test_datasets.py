@@ -272,10 +272,12 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     pytest.importorskip("mujoco")
     from dreamzero_ros.datasets.generate import generate
 
-    report = generate(tmp_path, EMB, ["reach"], 1, first_seed=7, every_colour=True)
+    report = generate(tmp_path, EMB, ["reach"], 1, first_seed=7, colours=["red", "green", "blue"])
     assert report.written == {"reach": 3} and report.failed == {"reach": []} and report.failures("reach") == "none"
     episodes = read_jsonl(tmp_path / "meta/episodes.jsonl")
-    assert sorted(e["tasks"][0] for e in episodes) == [f"touch the {c} cube" for c in ("blue", "green", "red")]
+    assert [e["tasks"][0] for e in episodes] == [f"touch the {c} cube" for c in ("red", "green", "blue")]
+    # where each came from, for tools that rebuild its scene (scripts/grounding_check.py)
+    assert [(e["sim_task"], e["seed"], e["colour"]) for e in episodes] == [("reach", 7, c) for c in ("red", "green", "blue")]
     tables = [read_parquet(tmp_path / f"data/chunk-000/episode_{i:06d}.parquet") for i in range(3)]
     starts = [np.asarray(t["observation.state"][0]) for t in tables]
     np.testing.assert_array_equal(starts[0], starts[1])
@@ -283,6 +285,23 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     # ... and the expert goes three different ways from there: its last targets are centimetres apart
     ends = np.array([np.asarray(t["action"][-1])[:7] for t in tables])
     assert min(np.abs(ends[i] - ends[j]).max() for i in range(3) for j in range(i + 1, 3)) > 0.05
+
+
+def test_one_colour_names_that_cube_in_every_seed_and_an_unknown_colour_is_refused_by_name(tmp_path) -> None:
+    pytest.importorskip("mujoco")
+    from dreamzero_ros.datasets.generate import generate
+    from dreamzero_ros.sim.tasks import sample_episode
+
+    generate(tmp_path / "red", EMB, ["reach"], 2, first_seed=11, colours=["red"])
+    episodes = read_jsonl(tmp_path / "red/meta/episodes.jsonl")
+    assert [(e["seed"], e["colour"], e["tasks"][0]) for e in episodes] == [(11, "red", "touch the red cube"),
+                                                                           (12, "red", "touch the red cube")]
+    table = read_parquet(tmp_path / "red/data/chunk-000/episode_000001.parquet")
+    start = sample_episode(EMB, "reach", 12, "red").start  # the placement every colour of seed 12 shares
+    np.testing.assert_allclose(np.asarray(table["observation.state"][0])[:7],
+                               [start[j] for j in EMB.state_joints[:7]], atol=0.02)
+    with pytest.raises(ValueError, match="purple"):
+        generate(tmp_path / "bad", EMB, ["reach"], 1, colours=["purple"])
 
 
 def test_a_failed_expert_episode_is_reported_by_seed_and_named_colour() -> None:
