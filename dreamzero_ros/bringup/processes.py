@@ -171,14 +171,13 @@ class ProcessGroup:
         return next((p for p in self.processes if p.required and p.returncode is not None), None)
 
     def stop_all(self, timeout: float = 5.0) -> dict[str, int | None]:
-        interrupted = set()
         for p in reversed(self.processes):
             if p.running:
                 p.send_signal(signal.SIGINT)
-                interrupted.add(id(p))
         codes: dict[str, int | None] = {}
         for p in reversed(self.processes):
-            codes[p.name] = p.stop(timeout, interrupted=id(p) in interrupted)
+            # every one still running was just interrupted (one that was not running has exited: stop returns)
+            codes[p.name] = p.stop(timeout, interrupted=True)
         return codes
 
     def exit_report(self, codes: dict[str, int | None], lines: int = 40) -> str:

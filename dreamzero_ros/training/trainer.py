@@ -286,7 +286,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     if config.init and saved is None:
         init_from_checkpoint(transformer, Path(config.init), frozen=frozen_encoders(model))
     transformer.train()
-    for module in (model.vae, model.text_encoder, model.image_encoder):
+    for module in frozen_encoders(model).values():
         if module is not None:
             module.requires_grad_(False)
     objective = FlowMatchingLoss(transformer, config.objective(), model.config)
