@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latest sample start in each episode, in control steps (default: anywhere); e.g. 9 "
                             "keeps the samples that begin with the robot at rest, where only the instruction "
                             "says which way to go")
+    train.add_argument("--validation", metavar="DATASET", default=None,
+                       help="a held-out dataset (from other seeds; one sharing a scene with --dataset is refused): "
+                            "at each save the conditioning probe also runs on its episode starts "
+                            "(held_out_probe_* in losses.json)")
     train.add_argument("--action-weight", type=float, default=5.0,
                        help="weight of the action loss against the video loss (default: %(default)s)")
     train.add_argument("--decoupled-video-noise", action="store_true",
@@ -217,7 +221,7 @@ def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.trainer import TrainConfig, parse_overrides, train
 
     fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "decay_steps", "min_lr_ratio", "init",
-              "seed", "chunks", "start_stride", "max_start",
+              "seed", "chunks", "start_stride", "max_start", "validation",
               "action_weight", "decoupled_video_noise", "text_dropout", "save_every", "resume", "device", "threads",
               "cache", "progress")
     try:
@@ -234,6 +238,8 @@ def _train(args: argparse.Namespace) -> int:
               f"{last.get('action', float('nan')):.4f}){rate}")
         if result.probe is not None:
             print(result.probe.summary())
+        if result.held_out_probe is not None:
+            print(result.held_out_probe.summary("held-out episode starts"))
         print(f"checkpoint -> {result.checkpoint} (loss curves: {args.out}/loss.png)")
     return 0
 

@@ -145,6 +145,25 @@ class DatasetMeta:
     def space(self) -> ActionSpace:
         return ActionSpace.from_metadata(self.embodiment, self.metadata)
 
+    def scenes(self) -> set[tuple[str, int]]:
+        """(sim_task, seed) of every episode `dreamzero generate` wrote; one pair is one scene (the placements are
+        drawn from both, and the colours named in one seed share it). Episodes without that origin (exported
+        recordings) are left out."""
+        return {(str(e["sim_task"]), int(e["seed"])) for e in self.episodes if "sim_task" in e and "seed" in e}
+
+
+def check_held_out(train: DatasetMeta, held_out: DatasetMeta) -> None:
+    """Refuse a held-out dataset that cannot judge a model trained on `train`: another embodiment, or a scene
+    (`DatasetMeta.scenes`) the training set also shows."""
+    if held_out.embodiment.name != train.embodiment.name:
+        raise TrainingDataError(f"{held_out.root}: held-out episodes of {held_out.embodiment.name}, the training set "
+                                f"{train.root} is {train.embodiment.name}")
+    shared = sorted(train.scenes() & held_out.scenes())
+    if shared:
+        listed = ", ".join(f"{task} seed {seed}" for task, seed in shared[:5]) + (", ..." if len(shared) > 5 else "")
+        raise TrainingDataError(f"{held_out.root}: {len(shared)} of its scenes are also in the training set "
+                                f"{train.root} ({listed}); generate the held-out set from other seeds (--seed)")
+
 
 @dataclass
 class Sample:
@@ -182,13 +201,15 @@ class TrainingSet:
     """Every sample of a dataset with the frozen encoders' outputs precomputed.
 
     model: the `WorldActionModel` being trained (its VAE, CLIP, text encoder and `real_clip` are used; they are
-    frozen). chunks: chunks per sample (<= context_chunks). The text embeddings of every instruction (templated as
-    the local backend templates them) and of the negative prompt are kept in `texts` / `negative_text`.
+    frozen). chunks: chunks per sample (<= context_chunks). space: the normalisation (default: this dataset's
+    statistics; a held-out set is normalised with the training set's, as the checkpoint will be). The text
+    embeddings of every instruction (templated as the local backend templates them) and of the negative prompt are
+    kept in `texts` / `negative_text`.
     """
 
     def __init__(self, meta: DatasetMeta, model: Any, *, chunks: int, start_stride: int | None = None,
                  max_start: int | None = None, cache: Path | None = None, cache_key: str = "",
-                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+                 progress: Callable[[int, int], None] | None = None, space: ActionSpace | None = None) -> None:  # fmt: skip
         config = model.config
         if not 1 <= chunks <= config.context_chunks:
             raise TrainingDataError(f"chunks per sample: expected 1..{config.context_chunks}, got {chunks}")
@@ -211,7 +232,7 @@ class TrainingSet:
         if max_start is not None and max_start < 0:
             raise TrainingDataError(f"max start: expected >= 0 steps, got {max_start}")
         self.max_start = max_start
-        self.space = meta.space()
+        self.space = meta.space() if space is None else space
         if cache is not None and cache.is_file():
             blob = torch.load(cache, weights_only=False)
             if blob.get("key") == cache_key:

@@ -13,6 +13,10 @@ the target, only the instruction and the scene say where to go), the action loss
 A model that follows instructions has a clearly higher loss with the sibling than with its own instruction; one
 that looks where the objects are, with another scene. A ratio of 1.0 means the model ignores that input, however
 low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
+
+On the training set's starts a model can score by memorising them; `dreamzero train --validation` also runs the
+probe on a held-out set's starts (other seeds), where only what it learnt to read counts. Its own loss there is the
+open-loop error of the first chunk on unseen scenes.
 """
 
 from __future__ import annotations
@@ -43,19 +47,21 @@ class ConditioningProbe:
             return None
         return value / self.own if self.own > 0 else float("inf")
 
-    def as_row(self) -> dict[str, float]:
-        row = {"probe_own": self.own, "probe_negative": self.negative}
+    def as_row(self, prefix: str = "probe_") -> dict[str, float]:
+        """The losses as `losses.json` fields: <prefix>own, <prefix>negative, and sibling / other_scene if measured."""
+        row = {f"{prefix}own": self.own, f"{prefix}negative": self.negative}
         if self.sibling is not None:
-            row["probe_sibling"] = self.sibling
+            row[f"{prefix}sibling"] = self.sibling
         if self.other_scene is not None:
-            row["probe_other_scene"] = self.other_scene
+            row[f"{prefix}other_scene"] = self.other_scene
         return row
 
-    def summary(self) -> str:
+    def summary(self, starts: str = "episode starts") -> str:
+        """One line; `starts` says whose starts they were (e.g. "held-out episode starts")."""
         parts = [f"x{self.ratio(v):.3f} with {what}" for v, what in
                  ((self.sibling, "a sibling instruction"), (self.other_scene, "another episode's scene"),
                   (self.negative, "the negative prompt")) if v is not None]  # fmt: skip
-        return f"probe on {self.samples} episode starts: action MSE {self.own:.4f}; " + ", ".join(parts)
+        return f"probe on {self.samples} {starts}: action MSE {self.own:.4f}; " + ", ".join(parts)
 
 
 def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:

@@ -29,13 +29,16 @@ import torch
 import torch.distributed as dist
 
 from dreamzero_ros.model.checkpoint import save_checkpoint
-from dreamzero_ros.training.data import DatasetMeta, TrainingSet, fingerprint
+from dreamzero_ros.training.data import DatasetMeta, TrainingSet, check_held_out, fingerprint
 from dreamzero_ros.training.objective import Batch, FlowMatchingLoss, ObjectiveConfig, make_batch, target_chunk
 from dreamzero_ros.training.probe import ConditioningProbe, conditioning_probe
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
+HELD_OUT_CACHE = "held_out.pt"
+#: the held-out probe's episode starts at most (4 forward passes per 16 at each save)
+HELD_OUT_PROBE_SAMPLES = 256
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
 RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "lr", "warmup",
@@ -72,6 +75,7 @@ class TrainConfig:
     progress: bool = True
     cache: str | None = None  # prepared samples; default <out>/samples.pt
     init: str | None = None  # a released-layout checkpoint whose DiT weights start the run (post-training)
+    validation: str | None = None  # a held-out dataset (other seeds) whose episode starts are probed at each save
     overrides: dict[str, Any] = field(default_factory=dict)  # WamConfig fields over the preset's (tests, sweeps)
 
     def validate(self) -> None:
@@ -102,6 +106,7 @@ class TrainResult:
     samples: int = 0
     prepare_seconds: float = 0.0
     probe: ConditioningProbe | None = None  # the last save's conditioning probe (rank 0; None: no episode starts)
+    held_out_probe: ConditioningProbe | None = None  # the same on --validation's episode starts (rank 0)
 
     @property
     def samples_per_second(self) -> float:
@@ -250,6 +255,9 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     if config.batch % ctx.world:
         raise ValueError(f"batch {config.batch} is not divisible by the {ctx.world} processes")
     meta = DatasetMeta.read(config.dataset)
+    held_out_meta = DatasetMeta.read(config.validation) if config.validation else None
+    if held_out_meta is not None:
+        check_held_out(meta, held_out_meta)
     model = build_model(config, meta, device)
     chunks = config.chunks or model.config.context_chunks
     state_path = out / STATE_FILE
@@ -280,6 +288,12 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
                            cache=cache, cache_key=key)
     if bar:
         bar.close()
+    held_out = None
+    if held_out_meta is not None and ctx.main:
+        # Only the episode starts, normalised with the training set's statistics (the checkpoint's).
+        held_key = fingerprint(held_out_meta.root, config.preset, config.seed, 1, model.config.to_dict(), None, 0)
+        held_out = TrainingSet(held_out_meta, model, chunks=1, max_start=0, cache=out / HELD_OUT_CACHE,
+                               cache_key=f"{held_key}:{key}", space=data.space)  # fmt: skip
     prepare_seconds = time.perf_counter() - t0
 
     transformer = model.transformer
@@ -338,6 +352,13 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
                 row.update(probe.as_row())
                 result.probe = probe
                 log.info("step %d: %s", step + 1, probe.summary())
+            if held_out is not None:
+                held = conditioning_probe(objective, held_out, config.objective(), device,
+                                          count=HELD_OUT_PROBE_SAMPLES)  # fmt: skip
+                if held is not None:
+                    row.update(held.as_row("held_out_probe_"))
+                    result.held_out_probe = held
+                    log.info("step %d: %s", step + 1, held.summary("held-out episode starts"))
             _save_state(state_path, config, chunks, step + 1, transformer, optimizer, losses)
             write_curves(out, losses)
     if bar:

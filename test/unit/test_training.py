@@ -25,7 +25,7 @@ import torch
 
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.datasets.lerobot import LeRobotWriter, read_parquet
-from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, fingerprint
+from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, check_held_out, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss
 from dreamzero_ros.training.probe import conditioning_probe, scene_partners, sibling_tasks
 from dreamzero_ros.training.trainer import (
@@ -55,19 +55,33 @@ def _frames(n: int, phase: int) -> np.ndarray:
     return out
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train") / "ds"
-    rng = np.random.default_rng(3)
+def _write_dataset(root: Path, rng_seed: int, origins: tuple = (None, None), phase: int = 0) -> Path:
+    """Two episodes, "touch the red cube" and "touch the blue cube", each with `origins[episode]`."""
+    rng = np.random.default_rng(rng_seed)
     with LeRobotWriter(root, EMB) as writer:
         for episode, text in enumerate(("touch the red cube", "touch the blue cube")):
             states = np.cumsum(rng.normal(0, 0.03, size=(T, 8)), axis=0)
             states[:, 7] = np.linspace(0.04, 0.0, T)  # the finger closes: gripper 0 -> 1 in model units
             actions = np.roll(states, -2, axis=0) + rng.normal(0, 0.005, size=(T, 8))
             actions[:, 7] = 0.0 if episode else 0.04
-            frames = {cam: _frames(T, 50 * k + 90 * episode) for k, cam in enumerate(EMB.camera_names)}
-            writer.add_episode(states, actions, frames, text, success=True)
+            frames = {cam: _frames(T, 50 * k + 90 * episode + phase) for k, cam in enumerate(EMB.camera_names)}
+            writer.add_episode(states, actions, frames, text, success=True, origin=origins[episode])
     return root
+
+
+def _origin(seed: int) -> dict:
+    return {"sim_task": "reach", "seed": seed, "colour": "red"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return _write_dataset(tmp_path_factory.mktemp("train") / "ds", 3)
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> Path:
+    """Other seeds' episodes (other draws, so other statistics, and other frames)."""
+    return _write_dataset(tmp_path_factory.mktemp("held_out") / "ds", 8, (_origin(11), _origin(12)), phase=30)
 
 
 @pytest.fixture(scope="module")
@@ -86,27 +100,33 @@ def prepared(base) -> tuple:
     return meta, model, TrainingSet(meta, model, chunks=base.chunks, cache=Path(base.cache), cache_key=key)
 
 
+def _normalised_by_hand(dataset: Path, stats_from: Path, episode: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first chunk's actions and state of `dataset`'s episode from `start`, relative and q99-normalised with
+    the statistics in `stats_from`'s JSON files."""
+    rel = json.loads((stats_from / "meta/relative_stats_dreamzero.json").read_text())["joint_position"]
+    stats = json.loads((stats_from / "meta/stats.json").read_text())
+    q01_a = np.array(rel["q01"] + stats["action"]["q01"][7:])
+    q99_a = np.array(rel["q99"] + stats["action"]["q99"][7:])
+    q01_s, q99_s = np.array(stats["observation.state"]["q01"]), np.array(stats["observation.state"]["q99"])
+    table = read_parquet(dataset / f"data/chunk-000/episode_{episode:06d}.parquet")
+    states, actions = np.stack(table["observation.state"]), np.stack(table["action"])
+    state = states[start]
+    want = actions[[min(start + h, T - 1) for h in range(24)]].astype(np.float64)
+    want[:, :7] -= state[:7]  # joints relative to the chunk's start state, the gripper absolute
+    return (np.clip(2 * (want - q01_a) / (q99_a - q01_a) - 1, -1, 1),
+            np.clip(2 * (state - q01_s) / (q99_s - q01_s) - 1, -1, 1))  # fmt: skip
+
+
 def test_samples_hold_the_relative_q99_normalised_actions_and_states_of_the_parquet_rows(dataset, prepared):
     meta, _, data = prepared
     # starts every 3 steps while a whole chunk is real: 0, 3, 6 (T - 24 = 6) per episode
     assert [(s.episode, s.start) for s in data.samples] == [(e, i) for e in (0, 1) for i in (0, 3, 6)]
     rel = json.loads((dataset / "meta/relative_stats_dreamzero.json").read_text())["joint_position"]
     stats = json.loads((dataset / "meta/stats.json").read_text())
-    q01_a = np.array(rel["q01"] + stats["action"]["q01"][7:])
-    q99_a = np.array(rel["q99"] + stats["action"]["q99"][7:])
-    q01_s, q99_s = np.array(stats["observation.state"]["q01"]), np.array(stats["observation.state"]["q99"])
-    table = read_parquet(dataset / "data/chunk-000/episode_000001.parquet")
-    states, actions = np.stack(table["observation.state"]), np.stack(table["action"])
     sample = data.samples[4]  # episode 1, start 3
-    for k in range(2):
-        s = 3 + 24 * k
-        rows = [min(s + h, T - 1) for h in range(24)]  # past the end: the last row repeats
-        state = states[min(s, T - 1)]
-        want = actions[rows].astype(np.float64)
-        want[:, :7] -= state[:7]  # joints relative to the chunk's start state, the gripper absolute
-        want = np.clip(2 * (want - q01_a) / (q99_a - q01_a) - 1, -1, 1)
+    for k in range(2):  # chunk 2 starts at step 27: past the end (30) the last row repeats
+        want, want_state = _normalised_by_hand(dataset, dataset, 1, 3 + 24 * k)
         np.testing.assert_allclose(sample.actions[k].numpy(), want, atol=1e-5)
-        want_state = np.clip(2 * (state - q01_s) / (q99_s - q01_s) - 1, -1, 1)
         np.testing.assert_allclose(sample.state[k].numpy(), want_state, atol=1e-5)
     # the checkpoint metadata carries exactly those statistics, under the dataset's embodiment tag
     entry = meta.metadata["oxe_droid"]["statistics"]
@@ -150,6 +170,53 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_runs_in_the_local_backend
         chunk = backend.infer(Observation(0.0, frame, state))
         assert chunk.positions.shape == (24, 8) and np.all(np.isfinite(chunk.positions))
         frame = np.repeat(frame, 4, axis=0)
+
+
+def test_a_held_out_set_is_normalised_with_the_training_statistics_and_probed_at_each_save(base, dataset, held_out,
+                                                                                         tmp_path):  # fmt: skip
+    result = train(replace(base, out=str(tmp_path / "run"), steps=4, save_every=2, validation=str(held_out)))
+    rows = json.loads((tmp_path / "run/losses.json").read_text())
+    probed = [r["step"] for r in rows if {"held_out_probe_own", "held_out_probe_sibling",
+                                          "held_out_probe_other_scene", "held_out_probe_negative"} <= r.keys()]
+    assert probed == [2, 4]
+    probe = result.held_out_probe
+    assert probe is not None and probe.samples == 2  # the start of each held-out episode
+    assert rows[-1]["held_out_probe_own"] == probe.own and probe.own != rows[-1]["probe_own"]
+    assert np.isfinite([probe.own, probe.sibling, probe.other_scene, probe.negative]).all()
+
+    # the held-out starts are normalised with the training set's statistics (the checkpoint's), not their own
+    own_stats = json.loads((held_out / "meta/stats.json").read_text())["action"]["q99"]
+    assert own_stats != json.loads((dataset / "meta/stats.json").read_text())["action"]["q99"]
+    cached = torch.load(tmp_path / "run/held_out.pt", weights_only=False)["samples"]
+    assert [(s.episode, s.start) for s in cached] == [(0, 0), (1, 0)]
+    for sample in cached:
+        actions, state = _normalised_by_hand(held_out, dataset, sample.episode, 0)
+        np.testing.assert_allclose(sample.actions[0].numpy(), actions, atol=1e-5)
+        np.testing.assert_allclose(sample.state[0].numpy(), state, atol=1e-5)
+    assert "held-out episode starts" in probe.summary("held-out episode starts")
+
+
+def test_a_held_out_set_that_shares_a_scene_or_another_robot_is_refused_by_name(dataset, held_out, tmp_path, capsys):
+    from dreamzero_ros.apps.cli import main
+
+    clash = _write_dataset(tmp_path / "clash", 5, (_origin(12), _origin(13)))
+    with pytest.raises(TrainingDataError, match=r"1 of its scenes are also in the training set .*\(reach seed 12\)"):
+        check_held_out(DatasetMeta.read(clash), DatasetMeta.read(held_out))
+    assert main(["train", "--dataset", str(clash), "--validation", str(held_out), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "reach seed 12" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    # another colour named in a held-out seed is the same scene; another task's seed is another scene
+    other = DatasetMeta.read(held_out)
+    other.episodes = [dict(e, colour="blue") for e in other.episodes]
+    with pytest.raises(TrainingDataError, match=r"reach seed 12"):
+        check_held_out(DatasetMeta.read(clash), other)
+    other.episodes = [dict(e, sim_task="lift") for e in other.episodes]
+    check_held_out(DatasetMeta.read(clash), other)
+    # a training set without origins (exported recordings) has no scenes to compare
+    check_held_out(DatasetMeta.read(dataset), DatasetMeta.read(held_out))
+    with pytest.raises(TrainingDataError, match=r"held-out episodes of yam, the training set .* is franka_droid"):
+        check_held_out(DatasetMeta.read(dataset), replace(DatasetMeta.read(held_out),
+                                                         embodiment=load_embodiment("yam")))  # fmt: skip
 
 
 def test_a_resumed_run_ends_where_the_uninterrupted_one_does(base, tmp_path):
