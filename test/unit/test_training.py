@@ -193,7 +193,8 @@ def test_a_held_out_set_is_normalised_with_the_training_statistics_and_probed_at
         actions, state = _normalised_by_hand(held_out, dataset, sample.episode, 0)
         np.testing.assert_allclose(sample.actions[0].numpy(), actions, atol=1e-5)
         np.testing.assert_allclose(sample.state[0].numpy(), state, atol=1e-5)
-    assert "held-out episode starts" in probe.summary("held-out episode starts")
+    assert probe.summary("held-out episode starts").startswith(f"probe on 2 held-out episode starts: action MSE "
+                                                               f"{probe.own:.4f}; x{probe.sibling / probe.own:.3f}")
 
 
 def test_a_held_out_set_that_shares_a_scene_or_another_robot_is_refused_by_name(dataset, held_out, tmp_path, capsys):
