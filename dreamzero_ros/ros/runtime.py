@@ -129,6 +129,15 @@ def _tear_down(node: Node | None) -> None:
     rclpy.try_shutdown()
 
 
+def _leave_during_teardown(code: int) -> None:
+    """SIGTERM while the middleware tears down: say where every thread is and exit with `code`, now."""
+    faulthandler.dump_traceback(all_threads=True)
+    print("[WARN] [run_node]: SIGTERM during the middleware's node teardown; exiting without it",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
+
+
 def _finishes_within(seconds: float, work: Callable[[], None]) -> bool:
     """Run `work` on a daemon thread; whether it returned within `seconds` (if not, it is left running)."""
     thread = threading.Thread(target=work, name="teardown", daemon=True)
@@ -205,6 +214,10 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
             close = getattr(node, "close", None)
             if close is not None:
                 close()  # the node's own clean-up (a recorder closes its file here) always runs to its end
+        # From here only the middleware's goodbye is left: a SIGTERM now means the runner will wait no longer.
+        # CI saw the SIGTERM's thread dump (teardown thread in destroy_node, this one waiting on it) and still a
+        # SIGKILL, -9: nothing after the dump ended the process. Leave at once with the node's own exit code.
+        signal.signal(signal.SIGTERM, lambda signum, frame: _leave_during_teardown(code))
         if not _finishes_within(TEARDOWN_S, lambda: _tear_down(node)):
             # Seen in CI (Fast DDS, 2 busy cores): rcl's node destruction never returned. The node's work is done;
             # leave without the middleware's goodbye rather than be killed (-9) by whoever stops us.

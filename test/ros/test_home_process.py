@@ -76,6 +76,9 @@ def test_dreamzero_home_reaches_the_start_pose_never_faster_than_the_configured_
     commands = probe.collect(Float64MultiArray, emb.command.topic, EVERY_SAMPLE)
     pub = probe.publisher(Float64MultiArray, emb.command.topic, qos.COMMANDS, wait_for_subscribers=1, timeout=60)
     assert wait_until(lambda: len(joints) > 0, 60), sim.output()
+    # The executor may still be starting (the CLI below waits for it): its commands reach the probe only once
+    # the probe has discovered its publisher (CI once missed the path's first 20 ticks, starting at 33 %).
+    probe.wait_for_publishers(emb.command.topic, count=2, timeout=60)  # the probe's own and the executor's
     _push_away(probe, pub, joints, AWAY)
     time.sleep(0.5)  # the probe's last command has landed; from here on only the executor commands
 
@@ -113,6 +116,8 @@ def test_dreamzero_home_reaches_the_start_pose_never_faster_than_the_configured_
     # its homing speed x the control period, the freeze included (no catch-up), and the path takes at
     # least as many ticks as its duration (a pause, not a skip). Counted per tick, not per receive
     # time, so the probe's own scheduling cannot blur it.
+    # The path starts where the arm is (AWAY within _push_away's 0.01 rad), so none of it was missed.
+    assert np.all(np.abs(homing[0] - AWAY) <= 0.01 + SPEED * DT), (homing[0], AWAY)
     steps = np.abs(np.diff(homing, axis=0))
     assert np.all(steps <= SPEED * DT * (1 + 1e-6)), (steps.max(axis=0) / DT, SPEED)
     assert len(homing) >= duration / DT - 1, (len(homing), duration / DT)

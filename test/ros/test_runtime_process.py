@@ -61,3 +61,19 @@ def test_a_middleware_teardown_that_never_returns_is_left_behind_and_the_node_ex
         code = peer.stop(timeout=5.0)  # SIGINT, then 5 s before SIGTERM: it must be gone before that
     assert code == 0, peer.output()
     assert "teardown did not finish within 2 s; exiting without it" in peer.output()
+
+
+def test_a_sigterm_during_the_middleware_teardown_exits_0_at_once_saying_where_it_was():
+    # CI saw a node dump its threads at the SIGTERM (stuck in destroy_node) and still be killed (-9). Once the
+    # node's own clean-up is done, the SIGTERM now ends it at once, before the 2 s bound.
+    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "stuck_teardown"], env=dict(os.environ),
+                          echo=False)
+    peer.start()
+    try:
+        assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
+    finally:
+        code = peer.stop(timeout=0.5)  # SIGINT, 0.5 s (inside the 2 s bound), SIGTERM, 2 s, SIGKILL
+    out = peer.output()
+    assert code == 0, out
+    assert "SIGTERM during the middleware's node teardown; exiting without it" in out
+    assert " in destroy_node" in out and "within 2 s" not in out, out
