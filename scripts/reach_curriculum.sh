@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The reach curriculum, one command: from the shipped checkpoint (or --from DIR), the stages that
+# docs/learning_loop_design.md ("Sixth look") measured, each stage post-training (--init) the one before:
+#   1. red only       generate --colour red, 150 seeds from 7000; --chunks 1 --max-start 0, lr 5e-4, 1,000 steps
+#   2. every colour   generate --every-colour, 100 seeds from 8000; --chunks 1 --max-start 0, lr 5e-4, 5,400 steps
+#   3. two chunks     the same set; --chunks 2 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
+#   4. 300 seeds      generate --every-colour, 300 seeds from 8000; --chunks 2 --max-start 0, lr 3e-4 cosine to
+#                     3e-5 at 2,000, 2,000 steps
+# All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
+# complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
+# train_state.pt, an interrupted generation starts again. On these 2 cores the whole run takes about 2 h 10 min
+# (47 min generating, 80 min training); a GPU (--device auto) shortens the training.
+#
+# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--from CHECKPOINT] [--eval EPISODES]
+#   OUT/data/<set>      the generated datasets
+#   OUT/<stage>/        each stage's run folder (losses.json, loss.png, checkpoint/)
+#   OUT/eval/           with --eval N: N reach episodes from seed 1,000,000 with the last stage's checkpoint
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() { sed -n '/^# Usage:/,/^#   OUT\/eval/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# -ge 1 && "$1" != -* ]] || usage
+OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
+shift
+THROUGH=4
+FROM="$ROOT/checkpoints/franka_droid_sim_small"
+EVAL=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --through) THROUGH="$2"; shift 2 ;;
+    --from) FROM="$2"; shift 2 ;;
+    --eval) EVAL="$2"; shift 2 ;;
+    *) echo "reach_curriculum: unknown option $1" >&2; usage ;;
+  esac
+done
+[[ "$THROUGH" =~ ^[1-4]$ ]] || { echo "reach_curriculum: --through must be 1, 2, 3 or 4, got '$THROUGH'" >&2; exit 2; }
+[[ -f "$FROM/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --from $FROM is not a checkpoint" >&2; exit 2; }
+
+dz() { "$ROOT/dz" "$@"; }
+say() { echo "[reach_curriculum $(date +%T)] $*"; }
+
+# dataset NAME GENERATE_ARGS...: generate OUT/data/NAME unless its meta is complete (embodiment.json is written last)
+dataset() {
+  local name="$1"; shift
+  local dir="$OUT/data/$name"
+  if [[ -f "$dir/meta/embodiment.json" ]]; then say "dataset $name: kept ($dir)"; return; fi
+  say "dataset $name: generating"
+  dz generate --out "$dir" --tasks reach --noise 0.015 --overwrite "$@"
+}
+
+# stage NAME INIT DATASET TRAIN_ARGS...: post-train INIT on DATASET into OUT/NAME unless its checkpoint exists
+stage() {
+  local name="$1" init="$2" data="$3"; shift 3
+  local run="$OUT/$name"
+  if [[ -f "$run/checkpoint/experiment_cfg/metadata.json" ]]; then say "stage $name: kept ($run/checkpoint)"; return; fi
+  local resume=()
+  if [[ -f "$run/train_state.pt" ]]; then resume=(--resume); say "stage $name: resuming"; else say "stage $name: training"; fi
+  dz train --dataset "$OUT/data/$data" --out "$run" --init "$init" --batch 16 --action-weight 10 --no-progress \
+    "${resume[@]}" "$@"
+}
+
+dataset red --colour red --episodes 150 --seed 7000
+stage 1_red "$FROM" red --chunks 1 --max-start 0 --lr 5e-4 --steps 1000
+LAST="$OUT/1_red/checkpoint"
+if [[ "$THROUGH" -ge 2 ]]; then
+  dataset every100 --every-colour --episodes 100 --seed 8000
+  stage 2_every_colour "$LAST" every100 --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
+  LAST="$OUT/2_every_colour/checkpoint"
+fi
+if [[ "$THROUGH" -ge 3 ]]; then
+  stage 3_two_chunks "$LAST" every100 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 1500 --steps 1500
+  LAST="$OUT/3_two_chunks/checkpoint"
+fi
+if [[ "$THROUGH" -ge 4 ]]; then
+  dataset every300 --every-colour --episodes 300 --seed 8000
+  stage 4_300_seeds "$LAST" every300 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 2000 --steps 2000
+  LAST="$OUT/4_300_seeds/checkpoint"
+fi
+say "last checkpoint: $LAST"
+if [[ "$EVAL" -gt 0 ]]; then
+  dz eval --task reach --episodes "$EVAL" --checkpoint "$LAST" --out "$OUT/eval" --no-video
+fi
