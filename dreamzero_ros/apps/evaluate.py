@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dreamzero_ros.bringup.plan import BringupOptions, NodeSpec, node_plan, start_plan
 from dreamzero_ros.bringup.ros_env import pick_domain_id, ros_environment
 from dreamzero_ros.core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
@@ -48,6 +46,7 @@ from dreamzero_ros.core.evaluation import (
     EVAL_FIRST_SEED,
     EpisodeResult,
     check_eval_seeds,
+    closest_approach,
     format_psnr_table,
     format_table,
     summarize_task,
@@ -161,7 +160,8 @@ class Harness:
         self.op = Operator(timeout=STARTUP_TIMEOUT)
         self.task_state: dict | None = None  # the latest /sim/task
         self.success_stamp: dict[int, float] = {}  # seed -> sim stamp of the first message with success
-        self.closest: dict[int, list[float]] = {}  # seed -> [tool to named object, to the nearest other] (m, min)
+        self.closest: dict[int, tuple[float, float]] = {}  # seed -> (tool to named object, to the nearest other), m
+        self.closest_until: dict[int, float] = {}  # seed -> its time limit (stamp), as success counts it
         self.chunks: list[tuple[float, float, float]] = []  # (receive time, stamp, inference_latency)
         self.executor_status: tuple[float, Any] | None = None  # (header stamp s, PolicyStatus)
         node = self.op.node
@@ -178,13 +178,8 @@ class Harness:
         seed = int(state["seed"])
         if state.get("success"):
             self.success_stamp.setdefault(seed, float(state["stamp"]))
-        if seed in self.closest and "tcp" in state:
-            tcp, objects = np.asarray(state["tcp"]), state["objects"]
-            target = float(np.linalg.norm(tcp - objects[state["target"]]))
-            other = min((float(np.linalg.norm(tcp - np.asarray(p))) for name, p in objects.items()
-                         if name != state["target"]), default=math.inf)  # fmt: skip
-            best = self.closest[seed]
-            best[0], best[1] = min(best[0], target), min(best[1], other)
+        if seed in self.closest:
+            self.closest[seed] = closest_approach(self.closest[seed], state, self.closest_until[seed])
 
     def _on_chunk(self, msg: Any) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -283,7 +278,8 @@ class Harness:
         start = time.time()
         max_duration = get_task(task).max_duration
         self.success_stamp.pop(seed, None)  # only successes after the start count
-        self.closest[seed] = [math.inf, math.inf]
+        self.closest_until[seed] = start + max_duration
+        self.closest[seed] = (math.inf, math.inf)
         self._wait(lambda: seed in self.success_stamp or time.time() >= start + max_duration, max_duration + 30.0,
                    f"seed {seed} to finish")
         if self.arm:

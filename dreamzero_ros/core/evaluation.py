@@ -27,6 +27,21 @@ EVAL_FIRST_SEED = 1_000_000
 Z95 = 1.959963984540054
 
 
+def closest_approach(best: tuple[float, float], state: dict[str, Any], until: float) -> tuple[float, float]:
+    """`best` (the tool's closest approach to the named object, to the nearest other; m) with one /sim/task state.
+
+    A state stamped after `until` (the episode's time limit, where success stops counting) or without the tool's
+    position leaves it as it was: a tool that comes close only after the limit did not come close in time.
+    """
+    if "tcp" not in state or float(state["stamp"]) > until:
+        return best
+    tcp, objects = np.asarray(state["tcp"], dtype=float), state["objects"]
+    target = float(np.linalg.norm(tcp - np.asarray(objects[state["target"]], dtype=float)))
+    other = min((float(np.linalg.norm(tcp - np.asarray(p, dtype=float))) for name, p in objects.items()
+                 if name != state["target"]), default=math.inf)  # fmt: skip
+    return min(best[0], target), min(best[1], other)
+
+
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval (lo, hi) of a binomial proportion successes / n; (nan, nan) for n = 0.
 
@@ -94,7 +109,7 @@ class EpisodeResult:
     video: str | None = None
     psnr_predicted: list[float] = field(default_factory=list)  # dB, per predicted frame (--predicted-video)
     psnr_baseline: list[float] = field(default_factory=list)  # dB, its chunk's last real frame vs the same real frame
-    closest_target: float | None = None  # m, the tool's closest approach to the named object while armed
+    closest_target: float | None = None  # m, the tool's closest approach to the named object within the time limit
     closest_other: float | None = None  # m, ... to the nearest of the other objects
 
     def to_json(self) -> dict[str, Any]:

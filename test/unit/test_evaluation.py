@@ -14,6 +14,7 @@ from dreamzero_ros.core.evaluation import (
     EpisodeResult,
     PredictionPair,
     check_eval_seeds,
+    closest_approach,
     format_psnr_table,
     format_table,
     pair_predictions,
@@ -200,3 +201,23 @@ def test_summary_and_table_carry_the_psnr_figures_only_with_predicted_video():
     assert (s["psnr_baseline_mean_db"], s["psnr_baseline_median_db"]) == (7.0, 7.0)
     table = format_psnr_table([s])
     assert "| random | reach | 3     | 20.0/20.0" in table and "| 7.0/7.0" in table, table
+
+
+def _task_state(stamp: float, tcp: list[float] | None) -> dict:
+    state = {"stamp": stamp, "target": "red_cube",
+             "objects": {"red_cube": [0.5, 0.0, 0.03], "green_cube": [0.5, 0.2, 0.03], "blue_cube": [0.3, -0.1, 0.03]}}
+    return state if tcp is None else {**state, "tcp": tcp}
+
+
+def test_the_closest_approach_counts_only_states_within_the_episodes_time_limit():
+    best = (math.inf, math.inf)
+    # 0.1 m above red: 0.1 to red; green is sqrt(0.2^2 + 0.1^2) = 0.2236, blue sqrt(0.2^2 + 0.1^2 + 0.1^2) = 0.2449
+    best = closest_approach(best, _task_state(10.0, [0.5, 0.0, 0.13]), until=15.0)
+    assert best == pytest.approx((0.1, math.sqrt(0.05)))
+    # at the limit, 8 cm from red and 12 cm from green: both figures come down
+    best = closest_approach(best, _task_state(15.0, [0.5, 0.08, 0.03]), until=15.0)
+    assert best == pytest.approx((0.08, 0.12))
+    # touching red after the limit (as the eval saw: under 5 cm, yet a failure) does not count; nor does a state
+    # without the tool's position
+    assert closest_approach(best, _task_state(15.01, [0.5, 0.0, 0.04]), until=15.0) == best
+    assert closest_approach(best, _task_state(12.0, None), until=15.0) == best
