@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The reach curriculum, one command: from the shipped checkpoint (or --from DIR), the stages that
-# docs/learning_loop_design.md ("Sixth look") measured, each stage post-training (--init) the one before:
+# The reach curriculum, one command: from the base checkpoint (checkpoints/franka_droid_sim_small, or --from DIR),
+# the stages docs/learning_loop_design.md ("Sixth look") measured, each post-training (--init) the one before:
 #   1. red only       generate --colour red, 150 seeds from 7000; --chunks 1 --max-start 0, lr 5e-4, 1,000 steps
 #   2. every colour   generate --every-colour, 100 seeds from 8000; --chunks 1 --max-start 0, lr 5e-4, 5,400 steps
 #   3. two chunks     the same set; --chunks 2 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
@@ -8,8 +8,9 @@
 #                     3e-5 at 2,000, 2,000 steps
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
 # complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
-# train_state.pt, an interrupted generation starts again. On these 2 cores the whole run takes about 2 h 10 min
-# (47 min generating, 80 min training); a GPU (--device auto) shortens the training.
+# train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 76 min (13 min generating,
+# 62 min training; they made checkpoints/franka_droid_sim_small_reach) and stage 4 adds about an hour; a GPU
+# (the trainer's --device auto) shortens the training.
 #
 # Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
