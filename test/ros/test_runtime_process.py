@@ -39,41 +39,34 @@ def test_a_bug_in_a_callback_still_exits_non_zero_with_its_traceback():
     assert "RuntimeError: runtime_peer: a bug in a callback" in done.stderr
 
 
-def test_a_clean_up_that_hangs_prints_where_it_is_when_the_runner_escalates_to_sigterm():
-    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "hang"], env=dict(os.environ), echo=False)
+def stop_ticking_peer(mode: str, timeout: float) -> tuple[int | None, str]:
+    """Start the peer in `mode`, stop it (ProcessGroup's way: SIGINT, `timeout` s, SIGTERM, 2 s, SIGKILL) once it
+    ticks; its exit code and output."""
+    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), mode], env=dict(os.environ), echo=False)
     peer.start()
     try:
         assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
     finally:
-        code = peer.stop(timeout=1.0)  # SIGINT, 1 s, SIGTERM, 2 s, SIGKILL
-    assert code == -9, peer.output()
-    out = peer.output()
+        code = peer.stop(timeout=timeout)
+    return code, peer.output()
+
+
+def test_a_clean_up_that_hangs_prints_where_it_is_when_the_runner_escalates_to_sigterm():
+    code, out = stop_ticking_peer("hang", timeout=1.0)  # SIGINT, 1 s, SIGTERM, 2 s, SIGKILL
+    assert code == -9, out
     assert "Current thread" in out and 'runtime_peer.py", line' in out and " in close" in out, out
 
 
 def test_a_middleware_teardown_that_never_returns_is_left_behind_and_the_node_exits_0_saying_so():
-    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "stuck_teardown"], env=dict(os.environ),
-                          echo=False)
-    peer.start()
-    try:
-        assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
-    finally:
-        code = peer.stop(timeout=5.0)  # SIGINT, then 5 s before SIGTERM: it must be gone before that
-    assert code == 0, peer.output()
-    assert "teardown did not finish within 2 s; exiting without it" in peer.output()
+    code, out = stop_ticking_peer("stuck_teardown", timeout=5.0)  # 5 s before SIGTERM: it must be gone before that
+    assert code == 0, out
+    assert "teardown did not finish within 2 s; exiting without it" in out
 
 
 def test_a_sigterm_during_the_middleware_teardown_exits_0_at_once_saying_where_it_was():
     # CI saw a node dump its threads at the SIGTERM (stuck in destroy_node) and still be killed (-9). Once the
     # node's own clean-up is done, the SIGTERM now ends it at once, before the 2 s bound.
-    peer = ManagedProcess("runtime_peer", [sys.executable, str(PEER), "stuck_teardown"], env=dict(os.environ),
-                          echo=False)
-    peer.start()
-    try:
-        assert peer.wait_for_line(lambda s: "runtime_peer ticking" in s, 30), peer.output()
-    finally:
-        code = peer.stop(timeout=0.5)  # SIGINT, 0.5 s (inside the 2 s bound), SIGTERM, 2 s, SIGKILL
-    out = peer.output()
+    code, out = stop_ticking_peer("stuck_teardown", timeout=0.5)  # SIGTERM at 0.5 s, inside the 2 s bound
     assert code == 0, out
     assert "SIGTERM during the middleware's node teardown; exiting without it" in out
     assert " in destroy_node" in out and "within 2 s" not in out, out
