@@ -122,7 +122,13 @@ def test_joint_states_arrive_at_the_control_rate_with_exactly_the_configured_joi
     stamps = np.array([stamp_to_seconds(m.header.stamp) for _, m in window])
     received = np.array([t for t, _ in window])
     stamp_rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    receive_rate = (len(received) - 1) / (received[-1] - received[0])
+    # A receive time is late by however long this probe waited to be scheduled, never early (a starved probe takes
+    # a burst at once), so the rate is judged between the least-delayed message of the window's first and last third
+    # (at least a second apart).
+    offsets = stamps - received
+    third = len(offsets) // 3
+    a, b = int(np.argmax(offsets[:third])), 2 * third + int(np.argmax(offsets[2 * third:]))
+    receive_rate = (b - a) / (received[b] - received[a])
     assert stamp_rate == pytest.approx(rate, rel=0.03), f"stamp rate {stamp_rate:.2f} Hz"
     assert receive_rate == pytest.approx(rate, rel=0.05), f"receive rate {receive_rate:.2f} Hz"
     assert np.all(np.diff(stamps) > 0)
