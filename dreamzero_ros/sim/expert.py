@@ -1,7 +1,7 @@
 """The scripted expert for the simulated tasks, a hold-still baseline, and the episode rollout that runs them.
 
-The expert plans tool-centre-point waypoints from the episode (above the cube, down to it, along the push lane,
-up with the cube) and follows them at a bounded Cartesian speed. Each control step it solves inverse kinematics
+The expert plans tool-centre-point waypoints from the episode (above the cube, down around it, along the push
+lane, up with the cube) and follows them at a bounded Cartesian speed. Each control step it solves inverse kinematics
 with damped least squares on MuJoCo's Jacobian of the tool centre point (`mujoco.mj_jac`, position and hand
 orientation, pointing down as at home) on a scratch `MjData`, starting from its own previous command, so its
 joint targets are a smooth, kinematically consistent path independent of how closely the servos track them.
@@ -30,7 +30,6 @@ PUSH_SPEED = 0.12  # m/s while pushing: slow enough that the cube slides without
 PUSH_GRIP = 0.012  # m per finger: fingers 2.4 cm apart make a 5.6 cm paddle that cannot swallow the cube
 YAW_RATE = 1.5  # rad/s of hand turn
 HOVER = 0.12  # m above a cube's top for the approach
-FINGER_BELOW_TCP = 0.007  # m: fingertips reach this far below the tool centre point
 IK_DAMPING = 0.05
 IK_ITERATIONS = 4
 
@@ -51,10 +50,14 @@ def plan(episode: Episode, table_top: float) -> list[Waypoint]:
     top = table_top + 2 * CUBE_HALF
     centre = table_top + CUBE_HALF
     above = (x, y, top + HOVER)
+    # Reach and lift share their approach: the open hand comes down over the cube until the fingertips straddle
+    # it. Reaching that deep (tool centre point ~0.5 cm from the cube's centre, not ~4 cm at the top face) leaves
+    # a learned policy's few centimetres of error inside the 5 cm touch; fingers that land on the top face
+    # instead still end ~4 cm from the centre.
+    grasp = (x, y, centre - 0.005)
     if episode.task == "reach":
-        return [Waypoint(above, False), Waypoint((x, y, top + FINGER_BELOW_TCP + 0.005), False, 0.15, 0.5)]
+        return [Waypoint(above, True), Waypoint(grasp, True, 0.15, 0.5)]
     if episode.task == "lift":
-        grasp = (x, y, centre - 0.005)
         return [
             Waypoint(above, True), Waypoint(grasp, True, 0.15, 0.2), Waypoint(grasp, False, dwell=0.6),
             Waypoint((x, y, top + 0.15), False, 0.15, 0.5),

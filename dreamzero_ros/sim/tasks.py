@@ -37,7 +37,7 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
 PAD_NAME = "target_pad"
 PAD_RGBA = (0.95, 0.8, 0.1, 1.0)
 
-REACH_DISTANCE = 0.05  # m, tool centre point to cube centre: touching the top face is ~0.04
+REACH_DISTANCE = 0.05  # m, tool centre point to cube centre: fingertips on the top face are ~0.037
 PUSH_TOLERANCE = PAD_RADIUS - 0.02  # m, cube centre to pad centre (the cube lies mostly on the pad)
 LIFT_HEIGHT = 0.06  # m above the cube's resting height
 START_JITTER = 0.1  # rad, uniform per arm joint around home

@@ -263,9 +263,9 @@ def test_the_expert_generator_writes_successful_demonstrations_with_a_frame_per_
     for view in VIEWS.values():
         assert read_video(tmp_path / f"videos/chunk-000/observation.images.{view}/episode_000000.mp4").shape == (
             n, H, W, 3)
-    # The expert moves the arm, and touches with the fingers together: gripper closed = DROID value 1.
+    # The expert moves the arm, and reaches with the hand open around the cube: gripper open = DROID value 0.
     assert np.ptp(table["action"][:, :7], axis=0).max() > 0.1
-    np.testing.assert_allclose(table["action"][:, 7], 1.0, atol=1e-6)
+    np.testing.assert_allclose(table["action"][:, 7], 0.0, atol=1e-6)
 
 
 def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_path) -> None:
