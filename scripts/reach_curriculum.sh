@@ -8,9 +8,10 @@
 #                     3e-5 at 2,000, 2,000 steps
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
 # complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
-# train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 76 min (13 min generating,
-# 62 min training; they made checkpoints/franka_droid_sim_small_reach) and stage 4 adds about an hour; a GPU
-# (the trainer's --device auto) shortens the training.
+# train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 75 min (14 min generating,
+# 61-69 min training; they made checkpoints/franka_droid_sim_small_reach) and stage 4 adds about an hour; a GPU
+# (the trainer's --device auto) shortens the training. The reach demonstrations are the scripted expert's
+# (sim/expert.py), so a change to its reach changes what every stage learns.
 #
 # Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
