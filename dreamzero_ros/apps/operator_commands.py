@@ -15,6 +15,7 @@ import rclpy
 from dreamzero_msgs.msg import PolicyStatus
 from dreamzero_msgs.srv import SetInstruction
 from rclpy.context import Context
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
@@ -141,13 +142,21 @@ class Operator:
         return f"{resp.message}; reached"
 
     def estop(self) -> str:
+        """Latch the executor's e-stop; returns once every subscription has acknowledged it, else raises."""
         pub = self.node.create_publisher(Bool, ESTOP_TOPIC, qos.LATCHED)
-        self.spin_until(lambda: pub.get_subscription_count() > 0, min(self.timeout, 3.0))
+        topic = resolve(ESTOP_TOPIC, self.namespace)
+        subscribed = self.spin_until(lambda: pub.get_subscription_count() > 0, self.timeout)
         pub.publish(Bool(data=True))
-        # Transient local keeps the e-stop for late joiners while this process lives; give the
-        # executor time to receive it before exiting.
-        self.spin_until(lambda: False, 0.5)
-        return "e-stop sent" if pub.get_subscription_count() else "e-stop sent (no executor subscribed yet)"
+        if not subscribed:
+            self.spin_until(lambda: False, 0.5)  # latched: an executor that appears now still hears it
+            raise OperatorError(f"e-stop published on {topic}, but no executor subscribes to it (is the bringup "
+                                f"running in this ROS domain and namespace?)")
+        # Matched here is not yet matched on the executor's side (discovery runs both ways, slowly under load);
+        # the reliable writer knows when each matched subscription has the sample, so wait for that, not a while.
+        if not pub.wait_for_all_acked(Duration(seconds=self.timeout)):
+            raise OperatorError(f"e-stop published on {topic}, but not acknowledged by its "
+                                f"{pub.get_subscription_count()} subscription(s) within {self.timeout:g} s")
+        return f"e-stop acknowledged on {topic} by {pub.get_subscription_count()} subscription(s)"
 
     def reset(self) -> list[str]:
         """Clear the executor's e-stop latch (it stays disarmed) and reset the model's episode."""

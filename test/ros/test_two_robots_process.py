@@ -108,7 +108,7 @@ def test_two_namespaced_robots_in_one_graph_keep_their_instructions_commands_arm
         # The e-stop of robot2 leaves armed robot1 commanding.
         estop_at = time.monotonic()
         with Operator(namespace="/robot2") as op:
-            op.estop()
+            assert "acknowledged on /robot2/dreamzero/estop" in op.estop()  # it returns once the executor has it
         assert wait_until(lambda: executor(seen["/robot2"]["statuses"]).estopped, 10), tail("/robot2")
         before = len(seen["/robot1"]["commands"])
         time.sleep(1.0)
