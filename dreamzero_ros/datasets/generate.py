@@ -2,7 +2,9 @@
 
 Each (task, seed) episode is reset through `sim.tasks.reset_episode`, solved by `sim.expert.ScriptedExpert`
 with every camera rendered at its source size each control step, and written by `LeRobotWriter` if the task's
-predicate held (failed demonstrations are skipped and counted, as the release filters DROID's failures).
+predicate held (failed demonstrations are skipped and counted, as the release filters DROID's failures). With
+`workers` > 1 the episodes are simulated and rendered in that many processes, each with its own simulator, and
+written by this one in the order of a single-process run, so the dataset is the same either way.
 Seeds run from `first_seed`; keep evaluation seeds disjoint from them. With `colours`, each seed gives one
 episode per colour listed, the same scene and start pose with each of those cubes named in turn (all of them: only
 the instruction tells their actions apart; one: a set where the named colour never changes). Each episode's
@@ -11,10 +13,14 @@ task, seed and named colour are in meta/episodes.jsonl (`sim_task`, `seed`, `col
 
 from __future__ import annotations
 
+import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.datasets.lerobot import LeRobotWriter
@@ -32,6 +38,85 @@ class GenerateReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    embodiment: EmbodimentConfig
+    task: str
+    seed: int
+    colour: str | None
+    action_noise: float
+
+
+@dataclass
+class _Demonstration:
+    job: _Job
+    instruction: str
+    colour: str
+    success: bool
+    states: Any = None  # [T, S], kept only for a success (a failure is skipped, so it is not sent back)
+    actions: Any = None
+    frames: Any = None
+
+
+_robots: dict[str, Any] = {}  # embodiment name -> this process's SimRobot, built on its first episode
+
+
+def _demonstrate(job: _Job) -> _Demonstration:
+    """Run the expert on one (task, seed, colour) episode with every camera rendered."""
+    from dreamzero_ros.sim.expert import ScriptedExpert, rollout
+    from dreamzero_ros.sim.robot import SimRobot
+    from dreamzero_ros.sim.tasks import COLOURS, reset_episode, task_layout
+
+    emb = job.embodiment
+    robot = _robots.get(emb.name)
+    if robot is None:
+        robot = _robots[emb.name] = SimRobot(emb, layout=task_layout(emb))
+    episode = reset_episode(robot, job.task, job.seed, job.colour)
+    # a colour's noise does not depend on which others the set has
+    noise_seed = job.seed if job.colour is None else job.seed * len(COLOURS) + list(COLOURS).index(job.colour)
+    result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=emb.camera_names,
+                     action_noise=job.action_noise, noise_seed=noise_seed)
+    demo = _Demonstration(job, episode.instruction, episode.colour, result.success)
+    if result.success:
+        demo.states, demo.actions, demo.frames = result.states, result.actions, result.frames
+    return demo
+
+
+def _close_robots() -> None:
+    while _robots:
+        _robots.popitem()[1].close()
+
+
+def _worker_init() -> None:
+    import atexit
+
+    import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
+
+    atexit.register(_close_robots)
+
+
+def _demonstrations(jobs: list[_Job], workers: int) -> Iterator[_Demonstration]:
+    if workers == 1:
+        import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
+
+        try:
+            yield from map(_demonstrate, jobs)
+        finally:
+            _close_robots()
+        return
+    # spawn, not fork: a forked child would share the parent's GL and MuJoCo state
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        # At most 2 episodes per worker in flight, taken in job order: when writing (video encoding) is slower
+        # than simulating, finished episodes (tens of MB of frames each) must not pile up in this process.
+        queue = iter(jobs)
+        pending = deque(pool.apply_async(_demonstrate, (job,)) for job in islice(queue, 2 * workers))
+        while pending:
+            demo = pending.popleft().get()
+            for job in islice(queue, 1):
+                pending.append(pool.apply_async(_demonstrate, (job,)))
+            yield demo
+
+
 def generate(
     out: str | Path,
     embodiment: EmbodimentConfig,
@@ -42,6 +127,7 @@ def generate(
     action_noise: float = 0.0,
     colours: Sequence[str] | None = None,
     overwrite: bool = False,
+    workers: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> GenerateReport:
     """`episodes` expert episodes per task (seeds first_seed, first_seed + 1, ...) into the dataset `out`.
@@ -50,41 +136,35 @@ def generate(
     (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
     colours: per seed, one episode naming each of these cube colours in turn (`sim.tasks.sample_episode`'s
     colour); None: the seed's own draw.
+    workers: processes that simulate and render (each holds a simulator and its renderer).
     """
-    import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
-    from dreamzero_ros.sim.expert import ScriptedExpert, rollout
-    from dreamzero_ros.sim.robot import SimRobot
-    from dreamzero_ros.sim.tasks import COLOURS, get_task, reset_episode, task_layout
+    from dreamzero_ros.sim.tasks import COLOURS, get_task
 
     for task in tasks:
         get_task(task)  # unknown names fail before any work
     if episodes < 1:
         raise ValueError(f"episodes per task must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     unknown = sorted(set(colours or ()) - set(COLOURS))
     if unknown or (colours is not None and not colours):
         raise ValueError(f"colours: expected some of {list(COLOURS)}, got {list(colours)}")
-    report = GenerateReport()
+    named = list(colours) if colours else [None]
+    jobs = [_Job(embodiment, task, seed, colour, action_noise)
+            for task in tasks for seed in range(first_seed, first_seed + episodes) for colour in named]
+    report = GenerateReport(written={task: 0 for task in tasks}, failed={task: [] for task in tasks})
     t0 = time.perf_counter()
-    with SimRobot(embodiment, layout=task_layout(embodiment)) as robot, \
-            LeRobotWriter(out, embodiment, overwrite=overwrite) as writer:
-        for task in tasks:
-            report.written[task] = 0
-            report.failed[task] = []
-            named = list(colours) if colours else [None]
-            for seed, colour in ((s, c) for s in range(first_seed, first_seed + episodes) for c in named):
-                episode = reset_episode(robot, task, seed, colour)
-                # a colour's noise does not depend on which others the set has
-                noise_seed = seed if colour is None else seed * len(COLOURS) + list(COLOURS).index(colour)
-                result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=embodiment.camera_names,
-                                 action_noise=action_noise, noise_seed=noise_seed)
-                if not result.success:
-                    report.failed[task].append((seed, episode.colour))
-                    continue
-                writer.add_episode(result.states, result.actions, result.frames, episode.instruction, success=True,
-                                   origin={"sim_task": task, "seed": seed, "colour": episode.colour})
-                report.written[task] += 1
-                report.frames += len(result.states)
-                if progress is not None:
-                    progress(f"{task} seed {seed}: {len(result.states)} steps, '{episode.instruction}'")
+    with LeRobotWriter(out, embodiment, overwrite=overwrite) as writer:
+        for demo in _demonstrations(jobs, min(workers, len(jobs))):
+            task, seed = demo.job.task, demo.job.seed
+            if not demo.success:
+                report.failed[task].append((seed, demo.colour))
+                continue
+            writer.add_episode(demo.states, demo.actions, demo.frames, demo.instruction, success=True,
+                               origin={"sim_task": task, "seed": seed, "colour": demo.colour})
+            report.written[task] += 1
+            report.frames += len(demo.states)
+            if progress is not None:
+                progress(f"{task} seed {seed}: {len(demo.states)} steps, '{demo.instruction}'")
     report.seconds = time.perf_counter() - t0
     return report

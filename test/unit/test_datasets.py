@@ -287,6 +287,32 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     assert min(np.abs(ends[i] - ends[j]).max() for i in range(3) for j in range(i + 1, 3)) > 0.05
 
 
+def test_two_worker_processes_write_the_same_dataset_as_one(tmp_path) -> None:
+    pytest.importorskip("mujoco")
+    from dreamzero_ros.datasets.generate import generate
+
+    runs = {}
+    for workers in (1, 2):
+        report = generate(tmp_path / str(workers), EMB, ["reach"], 1, first_seed=7, colours=["red", "blue"],
+                          action_noise=0.015, workers=workers)
+        assert report.written == {"reach": 2}
+        runs[workers] = tmp_path / str(workers)
+    # episodes in job order (seed, then colour), whichever worker finished first
+    one, two = (read_jsonl(runs[w] / "meta/episodes.jsonl") for w in (1, 2))
+    assert [(e["seed"], e["colour"]) for e in two] == [(7, "red"), (7, "blue")] and one == two
+    for i in range(2):
+        a, b = (read_parquet(runs[w] / f"data/chunk-000/episode_{i:06d}.parquet") for w in (1, 2))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+        for view in VIEWS.values():
+            path = f"videos/chunk-000/observation.images.{view}/episode_{i:06d}.mp4"
+            np.testing.assert_array_equal(read_video(runs[1] / path), read_video(runs[2] / path), err_msg=path)
+    assert (runs[1] / "meta/stats.json").read_text() == (runs[2] / "meta/stats.json").read_text()
+    with pytest.raises(ValueError, match="workers"):
+        generate(tmp_path / "none", EMB, ["reach"], 1, workers=0)
+
+
 def test_one_colour_names_that_cube_in_every_seed_and_an_unknown_colour_is_refused_by_name(tmp_path) -> None:
     pytest.importorskip("mujoco")
     from dreamzero_ros.datasets.generate import generate
