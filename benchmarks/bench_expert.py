@@ -4,6 +4,10 @@ cost of rendering demonstrations (all cameras every control step, as `dreamzero 
 
     python benchmarks/bench_expert.py --episodes 50            # success table, ~1 min on one core
     python benchmarks/bench_expert.py --episodes 3 --render    # + demonstration frames per second
+    python benchmarks/bench_expert.py --episodes 12 --tasks push lift --offsets 0 1 2 3 4   # error tolerance
+
+--offsets: the expert plans for a named cube moved by that many cm (a different direction per seed) while the real
+one stays: how far off a learned policy may aim and still solve the task open loop.
 
 Success rates come with a 95% Wilson interval. Seeds start at --seed (default 1_000_000, disjoint from the
 seeds `dreamzero generate` uses by default).
@@ -12,6 +16,8 @@ seeds `dreamzero generate` uses by default).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import time
 
 from _common import default_output, print_table, summarize, write_json
@@ -31,11 +37,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="seeded episodes per task and policy")
     parser.add_argument("--seed", type=int, default=EVAL_FIRST_SEED)
     parser.add_argument("--render", action="store_true", help="also time episodes with every camera rendered")
+    parser.add_argument("--offsets", type=float, nargs="*", default=[],
+                        help="also: cm of error in where the expert believes the named cube is")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     emb = load_embodiment(args.embodiment)
-    rows, render_rows = [], []
+    rows, render_rows, offset_rows = [], [], []
     with SimRobot(emb, layout=task_layout(emb)) as robot:
         for task in args.tasks:
             for name in ("expert", "hold_still"):
@@ -58,6 +66,19 @@ def main() -> None:
                     "cpu_s_per_ep_p50": summarize(cpu)["p50"],
                     "failed_seeds": failed[:10] if name == "expert" else "-",
                 })
+            for offset in args.offsets:
+                ok = 0
+                for seed in range(args.seed, args.seed + args.episodes):
+                    episode = reset_episode(robot, task, seed)
+                    angle = seed * 2.399963  # the golden angle: directions spread evenly over the seeds
+                    x, y = episode.objects[episode.target]
+                    moved = {**episode.objects, episode.target: (x + offset / 100 * math.cos(angle),
+                                                                  y + offset / 100 * math.sin(angle))}
+                    believed = dataclasses.replace(episode, objects=moved)
+                    ok += rollout(robot, episode, ScriptedExpert(robot, believed)).success
+                lo, hi = wilson_interval(ok, args.episodes)
+                offset_rows.append({"task": task, "offset_cm": offset, "success": f"{ok}/{args.episodes}",
+                                    "rate": ok / args.episodes, "ci95_lo": lo, "ci95_hi": hi})
             if args.render:
                 frames, t0 = 0, time.perf_counter()
                 for seed in range(args.seed, args.seed + min(args.episodes, 3)):
@@ -68,9 +89,11 @@ def main() -> None:
                 render_rows.append({"task": task, "steps": frames, "wall_s": wall, "steps_per_s": frames / wall,
                                     "views": len(emb.camera_names)})
     print_table(rows, title=f"scripted expert vs hold-still, {args.embodiment}, seeds {args.seed}..")
+    if offset_rows:
+        print_table(offset_rows, title="the expert aiming at a named cube moved by offset_cm (the real one stays)")
     if render_rows:
         print_table(render_rows, title="demonstrations with every camera rendered (control steps per wall s)")
-    write_json(args.out or default_output("expert"), {"results": rows, "render": render_rows,
+    write_json(args.out or default_output("expert"), {"results": rows, "render": render_rows, "offsets": offset_rows,
                                                        "episodes": args.episodes, "seed": args.seed})
 
 

@@ -6,6 +6,11 @@
 #   3. two chunks     the same set; --chunks 2 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
 #   4. 300 seeds      generate --every-colour, 300 seeds from 8000; --chunks 2 --max-start 0, lr 3e-4 cosine to
 #                     3e-5 at 2,000, 2,000 steps
+# and with --push, after the last of those (reach kept in the data so that it is not forgotten):
+#   5. push           generate --tasks reach push --every-colour, 100 seeds from 9000 (300 reach and ~280 push
+#                     episodes: the noise spoils a few pushes); --chunks 4 --max-start 0 (a push lasts 3-4 chunks),
+#                     lr 3e-4 cosine to 3e-5 at 3,000, 3,000 steps (80 min here; measured push 0/30 and reach down to
+#                     17/45, so it is not what ships: docs/learning_loop_design.md, "Ninth look")
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
 # complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
 # train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 75 min (14 min generating,
@@ -13,10 +18,10 @@
 # (the trainer's --device auto) shortens the training. The reach demonstrations are the scripted expert's
 # (sim/expert.py), so a change to its reach changes what every stage learns.
 #
-# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--from CHECKPOINT] [--eval EPISODES]
+# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push] [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
 #   OUT/<stage>/        each stage's run folder (losses.json, loss.png, checkpoint/)
-#   OUT/eval/           with --eval N: N reach episodes from seed 1,000,000 with the last stage's checkpoint
+#   OUT/eval/           with --eval N: N episodes per task trained (seeds from 1,000,000), last checkpoint
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -27,10 +32,12 @@ shift
 THROUGH=4
 FROM="$ROOT/checkpoints/franka_droid_sim_small"
 EVAL=0
+PUSH=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --through) THROUGH="$2"; shift 2 ;;
     --from) FROM="$2"; shift 2 ;;
+    --push) PUSH=1; shift ;;
     --eval) EVAL="$2"; shift 2 ;;
     *) echo "reach_curriculum: unknown option $1" >&2; usage ;;
   esac
@@ -47,7 +54,7 @@ dataset() {
   local dir="$OUT/data/$name"
   if [[ -f "$dir/meta/embodiment.json" ]]; then say "dataset $name: kept ($dir)"; return; fi
   say "dataset $name: generating"
-  dz generate --out "$dir" --tasks reach --noise 0.015 --overwrite "$@"
+  dz generate --out "$dir" --noise 0.015 --overwrite "$@"
 }
 
 # stage NAME INIT DATASET TRAIN_ARGS...: post-train INIT on DATASET into OUT/NAME unless its checkpoint exists
@@ -61,11 +68,11 @@ stage() {
     "${resume[@]}" "$@"
 }
 
-dataset red --colour red --episodes 150 --seed 7000
+dataset red --tasks reach --colour red --episodes 150 --seed 7000
 stage 1_red "$FROM" red --chunks 1 --max-start 0 --lr 5e-4 --steps 1000
 LAST="$OUT/1_red/checkpoint"
 if [[ "$THROUGH" -ge 2 ]]; then
-  dataset every100 --every-colour --episodes 100 --seed 8000
+  dataset every100 --tasks reach --every-colour --episodes 100 --seed 8000
   stage 2_every_colour "$LAST" every100 --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
   LAST="$OUT/2_every_colour/checkpoint"
 fi
@@ -74,11 +81,18 @@ if [[ "$THROUGH" -ge 3 ]]; then
   LAST="$OUT/3_two_chunks/checkpoint"
 fi
 if [[ "$THROUGH" -ge 4 ]]; then
-  dataset every300 --every-colour --episodes 300 --seed 8000
+  dataset every300 --tasks reach --every-colour --episodes 300 --seed 8000
   stage 4_300_seeds "$LAST" every300 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 2000 --steps 2000
   LAST="$OUT/4_300_seeds/checkpoint"
 fi
+TASKS=(reach)
+if [[ "$PUSH" -eq 1 ]]; then
+  dataset reachpush --tasks reach push --every-colour --episodes 100 --seed 9000
+  stage 5_push "$LAST" reachpush --chunks 4 --max-start 0 --lr 3e-4 --decay-steps 3000 --steps 3000
+  LAST="$OUT/5_push/checkpoint"
+  TASKS=(reach push)
+fi
 say "last checkpoint: $LAST"
 if [[ "$EVAL" -gt 0 ]]; then
-  dz eval --task reach --episodes "$EVAL" --checkpoint "$LAST" --out "$OUT/eval" --no-video
+  dz eval --task "${TASKS[@]}" --episodes "$EVAL" --checkpoint "$LAST" --out "$OUT/eval" --no-video
 fi
