@@ -88,11 +88,8 @@ def _close_robots() -> None:
 
 
 def _worker_init() -> None:
-    import atexit
-
+    # Leaving the pool terminates its workers (SIGTERM: no atexit), so a simulator goes with its process.
     import dreamzero_ros.sim  # noqa: F401 - headless GL before mujoco
-
-    atexit.register(_close_robots)
 
 
 def _demonstrations(jobs: list[_Job], workers: int) -> Iterator[_Demonstration]:
@@ -112,7 +109,8 @@ def _demonstrations(jobs: list[_Job], workers: int) -> Iterator[_Demonstration]:
         pending = deque(pool.apply_async(_demonstrate, (job,)) for job in islice(queue, 2 * workers))
         while pending:
             demo = pending.popleft().get()
-            for job in islice(queue, 1):
+            job = next(queue, None)
+            if job is not None:
                 pending.append(pool.apply_async(_demonstrate, (job,)))
             yield demo
 

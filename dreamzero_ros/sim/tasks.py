@@ -144,7 +144,7 @@ def _reached(robot: SimRobot, episode: Episode) -> bool:
 
 def _pushed(robot: SimRobot, episode: Episode) -> bool:
     pos = robot.body_position(episode.target)
-    on_table = bool(pos[2] < _table_top(robot) + CUBE_HALF + 0.01)
+    on_table = pos[2] < _table_top(robot) + CUBE_HALF + 0.01
     return on_table and float(np.hypot(pos[0] - episode.pad[0], pos[1] - episode.pad[1])) < PUSH_TOLERANCE
 
 
