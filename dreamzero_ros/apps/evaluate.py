@@ -54,6 +54,7 @@ from dreamzero_ros.core.evaluation import (
 from dreamzero_ros.ros.names import (
     CHUNK_TOPIC,
     PREDICTED_VIDEO_TOPIC,
+    SIM_RESET_SERVICE,
     SIM_TASK_TOPIC,
     STATUS_TOPIC,
     STITCHED_TOPIC,
@@ -150,6 +151,7 @@ class Harness:
     def __init__(self, group: Any, embodiment: str, arm: bool) -> None:
         from dreamzero_msgs.msg import ActionChunk, PolicyStatus
         from std_msgs.msg import String
+        from std_srvs.srv import Trigger
 
         from dreamzero_ros.apps.operator_commands import Operator
         from dreamzero_ros.ros import qos
@@ -168,6 +170,7 @@ class Harness:
         node.create_subscription(String, SIM_TASK_TOPIC, self._on_task, qos.LATCHED)
         node.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, qos.COMMANDS)
         node.create_subscription(PolicyStatus, STATUS_TOPIC, self._on_status, qos.STATUS)
+        self.reset_client = node.create_client(Trigger, SIM_RESET_SERVICE)
 
     def close(self) -> None:
         self.op.close()
@@ -189,14 +192,21 @@ class Harness:
         if msg.node == "action_executor":
             self.executor_status = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg)
 
+    def _check_alive(self, what: str) -> None:
+        """Raise EvalError naming the first required node that exited, with its last output."""
+        dead = self.group.first_required_exit()
+        if dead is not None:
+            raise EvalError(f"{dead.name} exited with code {dead.returncode} while waiting for {what}:\n"
+                            f"{dead.output()[-3000:]}")
+
     def _wait(self, done: Any, timeout: float, what: str) -> None:
-        """Spin until done() or raise EvalError naming `what`; a dead required node stops it at once."""
+        """Spin until done() or raise EvalError naming `what`; a dead required node stops it at once, also when
+        done() already holds (an episode that ran out its time while the simulator died has no result)."""
         deadline = time.monotonic() + timeout
-        while not done():
-            dead = self.group.first_required_exit()
-            if dead is not None:
-                raise EvalError(f"{dead.name} exited with code {dead.returncode} while waiting for {what}:\n"
-                                f"{dead.output()[-3000:]}")
+        while True:
+            self._check_alive(what)
+            if done():
+                return
             if time.monotonic() > deadline:
                 raise EvalError(f"timed out after {timeout:g} s waiting for {what}")
             self.op.spin_until(lambda: False, 0.05)
@@ -236,11 +246,16 @@ class Harness:
         from dreamzero_ros.apps.operator_commands import OperatorError
 
         self._wait(lambda: self.task_state is not None, STARTUP_TIMEOUT, "/sim/task")
+        # Waited for here, not in the Operator: a simulator that died is named at once instead of after the
+        # Operator's wait for a service that will not come.
+        service = resolve(SIM_RESET_SERVICE, self.op.namespace)
+        self._wait(self.reset_client.service_is_ready, STARTUP_TIMEOUT, f"the service {service}")
         served = self.task_state.get("resets", 0)
         for _ in range(RESET_ATTEMPTS):
             try:
                 reply = self.op.sim_reset(reply_timeout=RESET_REPLY_TIMEOUT)
             except OperatorError as exc:
+                self._check_alive(f"the reply of {service}")
                 if "did not answer" not in str(exc):
                     raise EvalError(str(exc)) from exc
                 if self.op.spin_until(lambda: self.task_state.get("resets", 0) > served, 2.0):
