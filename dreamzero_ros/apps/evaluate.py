@@ -47,6 +47,7 @@ from dreamzero_ros.core.evaluation import (
     EpisodeResult,
     check_eval_seeds,
     closest_approach,
+    cube_to_pad,
     format_psnr_table,
     format_table,
     summarize_task,
@@ -164,6 +165,7 @@ class Harness:
         self.success_stamp: dict[int, float] = {}  # seed -> sim stamp of the first message with success
         self.closest: dict[int, tuple[float, float]] = {}  # seed -> (tool to named object, to the nearest other), m
         self.closest_until: dict[int, float] = {}  # seed -> its time limit (stamp), as success counts it
+        self.to_pad: dict[int, tuple[float | None, float | None]] = {}  # seed -> push: cube to pad (start, end), m
         self.chunks: list[tuple[float, float, float]] = []  # (receive time, stamp, inference_latency)
         self.executor_status: tuple[float, Any] | None = None  # (header stamp s, PolicyStatus)
         node = self.op.node
@@ -183,6 +185,10 @@ class Harness:
             self.success_stamp.setdefault(seed, float(state["stamp"]))
         if seed in self.closest:
             self.closest[seed] = closest_approach(self.closest[seed], state, self.closest_until[seed])
+            distance = cube_to_pad(state)
+            if distance is not None and float(state["stamp"]) <= self.closest_until[seed]:
+                start = self.to_pad[seed][0]
+                self.to_pad[seed] = (distance if start is None else start, distance)
 
     def _on_chunk(self, msg: Any) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -295,6 +301,7 @@ class Harness:
         self.success_stamp.pop(seed, None)  # only successes after the start count
         self.closest_until[seed] = start + max_duration
         self.closest[seed] = (math.inf, math.inf)
+        self.to_pad[seed] = (None, None)
         self._wait(lambda: seed in self.success_stamp or time.time() >= start + max_duration, max_duration + 30.0,
                    f"seed {seed} to finish")
         if self.arm:
@@ -303,6 +310,7 @@ class Harness:
         counters1 = self._counters(end)
         success_at = self.success_stamp.get(seed)
         closest = [None if math.isinf(d) else round(d, 4) for d in self.closest.pop(seed)]
+        to_pad = [None if d is None else round(d, 4) for d in self.to_pad.pop(seed)]
         success = success_at is not None and success_at - start <= max_duration
         # Hold-still executes no chunk: the latencies of the idle backend's chunks would describe nothing.
         latencies = [lat for received, _, lat in self.chunks if reset_at <= received <= end] if self.arm else []
@@ -311,7 +319,8 @@ class Harness:
             time_to_success=max(0.0, success_at - start) if success else None, duration=end - start,
             holds=counters1[0] - counters0[0], chunks_rejected=counters1[1] - counters0[1],
             chunks_dropped=counters1[2] - counters0[2], chunk_latencies=latencies,
-            video=None, closest_target=closest[0], closest_other=closest[1],
+            video=None, closest_target=closest[0], closest_other=closest[1], to_pad_start=to_pad[0],
+            to_pad_end=to_pad[1],
         ), (start, end)
 
 

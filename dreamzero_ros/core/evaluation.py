@@ -4,7 +4,9 @@ Pure (no ROS, no simulator): `dreamzero eval` (apps/evaluate.py) fills `EpisodeR
 the graph and this module turns them into the numbers it reports: success k/N with the 95% Wilson score interval,
 time to success p50/p95 over the successful episodes, executor holds and rejected/dropped chunks, and the chunk
 latency (observation stamp -> chunk ready, as the inference node measures it) p50/p95 over every chunk of the
-episodes. `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
+episodes, the tool's closest approach to the named cube and to the others (`closest_approach`), and for push the
+named cube's distance to the pad at the start and the end (`cube_to_pad`: a push that fails may still have gone
+the pad's way). `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
 of the model's predicted frames vs the real frames of the times they stand for, beside the baseline of repeating
 the chunk's last real frame (`psnr`, `pair_predictions`, `summarize_psnr`).
 
@@ -25,6 +27,8 @@ import numpy as np
 EVAL_FIRST_SEED = 1_000_000
 #: z of a two-sided 95% normal interval
 Z95 = 1.959963984540054
+#: m the named cube must end nearer the pad than it started for a push episode to count as pushed closer
+PUSHED_CLOSER = 0.05
 
 
 def closest_approach(best: tuple[float, float], state: dict[str, Any], until: float) -> tuple[float, float]:
@@ -40,6 +44,15 @@ def closest_approach(best: tuple[float, float], state: dict[str, Any], until: fl
     other = min((float(np.linalg.norm(tcp - np.asarray(p, dtype=float))) for name, p in objects.items()
                  if name != state["target"]), default=math.inf)  # fmt: skip
     return min(best[0], target), min(best[1], other)
+
+
+def cube_to_pad(state: dict[str, Any]) -> float | None:
+    """A push episode's progress in one /sim/task state: the named cube's distance to the pad's centre on the
+    table (m, horizontal, as the push predicate measures it); None for the other tasks or without positions."""
+    if state.get("task") != "push" or "pad" not in state or "objects" not in state:
+        return None
+    cube, pad = state["objects"][state["target"]], state["pad"]
+    return float(math.hypot(cube[0] - pad[0], cube[1] - pad[1]))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -111,6 +124,8 @@ class EpisodeResult:
     psnr_baseline: list[float] = field(default_factory=list)  # dB, its chunk's last real frame vs the same real frame
     closest_target: float | None = None  # m, the tool's closest approach to the named object within the time limit
     closest_other: float | None = None  # m, ... to the nearest of the other objects
+    to_pad_start: float | None = None  # m, push: the named cube's distance to the pad when the episode started
+    to_pad_end: float | None = None  # m, ... at its end (success, or the time limit)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -123,8 +138,10 @@ class EpisodeResult:
             else "failure"
         near = "-" if self.closest_target is None else f"{100 * self.closest_target:.1f}"
         other = "-" if self.closest_other is None else f"{100 * self.closest_other:.1f}"
+        pad = "" if self.to_pad_start is None or self.to_pad_end is None else \
+            f"cube to pad {100 * self.to_pad_start:.1f} -> {100 * self.to_pad_end:.1f} cm, "
         return (f"seed {self.seed} '{self.instruction}': {outcome} (closest {near} cm named / {other} cm other, "
-                f"holds {self.holds}, chunks {len(self.chunk_latencies)})")
+                f"{pad}holds {self.holds}, chunks {len(self.chunk_latencies)})")
 
 
 def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
@@ -152,6 +169,11 @@ def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
         # episodes whose tool came nearer to another object than to the named one: the instruction not followed
         "nearer_other": sum(1 for e in episodes if e.closest_target is not None and e.closest_other is not None
                             and e.closest_other < e.closest_target),
+        "to_pad_start_p50_m": percentile([e.to_pad_start for e in episodes if e.to_pad_start is not None], 50),
+        "to_pad_end_p50_m": percentile([e.to_pad_end for e in episodes if e.to_pad_end is not None], 50),
+        # push episodes that brought the named cube at least PUSHED_CLOSER nearer the pad: pushes that went its way
+        "pushed_closer": sum(1 for e in episodes if e.to_pad_start is not None and e.to_pad_end is not None
+                             and e.to_pad_start - e.to_pad_end >= PUSHED_CLOSER),
         "seeds": [e.seed for e in episodes],
         "failed_seeds": [e.seed for e in episodes if not e.success],
     } | (summarize_psnr([x for e in episodes for x in e.psnr_predicted],
@@ -163,7 +185,7 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
 
 
 TABLE_HEADER = ("policy", "task", "success", "95% CI", "tts p50/p95 s", "closest p50 cm named/other", "nearer other",
-                "holds", "rejected", "latency p50/p95 ms")
+                "holds", "rejected", "latency p50/p95 ms", "cube to pad p50 cm start/end", "pushed closer")
 
 
 def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -179,6 +201,8 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             str(s.get("nearer_other", 0)),
             str(s["holds"]), str(s["chunks_rejected"]),
             f"{_fmt(s['chunk_latency_p50_s'], 1000, 0)}/{_fmt(s['chunk_latency_p95_s'], 1000, 0)}",
+            f"{_fmt(s.get('to_pad_start_p50_m'), 100, 1)}/{_fmt(s.get('to_pad_end_p50_m'), 100, 1)}",
+            "-" if s.get("to_pad_start_p50_m") is None else str(s.get("pushed_closer", 0)),
         ))
     return rows
 

@@ -1,6 +1,7 @@
 """`dreamzero eval` as a user runs it (the CLI in a subprocess, real nodes over DDS): the harness must detect
 success for the scripted expert and failure for a hold-still policy, 2 reach episodes each, and leave
-summary.json, table.md and (expert) a video per episode.
+summary.json, table.md and (expert) a video per episode; on push it measures the named cube's way to the pad
+(Kilted only: one more bringup, and the harness code is the same on both distros).
 
 The expected seeds and instructions come from sim/tasks.sample_episode, not from the harness; the expert solves
 reach in ~2 s of the episode's 5 s (benchmarks/bench_expert.py), the hold-still arm never comes within reach.
@@ -17,9 +18,9 @@ import pytest
 
 from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.core.evaluation import EVAL_FIRST_SEED
-from dreamzero_ros.sim.tasks import REACH_DISTANCE, get_task, sample_episode
+from dreamzero_ros.sim.tasks import PUSH_TOLERANCE, REACH_DISTANCE, get_task, sample_episode
 
-pytestmark = [pytest.mark.slow, pytest.mark.every_distro]
+pytestmark = pytest.mark.slow
 
 EMB = load_embodiment("franka_droid")
 SEEDS = [EVAL_FIRST_SEED, EVAL_FIRST_SEED + 1]
@@ -39,6 +40,7 @@ def run_eval(out, *args: str) -> dict:
     return summary
 
 
+@pytest.mark.every_distro
 def test_eval_detects_the_experts_successes_with_videos_and_the_hold_still_failures(tmp_path):
     expert = run_eval(tmp_path / "expert", "--policy", "expert")
     [task] = expert["tasks"]
@@ -66,6 +68,7 @@ def test_eval_detects_the_experts_successes_with_videos_and_the_hold_still_failu
     assert not (tmp_path / "hold" / "reach" / "recording.mcap").exists()
 
 
+@pytest.mark.every_distro
 def test_eval_refuses_seeds_a_dataset_may_have_trained_on(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--policy", "expert",
                            "--first-seed", "10", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
@@ -73,6 +76,7 @@ def test_eval_refuses_seeds_a_dataset_may_have_trained_on(tmp_path):
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.every_distro
 def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tmp_path):
     """--predicted-video with random weights (the local backend decodes its predicted frames): one episode's pairs
     of predicted vs real frames give finite PSNR figures of both kinds, in summary.json and the printed table."""
@@ -90,3 +94,22 @@ def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tm
                 "psnr_baseline_median_db"):
         assert math.isfinite(task[key]) and 0 < task[key] <= 100.0, (key, task)
     assert "PSNR predicted mean/median dB" in proc.stdout and f"{task['psnr_predicted_mean_db']:.1f}/" in proc.stdout
+
+
+def test_eval_measures_how_far_a_push_brought_the_named_cube_to_the_pad(tmp_path):
+    """The expert's push: the cube-to-pad distance at the start is the sampled episode's (cube and pad as placed,
+    independent of the harness), at the end inside the push predicate's tolerance, and the table shows both."""
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "push", "--episodes",
+                           "1", "--policy", "expert", "--no-video", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    [task] = summary["tasks"]
+    [episode] = summary["episodes"]
+    placed = sample_episode(EMB, "push", EVAL_FIRST_SEED)
+    cube, pad = placed.objects[placed.target], placed.pad
+    assert episode["success"], episode
+    assert episode["to_pad_start"] == pytest.approx(math.hypot(cube[0] - pad[0], cube[1] - pad[1]), abs=0.005)
+    assert episode["to_pad_end"] < PUSH_TOLERANCE, episode
+    assert task["pushed_closer"] == 1
+    assert f"{100 * task['to_pad_start_p50_m']:.1f}/{100 * task['to_pad_end_p50_m']:.1f}" in summary["table"]

@@ -3,6 +3,7 @@ and the printed table (expected numbers worked out by hand in the comments, not 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from dreamzero_ros.core.evaluation import (
     PredictionPair,
     check_eval_seeds,
     closest_approach,
+    cube_to_pad,
     format_psnr_table,
     format_table,
     pair_predictions,
@@ -112,6 +114,34 @@ def test_an_episode_prints_as_one_line_with_its_outcome_and_closest_approaches()
     assert unseen.line().startswith("seed 6 'touch the red cube': failure (closest - cm named / - cm other")
 
 
+def _push_state(cube_xy, pad_xy, task="push") -> dict:
+    return {"task": task, "target": "red_cube", "objects": {"red_cube": [*cube_xy, 0.03], "blue_cube": [0, 0, 0.03]},
+            "pad": list(pad_xy), "stamp": 1.0, "tcp": [0.0, 0.0, 0.3]}
+
+
+def test_a_push_is_measured_by_the_named_cubes_distance_to_the_pad_on_the_table():
+    # (0.50, 0.10) to (0.53, 0.14): a 3-4-5 triangle, 5 cm; the cube's height does not count
+    assert cube_to_pad(_push_state((0.50, 0.10), (0.53, 0.14))) == pytest.approx(0.05)
+    assert cube_to_pad(_push_state((0.50, 0.10), (0.53, 0.14), task="reach")) is None
+    assert cube_to_pad({"task": "push", "seed": 3}) is None  # a state without positions
+
+
+def test_push_summaries_count_the_cubes_pushed_at_least_5_cm_closer_to_the_pad():
+    episodes = [
+        dataclasses.replace(_episode(1, False, None), task="push", to_pad_start=0.20, to_pad_end=0.14),  # 6 cm
+        dataclasses.replace(_episode(2, False, None), task="push", to_pad_start=0.22, to_pad_end=0.18),  # 4 cm
+        dataclasses.replace(_episode(3, True, 4.0), task="push", to_pad_start=0.18, to_pad_end=0.03),  # 15 cm
+        dataclasses.replace(_episode(4, False, None), task="push", to_pad_start=0.25, to_pad_end=0.30),  # away
+    ]
+    s = summarize_task("policy", "push", episodes)
+    # start 0.18 0.20 0.22 0.25 -> p50 0.21; end 0.03 0.14 0.18 0.30 -> p50 0.16; closer by >= 5 cm: seeds 1 and 3
+    assert s["to_pad_start_p50_m"] == pytest.approx(0.21) and s["to_pad_end_p50_m"] == pytest.approx(0.16)
+    assert s["pushed_closer"] == 2
+    row = [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]]
+    assert row[10:] == ["21.0/16.0", "2"]
+    assert "cube to pad 20.0 -> 14.0 cm, holds" in episodes[0].line()
+
+
 def test_a_summary_without_successes_or_chunks_has_no_times():
     s = summarize_task("hold", "reach", [_episode(7, False, None), _episode(8, False, None)])
     assert (s["successes"], s["time_to_success_p50_s"], s["chunk_latency_p50_s"]) == (0, None, None)
@@ -129,9 +159,10 @@ def test_the_table_has_one_aligned_row_per_summary():
     expert, hold = (line.split("|")[1:-1] for line in lines[2:])
     # 2/2: lo = 2 / (2 + z^2) = 0.342; tts sorted 1, 2: p50 1.5, p95 1 + 0.95 = 1.95; latency p50 200 ms, p95 290
     assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "-/-", "0", "0", "0",
-                                           "200/290"]  # fmt: skip
+                                           "200/290", "-/-", "-"]  # fmt: skip
     # 0/2: hi = z^2 / (2 + z^2) = 0.658
-    assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "-/-", "0", "0", "0", "-/-"]
+    assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "-/-", "0", "0", "0", "-/-", "-/-",
+                                         "-"]  # fmt: skip
 
 
 # --- predicted video vs the real future -------------------------------------------------------------------------
