@@ -6,11 +6,14 @@
 #   3. two chunks     the same set; --chunks 2 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
 #   4. 300 seeds      generate --every-colour, 300 seeds from 8000; --chunks 2 --max-start 0, lr 3e-4 cosine to
 #                     3e-5 at 2,000, 2,000 steps
-# and with --push, after the last of those (reach kept in the data so that it is not forgotten):
-#   5. push           generate --tasks reach push --every-colour, 100 seeds from 9000 (300 reach and ~280 push
-#                     episodes: the noise spoils a few pushes); --chunks 4 --max-start 0 (a push lasts 3-4 chunks),
-#                     lr 3e-4 cosine to 3e-5 at 3,000, 3,000 steps (80 min here; measured push 0/30 and reach down to
-#                     17/45, so it is not what ships: docs/learning_loop_design.md, "Ninth look")
+# and with --push, after the last of those, push through its own curriculum (reach kept in the data so that it is
+# not forgotten), on one set: generate --tasks reach push --every-colour, 100 seeds from 9000 (300 reach and ~280
+# push episodes: the noise spoils a few pushes; 25 min):
+#   5. push starts    --chunks 1 --max-start 0, lr 4e-4 cosine to 4e-5 at 3,000, 3,000 steps (the approach only:
+#                     which cube, and where behind it the pad puts the hand; 25 min)
+#   6. push chunks    --chunks 3 --max-start 0 (a push lasts 3 chunks), lr 3e-4 cosine to 3e-5 at 1,500, 1,500
+#                     steps (23 min)
+#   Measured (docs/learning_loop_design.md, "Tenth look"): push 1/30 and reach 23/45, so none of this ships.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
 # complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
 # train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 75 min (14 min generating,
@@ -88,8 +91,10 @@ fi
 TASKS=(reach)
 if [[ "$PUSH" -eq 1 ]]; then
   dataset reachpush --tasks reach push --every-colour --episodes 100 --seed 9000
-  stage 5_push "$LAST" reachpush --chunks 4 --max-start 0 --lr 3e-4 --decay-steps 3000 --steps 3000
-  LAST="$OUT/5_push/checkpoint"
+  stage 5_push_starts "$LAST" reachpush --chunks 1 --max-start 0 --lr 4e-4 --decay-steps 3000 --steps 3000
+  stage 6_push_chunks "$OUT/5_push_starts/checkpoint" reachpush --chunks 3 --max-start 0 --lr 3e-4 --decay-steps 1500 \
+    --steps 1500
+  LAST="$OUT/6_push_chunks/checkpoint"
   TASKS=(reach push)
 fi
 say "last checkpoint: $LAST"
