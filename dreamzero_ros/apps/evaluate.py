@@ -47,9 +47,9 @@ from dreamzero_ros.core.evaluation import (
     EpisodeResult,
     check_eval_seeds,
     closest_approach,
-    cube_to_pad,
     format_psnr_table,
     format_table,
+    push_progress,
     summarize_task,
 )
 from dreamzero_ros.ros.names import (
@@ -185,10 +185,7 @@ class Harness:
             self.success_stamp.setdefault(seed, float(state["stamp"]))
         if seed in self.closest:
             self.closest[seed] = closest_approach(self.closest[seed], state, self.closest_until[seed])
-            distance = cube_to_pad(state)
-            if distance is not None and float(state["stamp"]) <= self.closest_until[seed]:
-                start = self.to_pad[seed][0]
-                self.to_pad[seed] = (distance if start is None else start, distance)
+            self.to_pad[seed] = push_progress(self.to_pad[seed], state, self.closest_until[seed])
 
     def _on_chunk(self, msg: Any) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9

@@ -55,6 +55,16 @@ def cube_to_pad(state: dict[str, Any]) -> float | None:
     return float(math.hypot(cube[0] - pad[0], cube[1] - pad[1]))
 
 
+def push_progress(progress: tuple[float | None, float | None], state: dict[str, Any],
+                  until: float) -> tuple[float | None, float | None]:
+    """`progress` (the named cube's distance to the pad at the episode's first and latest state; m, None before
+    any) with one /sim/task state; as `closest_approach`, a state after `until` or without positions leaves it."""
+    distance = cube_to_pad(state)
+    if distance is None or float(state["stamp"]) > until:
+        return progress
+    return (distance if progress[0] is None else progress[0]), distance
+
+
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval (lo, hi) of a binomial proportion successes / n; (nan, nan) for n = 0.
 

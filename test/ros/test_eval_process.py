@@ -26,13 +26,17 @@ EMB = load_embodiment("franka_droid")
 SEEDS = [EVAL_FIRST_SEED, EVAL_FIRST_SEED + 1]
 
 
-def run_eval(out, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "reach", "--episodes",
-                           "2", "--out", str(out), *args], capture_output=True, text=True, timeout=300)
+def eval_cli(out, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`dreamzero eval --out out ARGS` as a user runs it; it must succeed. Its output and summary.json."""
+    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=300)
     log = proc.stdout[-3000:] + proc.stderr[-3000:]
-    nodes_log = out / "reach" / "nodes.log"
-    assert proc.returncode == 0, log + (nodes_log.read_text()[-4000:] if nodes_log.exists() else "")
-    summary = json.loads((out / "summary.json").read_text())
+    assert proc.returncode == 0, log + "".join(p.read_text()[-4000:] for p in sorted(out.glob("*/nodes.log")))
+    return proc, json.loads((out / "summary.json").read_text())
+
+
+def run_eval(out, *args: str) -> dict:
+    proc, summary = eval_cli(out, "--task", "reach", "--episodes", "2", *args)
     assert [e["seed"] for e in summary["episodes"]] == SEEDS
     for e in summary["episodes"]:
         assert e["instruction"] == sample_episode(EMB, "reach", e["seed"]).instruction
@@ -80,11 +84,8 @@ def test_eval_refuses_seeds_a_dataset_may_have_trained_on(tmp_path):
 def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tmp_path):
     """--predicted-video with random weights (the local backend decodes its predicted frames): one episode's pairs
     of predicted vs real frames give finite PSNR figures of both kinds, in summary.json and the printed table."""
-    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "reach", "--episodes",
-                           "1", "--policy", "random", "--predicted-video", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    proc, summary = eval_cli(tmp_path, "--task", "reach", "--episodes", "1", "--policy", "random",
+                             "--predicted-video")
     [task] = summary["tasks"]
     [episode] = summary["episodes"]
     # a 5 s episode at 5 fps with chunks of 8 predicted frames: many pairs, each with both figures
@@ -99,11 +100,7 @@ def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tm
 def test_eval_measures_how_far_a_push_brought_the_named_cube_to_the_pad(tmp_path):
     """The expert's push: the cube-to-pad distance at the start is the sampled episode's (cube and pad as placed,
     independent of the harness), at the end inside the push predicate's tolerance, and the table shows both."""
-    proc = subprocess.run([sys.executable, "-m", "dreamzero_ros.apps.cli", "eval", "--task", "push", "--episodes",
-                           "1", "--policy", "expert", "--no-video", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    _, summary = eval_cli(tmp_path, "--task", "push", "--episodes", "1", "--policy", "expert", "--no-video")
     [task] = summary["tasks"]
     [episode] = summary["episodes"]
     placed = sample_episode(EMB, "push", EVAL_FIRST_SEED)

@@ -21,6 +21,7 @@ from dreamzero_ros.core.evaluation import (
     format_table,
     pair_predictions,
     psnr,
+    push_progress,
     summarize_task,
     wilson_interval,
 )
@@ -124,6 +125,15 @@ def test_a_push_is_measured_by_the_named_cubes_distance_to_the_pad_on_the_table(
     assert cube_to_pad(_push_state((0.50, 0.10), (0.53, 0.14))) == pytest.approx(0.05)
     assert cube_to_pad(_push_state((0.50, 0.10), (0.53, 0.14), task="reach")) is None
     assert cube_to_pad({"task": "push", "seed": 3}) is None  # a state without positions
+
+
+def test_a_push_keeps_the_first_distance_and_the_latest_one_within_the_time_limit():
+    progress = (None, None)
+    for cube_x, stamp in ((0.30, 1.0), (0.40, 2.0), (0.45, 3.0), (0.55, 9.5)):  # pad at x 0.50; limit at 9.0
+        progress = push_progress(progress, {**_push_state((cube_x, 0.0), (0.50, 0.0)), "stamp": stamp}, until=9.0)
+    assert progress == pytest.approx((0.20, 0.05))  # 0.50 - 0.30 at the start, 0.50 - 0.45 at 3 s; 9.5 s is late
+    reach = {**_push_state((0.45, 0.0), (0.50, 0.0), task="reach"), "stamp": 1.0}
+    assert push_progress((None, None), reach, until=9.0) == (None, None)
 
 
 def test_push_summaries_count_the_cubes_pushed_at_least_5_cm_closer_to_the_pad():
