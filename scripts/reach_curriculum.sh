@@ -14,6 +14,13 @@
 #   6. push chunks    --chunks 3 --max-start 0 (a push lasts 3 chunks), lr 3e-4 cosine to 3e-5 at 1,500, 1,500
 #                     steps (23 min)
 #   Measured (docs/learning_loop_design.md, "Tenth look"): push 1/30 and reach 23/45, so none of this ships.
+# and with --forward instead, the same two stages on push_forward ("push the red cube forward": slide it 8 cm away
+# from the robot, approached from the robot's side as reach is): generate --tasks reach push_forward
+# --every-colour, 100 seeds from 9100 (600 episodes), then
+#   5. forward starts --chunks 1 --max-start 0, lr 4e-4 cosine to 4e-5 at 2,000, 2,000 steps
+#   6. forward chunks --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
+# --reach CHECKPOINT starts --push or --forward from that reach checkpoint (e.g. the shipped
+# checkpoints/franka_droid_sim_small_reach) instead of training stages 1-4 first.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
 # complete and a stage whose checkpoint exists are kept; an interrupted training stage resumes from its
 # train_state.pt, an interrupted generation starts again. On these 2 cores stages 1-3 took 75 min (14 min generating,
@@ -21,7 +28,8 @@
 # (the trainer's --device auto) shortens the training. The reach demonstrations are the scripted expert's
 # (sim/expert.py), so a change to its reach changes what every stage learns.
 #
-# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push] [--from CHECKPOINT] [--eval EPISODES]
+# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push | --forward] [--reach CHECKPOINT]
+#                                      [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
 #   OUT/<stage>/        each stage's run folder (losses.json, loss.png, checkpoint/)
 #   OUT/eval/           with --eval N: N episodes per task trained (seeds from 1,000,000), last checkpoint
@@ -36,17 +44,27 @@ THROUGH=4
 FROM="$ROOT/checkpoints/franka_droid_sim_small"
 EVAL=0
 PUSH=0
+FORWARD=0
+REACH=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --through) THROUGH="$2"; shift 2 ;;
     --from) FROM="$2"; shift 2 ;;
     --push) PUSH=1; shift ;;
+    --forward) FORWARD=1; shift ;;
+    --reach) REACH="$2"; shift 2 ;;
     --eval) EVAL="$2"; shift 2 ;;
     *) echo "reach_curriculum: unknown option $1" >&2; usage ;;
   esac
 done
 [[ "$THROUGH" =~ ^[1-4]$ ]] || { echo "reach_curriculum: --through must be 1, 2, 3 or 4, got '$THROUGH'" >&2; exit 2; }
 [[ -f "$FROM/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --from $FROM is not a checkpoint" >&2; exit 2; }
+[[ "$PUSH" -eq 0 || "$FORWARD" -eq 0 ]] || { echo "reach_curriculum: --push and --forward are alternatives" >&2; exit 2; }
+if [[ -n "$REACH" ]]; then
+  [[ "$PUSH" -eq 1 || "$FORWARD" -eq 1 ]] || { echo "reach_curriculum: --reach needs --push or --forward" >&2; exit 2; }
+  [[ -f "$REACH/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --reach $REACH is not a checkpoint" >&2; exit 2; }
+  REACH="$(cd "$REACH" && pwd)"
+fi
 
 dz() { "$ROOT/dz" "$@"; }
 say() { echo "[reach_curriculum $(date +%T)] $*"; }
@@ -71,22 +89,27 @@ stage() {
     "${resume[@]}" "$@"
 }
 
-dataset red --tasks reach --colour red --episodes 150 --seed 7000
-stage 1_red "$FROM" red --chunks 1 --max-start 0 --lr 5e-4 --steps 1000
-LAST="$OUT/1_red/checkpoint"
-if [[ "$THROUGH" -ge 2 ]]; then
-  dataset every100 --tasks reach --every-colour --episodes 100 --seed 8000
-  stage 2_every_colour "$LAST" every100 --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
-  LAST="$OUT/2_every_colour/checkpoint"
-fi
-if [[ "$THROUGH" -ge 3 ]]; then
-  stage 3_two_chunks "$LAST" every100 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 1500 --steps 1500
-  LAST="$OUT/3_two_chunks/checkpoint"
-fi
-if [[ "$THROUGH" -ge 4 ]]; then
-  dataset every300 --tasks reach --every-colour --episodes 300 --seed 8000
-  stage 4_300_seeds "$LAST" every300 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 2000 --steps 2000
-  LAST="$OUT/4_300_seeds/checkpoint"
+if [[ -n "$REACH" ]]; then
+  LAST="$REACH"
+  say "reach stages: skipped, from $LAST"
+else
+  dataset red --tasks reach --colour red --episodes 150 --seed 7000
+  stage 1_red "$FROM" red --chunks 1 --max-start 0 --lr 5e-4 --steps 1000
+  LAST="$OUT/1_red/checkpoint"
+  if [[ "$THROUGH" -ge 2 ]]; then
+    dataset every100 --tasks reach --every-colour --episodes 100 --seed 8000
+    stage 2_every_colour "$LAST" every100 --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
+    LAST="$OUT/2_every_colour/checkpoint"
+  fi
+  if [[ "$THROUGH" -ge 3 ]]; then
+    stage 3_two_chunks "$LAST" every100 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 1500 --steps 1500
+    LAST="$OUT/3_two_chunks/checkpoint"
+  fi
+  if [[ "$THROUGH" -ge 4 ]]; then
+    dataset every300 --tasks reach --every-colour --episodes 300 --seed 8000
+    stage 4_300_seeds "$LAST" every300 --chunks 2 --max-start 0 --lr 3e-4 --decay-steps 2000 --steps 2000
+    LAST="$OUT/4_300_seeds/checkpoint"
+  fi
 fi
 TASKS=(reach)
 if [[ "$PUSH" -eq 1 ]]; then
@@ -96,6 +119,14 @@ if [[ "$PUSH" -eq 1 ]]; then
     --steps 1500
   LAST="$OUT/6_push_chunks/checkpoint"
   TASKS=(reach push)
+fi
+if [[ "$FORWARD" -eq 1 ]]; then
+  dataset reachfwd --tasks reach push_forward --every-colour --episodes 100 --seed 9100
+  stage 5_forward_starts "$LAST" reachfwd --chunks 1 --max-start 0 --lr 4e-4 --decay-steps 2000 --steps 2000
+  stage 6_forward_chunks "$OUT/5_forward_starts/checkpoint" reachfwd --chunks 3 --max-start 0 --lr 3e-4 \
+    --decay-steps 1500 --steps 1500
+  LAST="$OUT/6_forward_chunks/checkpoint"
+  TASKS=(reach push_forward)
 fi
 say "last checkpoint: $LAST"
 if [[ "$EVAL" -gt 0 ]]; then

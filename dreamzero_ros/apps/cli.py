@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_arguments(demo, skip=("record", "predicted_video", "namespace", "robot_topics_global"),
                       defaults={"sim": True, "instruction": "pick up the red cube and put it in the bowl",
                                 "checkpoint": None})  # fmt: skip
-    demo.add_argument("--task", default=None, choices=["reach", "push", "lift", "none"],
+    demo.add_argument("--task", default=None, choices=["reach", "push", "push_forward", "lift", "none"],
                       help="simulated task whose seeded episodes the demo runs, or none (the plain scene and "
                            "--instruction for --duration s); default: the embodiment YAML's demo.task (reach for "
                            "franka_droid), none without one. The checkpoint defaults to its demo.checkpoint "

@@ -405,7 +405,7 @@ def run_eval(cfg: EvalConfig, env: dict[str, str] | None = None, progress: Any =
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", dest="tasks", nargs="+", default=["reach"],
-                        help="simulated task(s): reach, push, lift (default: %(default)s)")
+                        help="simulated task(s): reach, push, push_forward, lift (default: %(default)s)")
     parser.add_argument("--episodes", type=int, default=30, help="episodes per task (default: %(default)s)")
     parser.add_argument("--first-seed", type=int, default=EVAL_FIRST_SEED,
                         help="seed of the first episode; evaluation seeds start at 1,000,000, disjoint from the "

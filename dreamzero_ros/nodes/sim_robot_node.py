@@ -8,7 +8,7 @@ Float64MultiArray, JointTrajectory; each output's value map inverted back to the
 velocity as Twist where the profile has that output; and resets the episode on /sim/reset (std_srvs/Trigger). Physics keeps wall-clock time: each physics
 tick advances it by the time elapsed since the previous one.
 
-With the `task` parameter set (reach | push | lift, see sim/tasks.py) the scene is the task scene and every
+With the `task` parameter set (reach | push | push_forward | lift, see sim/tasks.py) the scene is the task scene and every
 reset starts the next seeded episode of the task named by `task` then (it may change between resets): seed
 `seed` first (the scene also starts in it), then seed + 1, ...; setting `seed` again jumps there. The reset
 reply names the task, seed and instruction; /sim/task (std_msgs/String, JSON, latched) carries them at the

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from dreamzero_ros.sim.robot import SimRobot
-from dreamzero_ros.sim.tasks import CUBE_HALF, Episode, is_success, rig_for
+from dreamzero_ros.sim.tasks import CUBE_HALF, Episode, is_success, push_path, rig_for
 
 # A policy maps the robot (its current state) to joint targets for embodiment.action_joints (rad | m).
 Policy = Callable[[SimRobot], np.ndarray]
@@ -62,13 +62,13 @@ def plan(episode: Episode, table_top: float) -> list[Waypoint]:
             Waypoint(above, True), Waypoint(grasp, True, 0.15, 0.2), Waypoint(grasp, False, dwell=0.6),
             Waypoint((x, y, top + 0.15), False, 0.15, 0.5),
         ]
-    if episode.task == "push":
-        cube, pad = np.array([x, y]), np.array(episode.pad)
-        d = (pad - cube) / np.linalg.norm(pad - cube)
+    if episode.task in ("push", "push_forward"):
+        cube = np.array([x, y])
+        end, d = push_path(episode.task, cube, np.array(episode.pad))
         low = table_top + 0.025  # fingertips ~2 cm above the table, below the cube's centre
         behind = cube - d * (CUBE_HALF + 0.045)
-        goal = pad - d * (CUBE_HALF + 0.012)
-        after = pad - d * (CUBE_HALF + 0.05)
+        goal = end - d * (CUBE_HALF + 0.012)
+        after = end - d * (CUBE_HALF + 0.05)
         # Fingers side by side across the push direction (the hand's x along it; either sign: the hand is
         # symmetric, so the smaller turn), a little apart: a wide paddle keeps the cube from spinning off.
         yaw = float(np.arctan2(d[1], d[0]))

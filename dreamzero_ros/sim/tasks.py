@@ -8,6 +8,8 @@ an evaluation through the ROS nodes.
 Tasks (franka_droid), over three 6 cm cubes (red, green, blue) and a yellow pad, all placed anew per seed:
 * ``reach``: "touch the <colour> cube" -- the tool centre point comes within `REACH_DISTANCE` of the cube's centre;
 * ``push``: "push the <colour> cube onto the yellow pad" -- the cube rests with its centre on the pad;
+* ``push_forward``: "push the <colour> cube forward" -- the cube, still on the table, has slid `FORWARD_DISTANCE`
+  further from the robot (world +x) than where it was placed; the pad is only a distractor here;
 * ``lift``: "pick up the <colour> cube" -- the cube's centre is `LIFT_HEIGHT` above where it rested.
 
 The task scene is `task_layout(embodiment)`: the embodiment's demo layout with the task objects instead of the
@@ -46,6 +48,9 @@ WORKSPACE_Y = (-0.22, 0.22)
 MIN_OBJECT_GAP = 0.12  # m between cube centres
 MIN_PAD_DISTANCE = 0.15  # m from the named cube to the pad centre (a hold-still policy never succeeds)
 PUSH_LANE = 0.09  # m: other cubes keep this far from the named cube's push path
+FORWARD_DISTANCE = 0.08  # m the named cube must slide away from the robot (+x) for push_forward
+FORWARD_PUSH = 0.12  # m the expert slides it: a margin over FORWARD_DISTANCE
+FORWARD = (1.0, 0.0)  # world xy direction of "forward": away from the robot's base
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +157,17 @@ def _lifted(robot: SimRobot, episode: Episode) -> bool:
     return float(robot.body_position(episode.target)[2]) > _table_top(robot) + CUBE_HALF + LIFT_HEIGHT
 
 
+def _pushed_forward(robot: SimRobot, episode: Episode) -> bool:
+    pos = robot.body_position(episode.target)
+    on_table = pos[2] < _table_top(robot) + CUBE_HALF + 0.01
+    start = np.array(episode.objects[episode.target])
+    return on_table and float(np.dot(pos[:2] - start, FORWARD)) >= FORWARD_DISTANCE
+
+
 TASKS: dict[str, Task] = {
     "reach": Task("reach", "touch the {colour} cube", 5.0, _reached),
     "push": Task("push", "push the {colour} cube onto the yellow pad", 9.0, _pushed),
+    "push_forward": Task("push_forward", "push the {colour} cube forward", 7.0, _pushed_forward),
     "lift": Task("lift", "pick up the {colour} cube", 7.0, _lifted),
 }
 
@@ -172,23 +185,33 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(p - (a + t * ab)))
 
 
-def _placement_valid(xy: np.ndarray, pad: np.ndarray, colours: list[str], colour: str) -> bool:
-    """The pad is far enough from the `colour` cube and the push lane from that cube to the pad is clear."""
+def push_path(task: str, cube: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a push of the cube at `cube` (xy, m) leaves its centre, and the unit xy direction it slides: onto the
+    pad for every task but push_forward (reach and lift place their scenes as push does, so that one seed is one
+    scene), `FORWARD_PUSH` along `FORWARD` for push_forward."""
+    goal = cube + np.asarray(FORWARD) * FORWARD_PUSH if task == "push_forward" else pad
+    return goal, (goal - cube) / np.linalg.norm(goal - cube)
+
+
+def _placement_valid(task: str, xy: np.ndarray, pad: np.ndarray, colours: list[str], colour: str) -> bool:
+    """The lane along which the `colour` cube is pushed (`push_path`) is clear of the other cubes, and but for
+    push_forward the pad is far enough from that cube."""
     target = xy[colours.index(colour)]
-    if np.linalg.norm(pad - target) < MIN_PAD_DISTANCE:
+    if task != "push_forward" and np.linalg.norm(pad - target) < MIN_PAD_DISTANCE:
         return False
+    goal, direction = push_path(task, target, pad)
     others = [xy[i] for i, c in enumerate(colours) if c != colour]
     # The push starts behind the cube, so the lane begins a cube and a finger behind it.
-    direction = (pad - target) / np.linalg.norm(pad - target)
     lane_start = target - direction * (CUBE_HALF + 0.05)
-    return not any(_segment_distance(o, lane_start, pad) < PUSH_LANE for o in others)
+    return not any(_segment_distance(o, lane_start, goal) < PUSH_LANE for o in others)
 
 
 def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: str | None = None) -> Episode:
     """The episode `seed` of `task`: pure function of (task, seed, colour), no simulator needed.
 
     Cubes are drawn in the workspace at least `MIN_OBJECT_GAP` apart; the pad at least `MIN_PAD_DISTANCE` from
-    the named cube (and clear of the others), with the push lane from the cube to the pad free of other cubes.
+    the named cube (and clear of the others), with the push lane from the cube to the pad free of other cubes;
+    for push_forward the pad anywhere and the lane `FORWARD_PUSH` ahead of the cube free instead.
     colour: name this cube instead of the seed's own draw. The placement is then one that is valid whichever cube
     is named, so the episodes of one seed with each colour share their scene and start pose and differ only in
     the instruction (and in what the expert does).
@@ -211,7 +234,7 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: s
         pad = rng.uniform(lo, hi)
         if min(np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)) < MIN_OBJECT_GAP:
             continue
-        if all(_placement_valid(xy, pad, colours, c) for c in named):
+        if all(_placement_valid(task, xy, pad, colours, c) for c in named):
             break
     else:  # pragma: no cover - the workspace is large enough that this never happens
         raise RuntimeError(f"{task} seed {seed}: no valid object placement found")

@@ -18,9 +18,11 @@ from dreamzero_ros.sim.expert import ScriptedExpert, hold_still, rollout
 from dreamzero_ros.sim.robot import SimRobot
 from dreamzero_ros.sim.tasks import (
     CUBE_HALF,
+    FORWARD_DISTANCE,
     MIN_OBJECT_GAP,
     MIN_PAD_DISTANCE,
     PAD_NAME,
+    PUSH_LANE,
     TASKS,
     WORKSPACE_X,
     WORKSPACE_Y,
@@ -60,7 +62,20 @@ def test_an_episode_is_a_pure_function_of_task_and_seed_and_respects_the_placeme
             assert np.all((xy[:, 1] >= WORKSPACE_Y[0]) & (xy[:, 1] <= WORKSPACE_Y[1]))
             gaps = [np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)]
             assert min(gaps) >= MIN_OBJECT_GAP
-            assert np.linalg.norm(np.array(e.pad) - np.array(e.objects[e.target])) >= MIN_PAD_DISTANCE
+            _assert_pushable(e)
+
+
+def _assert_pushable(e) -> None:
+    """push_forward: nothing in the way of the named cube's slide to +x; every other task: the pad far enough."""
+    x, y = e.objects[e.target]
+    if e.task != "push_forward":
+        assert np.linalg.norm(np.array(e.pad) - np.array([x, y])) >= MIN_PAD_DISTANCE
+        return
+    # The lane runs along +x from behind the cube (a cube half and 5 cm) to 12 cm ahead of it.
+    for name, (ox, oy) in e.objects.items():
+        if name != e.target:
+            along = min(max(ox, x - CUBE_HALF - 0.05), x + 0.12)
+            assert np.hypot(ox - along, oy - y) >= PUSH_LANE, f"seed {e.seed}: {name} blocks the push"
 
 
 def test_naming_a_colour_keeps_the_seeds_scene_and_start_with_every_cube_a_valid_target() -> None:
@@ -71,8 +86,7 @@ def test_naming_a_colour_keeps_the_seeds_scene_and_start_with_every_cube_a_valid
             for colour, e in zip(colours, episodes, strict=True):
                 assert e.colour == colour and f"the {colour} cube" in e.instruction and e.target.startswith(colour)
                 assert e.objects == episodes[0].objects and e.pad == episodes[0].pad and e.start == episodes[0].start
-                # the pad keeps its distance from whichever cube is named
-                assert np.linalg.norm(np.array(e.pad) - np.array(e.objects[e.target])) >= MIN_PAD_DISTANCE
+                _assert_pushable(e)  # whichever cube is named
     with pytest.raises(ValueError, match="colour must be one of .*got 'purple'"):
         sample_episode(EMB, "reach", 0, "purple")
 
@@ -128,6 +142,28 @@ def test_push_succeeds_with_the_cube_on_the_pad_only(robot) -> None:
     # a random policy knocked the cube off the table)
     assert is_success(robot, episode) is False
     assert json.loads(json.dumps({"success": is_success(robot, episode)})) == {"success": False}
+
+
+def test_push_forward_succeeds_once_the_named_cube_slid_far_enough_away_from_the_robot_on_the_table(robot) -> None:
+    episode = reset_episode(robot, "push_forward", 3)
+    assert episode.instruction == f"push the {episode.colour} cube forward"
+    x, y = episode.objects[episode.target]
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (x + FORWARD_DISTANCE + 0.005, y + 0.02, CUBE_HALF)})  # 8.5 cm on, a bit aside
+    assert is_success(robot, episode) is True
+    robot.place({episode.target: (x + FORWARD_DISTANCE - 0.005, y, CUBE_HALF)})  # 7.5 cm is short
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (x, y + 0.1, CUBE_HALF)})  # 10 cm sideways is not forward
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (x + 0.1, y, CUBE_HALF + 0.1)})  # carried, not slid
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (x - 0.1, y, CUBE_HALF)})  # pulled towards the robot
+    assert not is_success(robot, episode)
+    robot.place({episode.target: (x, y, CUBE_HALF)})
+    other = next(name for name in episode.objects if name != episode.target)
+    ox, oy = episode.objects[other]
+    robot.place({other: (ox + 0.1, oy, CUBE_HALF)})
+    assert not is_success(robot, episode), "pushing another colour's cube forward is not success"
 
 
 def test_lift_succeeds_with_the_cube_held_high_and_fails_with_it_on_the_table(robot) -> None:
