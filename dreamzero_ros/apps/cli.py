@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     named.add_argument("--colour", action="append", default=None, metavar="red|green|blue",
                        help="name this cube in every episode, in a placement valid whichever is named (repeat it: one "
                             "episode per seed and colour given)")
+    generate.add_argument("--shared-scenes", action="store_true",
+                          help="per seed, every task's episodes in one scene and start pose (placed so that each "
+                               "task's rules hold): only the instruction tells the tasks apart")
     generate.add_argument("--workers", type=int, default=1,
                           help="processes simulating and rendering episodes, each with its own simulator; the "
                                "dataset is the same as with one (default: %(default)s)")
@@ -196,6 +199,7 @@ def _dataset(args: argparse.Namespace) -> int:
 
             report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
                               action_noise=args.noise, colours=list(COLOURS) if args.every_colour else args.colour,
+                              shared_scenes=args.shared_scenes,
                               overwrite=args.overwrite, workers=args.workers,
                               progress=lambda line: print(line, flush=True))
             for task, n in report.written.items():

@@ -45,6 +45,7 @@ class _Job:
     seed: int
     colour: str | None
     action_noise: float
+    scene_tasks: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -71,7 +72,7 @@ def _demonstrate(job: _Job) -> _Demonstration:
     robot = _robots.get(emb.name)
     if robot is None:
         robot = _robots[emb.name] = SimRobot(emb, layout=task_layout(emb))
-    episode = reset_episode(robot, job.task, job.seed, job.colour)
+    episode = reset_episode(robot, job.task, job.seed, job.colour, job.scene_tasks)
     # a colour's noise does not depend on which others the set has
     noise_seed = job.seed if job.colour is None else job.seed * len(COLOURS) + list(COLOURS).index(job.colour)
     result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=emb.camera_names,
@@ -124,6 +125,7 @@ def generate(
     first_seed: int = 0,
     action_noise: float = 0.0,
     colours: Sequence[str] | None = None,
+    shared_scenes: bool = False,
     overwrite: bool = False,
     workers: int = 1,
     progress: Callable[[str], None] | None = None,
@@ -134,6 +136,8 @@ def generate(
     (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
     colours: per seed, one episode naming each of these cube colours in turn (`sim.tasks.sample_episode`'s
     colour); None: the seed's own draw.
+    shared_scenes: per seed, every task's episodes in one scene and start pose (`sample_episode`'s scene_tasks),
+    so that only the instruction tells the tasks apart; False: each task's own scene per seed.
     workers: processes that simulate and render (each holds a simulator and its renderer).
     """
     from dreamzero_ros.sim.tasks import COLOURS, get_task
@@ -148,7 +152,8 @@ def generate(
     if unknown or (colours is not None and not colours):
         raise ValueError(f"colours: expected some of {list(COLOURS)}, got {list(colours)}")
     named = list(colours) if colours else [None]
-    jobs = [_Job(embodiment, task, seed, colour, action_noise)
+    scene_tasks = tuple(tasks) if shared_scenes else None
+    jobs = [_Job(embodiment, task, seed, colour, action_noise, scene_tasks)
             for task in tasks for seed in range(first_seed, first_seed + episodes) for colour in named]
     report = GenerateReport(written={task: 0 for task in tasks}, failed={task: [] for task in tasks})
     t0 = time.perf_counter()

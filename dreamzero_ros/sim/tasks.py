@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,7 +206,8 @@ def _placement_valid(task: str, xy: np.ndarray, pad: np.ndarray, colours: list[s
     return not any(_segment_distance(o, lane_start, goal) < PUSH_LANE for o in others)
 
 
-def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: str | None = None) -> Episode:
+def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: str | None = None,
+                   scene_tasks: Sequence[str] | None = None) -> Episode:
     """The episode `seed` of `task`: pure function of (task, seed, colour), no simulator needed.
 
     Cubes are drawn in the workspace at least `MIN_OBJECT_GAP` apart; the pad at least `MIN_PAD_DISTANCE` from
@@ -215,12 +216,20 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: s
     colour: name this cube instead of the seed's own draw. The placement is then one that is valid whichever cube
     is named, so the episodes of one seed with each colour share their scene and start pose and differ only in
     the instruction (and in what the expert does).
+    scene_tasks: place the scene as these tasks (`task` among them) would all accept it, from one random stream, so
+    the episodes of one seed of each of them share their scene and start pose and differ only in the instruction
+    (with colour: in its verb alone). None: `task`'s own scene.
     """
     spec = get_task(task)
+    scene_tasks = (task,) if scene_tasks is None else tuple(dict.fromkeys(scene_tasks))
+    if task not in scene_tasks:
+        raise ValueError(f"scene_tasks {list(scene_tasks)} must include the episode's task {task!r}")
+    for other in scene_tasks:
+        get_task(other)
     rig = rig_for(embodiment)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"episode seed must be a non-negative integer, got {seed!r}")
-    rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32("+".join(sorted(scene_tasks)).encode())])
     colours = list(COLOURS)
     drawn = colours[int(rng.integers(len(colours)))]  # drawn even when overridden: the same stream after it
     if colour is not None and colour not in colours:
@@ -234,7 +243,7 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: s
         pad = rng.uniform(lo, hi)
         if min(np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)) < MIN_OBJECT_GAP:
             continue
-        if all(_placement_valid(task, xy, pad, colours, c) for c in named):
+        if all(_placement_valid(t, xy, pad, colours, c) for t in scene_tasks for c in named):
             break
     else:  # pragma: no cover - the workspace is large enough that this never happens
         raise RuntimeError(f"{task} seed {seed}: no valid object placement found")
@@ -252,10 +261,11 @@ def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: s
     )
 
 
-def reset_episode(robot: SimRobot, task: str, seed: int, colour: str | None = None) -> Episode:
-    """Reset `robot` (built from `task_layout`) to episode `seed` of `task` (naming `colour`, see
-    `sample_episode`); returns the episode."""
-    episode = sample_episode(robot.embodiment, task, seed, colour)
+def reset_episode(robot: SimRobot, task: str, seed: int, colour: str | None = None,
+                  scene_tasks: Sequence[str] | None = None) -> Episode:
+    """Reset `robot` (built from `task_layout`) to episode `seed` of `task` (naming `colour`, in the scene shared
+    with `scene_tasks`, see `sample_episode`); returns the episode."""
+    episode = sample_episode(robot.embodiment, task, seed, colour, scene_tasks)
     missing = [name for name in (*episode.objects, PAD_NAME) if name not in _body_names(robot)]
     if missing:
         raise ValueError(

@@ -287,6 +287,28 @@ def test_every_colour_writes_one_seed_once_per_colour_from_the_same_start(tmp_pa
     assert min(np.abs(ends[i] - ends[j]).max() for i in range(3) for j in range(i + 1, 3)) > 0.05
 
 
+def test_shared_scenes_start_every_tasks_episode_of_a_seed_in_one_scene_so_only_the_verb_differs(tmp_path) -> None:
+    pytest.importorskip("mujoco")
+    from dreamzero_ros.datasets.generate import generate
+
+    report = generate(tmp_path, EMB, ["reach", "push_forward"], 1, first_seed=5, colours=["green"], shared_scenes=True)
+    assert report.written == {"reach": 1, "push_forward": 1}
+    episodes = read_jsonl(tmp_path / "meta/episodes.jsonl")
+    assert [e["tasks"][0] for e in episodes] == ["touch the green cube", "push the green cube forward"]
+    reach, push = (read_parquet(tmp_path / f"data/chunk-000/episode_{i:06d}.parquet") for i in range(2))
+    np.testing.assert_array_equal(np.asarray(reach["observation.state"][0]), np.asarray(push["observation.state"][0]))
+    first = [read_video(tmp_path / f"videos/chunk-000/observation.images.{view}/episode_{i:06d}.mp4")[0]
+             for i in range(2) for view in VIEWS.values()]
+    n = len(VIEWS)
+    for a, b in zip(first[:n], first[n:], strict=True):  # the same scene on every camera (up to H.264)
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
+    # without it each task draws its own scene from the seed: the first frames differ
+    generate(tmp_path / "own", EMB, ["reach", "push_forward"], 1, first_seed=5, colours=["green"])
+    own = [read_video(tmp_path / f"own/videos/chunk-000/observation.images.{view}/episode_{i:06d}.mp4")[0]
+           for i in range(2) for view in VIEWS.values()]
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(own[:n], own[n:], strict=True)) > 2.0
+
+
 def test_two_worker_processes_write_the_same_dataset_as_one(tmp_path) -> None:
     pytest.importorskip("mujoco")
     from dreamzero_ros.datasets.generate import generate

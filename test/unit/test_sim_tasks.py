@@ -91,6 +91,23 @@ def test_naming_a_colour_keeps_the_seeds_scene_and_start_with_every_cube_a_valid
         sample_episode(EMB, "reach", 0, "purple")
 
 
+def test_shared_scenes_give_every_task_of_a_seed_one_scene_that_each_tasks_rules_accept() -> None:
+    pair = ("reach", "push_forward")
+    for seed in range(6):
+        for colour in ("red", "green", "blue"):
+            reach, push = (sample_episode(EMB, task, seed, colour, scene_tasks=pair) for task in pair)
+            assert reach.objects == push.objects and reach.pad == push.pad and reach.start == push.start
+            assert (reach.instruction, push.instruction) == (f"touch the {colour} cube", f"push the {colour} cube forward")
+            _assert_pushable(reach)  # the pad far from the named cube ...
+            _assert_pushable(push)  # ... and the lane ahead of it clear
+    # one task's own scene is what it draws without scene_tasks
+    assert sample_episode(EMB, "reach", 3, scene_tasks=("reach",)) == sample_episode(EMB, "reach", 3)
+    with pytest.raises(ValueError, match="must include the episode's task 'lift'"):
+        sample_episode(EMB, "lift", 0, scene_tasks=pair)
+    with pytest.raises(ValueError, match="unknown task 'stack'"):
+        sample_episode(EMB, "reach", 0, scene_tasks=("reach", "stack"))
+
+
 def test_bad_task_names_and_seeds_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unknown task 'stack'"):
         sample_episode(EMB, "stack", 0)
