@@ -16,9 +16,13 @@
 #   Measured (docs/learning_loop_design.md, "Tenth look"): push 1/30 and reach 23/45, so none of this ships.
 # and with --forward instead, the same two stages on push_forward ("push the red cube forward": slide it 8 cm away
 # from the robot, approached from the robot's side as reach is): generate --tasks reach push_forward
-# --every-colour, 100 seeds from 9100 (600 episodes), then
-#   5. forward starts --chunks 1 --max-start 0, lr 4e-4 cosine to 4e-5 at 2,000, 2,000 steps
-#   6. forward chunks --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
+# --every-colour, 100 seeds from 9100 (600 episodes, 13 min), then
+#   5. forward starts --chunks 1 --max-start 0, lr 4e-4 cosine to 4e-5 at 2,000, 2,000 steps (15 min)
+#   6. forward chunks --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps (20 min)
+# and on a second set whose reach and push_forward episodes of one seed share their scene (--shared-scenes, 100
+# seeds from 9200: only the verb tells the tasks apart; 600 episodes, 22 min beside evaluations):
+#   7. shared scenes  --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps (20 min)
+#   Measured ("Eleventh look"): push_forward 15/30 and reach 15/45, so this does not ship either.
 # --reach CHECKPOINT starts --push or --forward from that reach checkpoint (e.g. the shipped
 # checkpoints/franka_droid_sim_small_reach) instead of training stages 1-4 first.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
@@ -125,7 +129,10 @@ if [[ "$FORWARD" -eq 1 ]]; then
   stage 5_forward_starts "$LAST" reachfwd --chunks 1 --max-start 0 --lr 4e-4 --decay-steps 2000 --steps 2000
   stage 6_forward_chunks "$OUT/5_forward_starts/checkpoint" reachfwd --chunks 3 --max-start 0 --lr 3e-4 \
     --decay-steps 1500 --steps 1500
-  LAST="$OUT/6_forward_chunks/checkpoint"
+  dataset shared --tasks reach push_forward --every-colour --shared-scenes --episodes 100 --seed 9200
+  stage 7_shared_scenes "$OUT/6_forward_chunks/checkpoint" shared --chunks 3 --max-start 0 --lr 3e-4 \
+    --decay-steps 1500 --steps 1500
+  LAST="$OUT/7_shared_scenes/checkpoint"
   TASKS=(reach push_forward)
 fi
 say "last checkpoint: $LAST"
