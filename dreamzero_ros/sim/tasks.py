@@ -208,7 +208,7 @@ def _placement_valid(task: str, xy: np.ndarray, pad: np.ndarray, colours: list[s
 
 def sample_episode(embodiment: EmbodimentConfig, task: str, seed: int, colour: str | None = None,
                    scene_tasks: Sequence[str] | None = None) -> Episode:
-    """The episode `seed` of `task`: pure function of (task, seed, colour), no simulator needed.
+    """The episode `seed` of `task`: pure function of (task, seed, colour, scene_tasks), no simulator needed.
 
     Cubes are drawn in the workspace at least `MIN_OBJECT_GAP` apart; the pad at least `MIN_PAD_DISTANCE` from
     the named cube (and clear of the others), with the push lane from the cube to the pad free of other cubes;
