@@ -43,7 +43,7 @@ def test_unset_task_and_checkpoint_become_the_yaml_demo_and_explicit_values_are_
 
 def test_an_unknown_demo_task_names_the_yaml_field(tmp_path):
     path = _embodiment_with_demo(tmp_path, {"task": "stack", "checkpoint": "franka_droid_sim_small"})
-    with pytest.raises(ConfigError, match=rf"^{path}: demo\.task: unknown task 'stack'; tasks are \['lift', 'push', 'reach'\]"):
+    with pytest.raises(ConfigError, match=rf"^{path}: demo\.task: unknown task 'stack'; tasks are \['lift', 'push', 'push_forward', 'reach'\]"):
         resolve_demo_defaults(_args(path))
     # an explicit --task does not read it
     assert resolve_demo_defaults(_args(path, task="reach")).task == "reach"
