@@ -159,6 +159,65 @@ def _context_goes_down(within: float) -> bool:
     return True
 
 
+#: s a node has, from its first SIGINT or SIGTERM, to come out of spin into its clean-up before the stop
+#: watchdog ends it (ProcessGroup and ros2 launch wait 5 s before they escalate to SIGTERM)
+STOP_GRACE_S = 2.5
+#: s the watchdog gives a stuck node's close() before it leaves without it
+STOP_CLOSE_S = 1.0
+
+
+class _StopWatchdog:
+    """Ends a node that a stop signal does not bring out of spin, saying where every thread was.
+
+    A stop normally travels through rclpy's own signal thread: it shuts the context down and spin returns. CI saw
+    action_executor (Jazzy, 2 busy cores) say nothing after SIGINT and nothing after SIGTERM, and be killed (-9):
+    that path had hung, and the node never reached the clean-up that would have named where. This watchdog does
+    not depend on it. Python handlers installed before rclpy.init are chained by rclpy's C handler, and the
+    interpreter's C-level part writes each signal to the wakeup fd at once, whatever the main thread is doing; a
+    daemon thread blocked on that fd then gives the main thread STOP_GRACE_S to reach run_node's clean-up. Past
+    that it dumps every thread, runs the node's close() (bounded), and exits 0 (1 if close() did not finish).
+    It cannot act while a thread holds the GIL and never lets go (nor could any Python code); such a node still
+    prints its threads at the runner's SIGTERM once it has reached its clean-up, and is otherwise killed.
+    """
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+        self._read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._lock = threading.Lock()
+        self._cleanup_owner: str | None = None  # "main" or "watchdog": whoever claims the clean-up runs it
+        self._main_cleaning = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # No-op: the stop itself is rclpy's (its handler, chained before this one, shuts the context down).
+            signal.signal(sig, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="stop-watchdog", daemon=True).start()
+
+    def _claim_cleanup(self, owner: str) -> bool:
+        with self._lock:
+            if self._cleanup_owner is None:
+                self._cleanup_owner = owner
+            return self._cleanup_owner == owner
+
+    def main_thread_cleans_up(self) -> None:
+        """Called as run_node's clean-up starts; if the watchdog already owns it, wait here for its exit."""
+        if not self._claim_cleanup("main"):
+            threading.Event().wait()
+        self._main_cleaning.set()
+
+    def _watch(self) -> None:
+        os.read(self._read_fd, 1)
+        if self._main_cleaning.wait(STOP_GRACE_S) or not self._claim_cleanup("watchdog"):
+            return
+        print(f"[WARN] [run_node]: not out of spin {STOP_GRACE_S:g} s after the stop signal; every thread follows, "
+              "then the node's close() and exit", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        close = getattr(self.node, "close", None)
+        code = 0 if close is None or _finishes_within(STOP_CLOSE_S, close) else 1
+        sys.stdout.flush()
+        os._exit(code)
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> None:
     """Entry point shared by every node: exits 2 with the file/parameter named on a bad config, 1 on a bug.
 
@@ -168,20 +227,21 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
     sampled GIL time in Future.done), which starved the sim's physics for up to 2 s, and it
     delivered only 23-49 of 50 best-effort camera images per camera (50 of 50 single-threaded).
     """
+    watchdog = _StopWatchdog()
     rclpy.init(args=args)
     node: Node | None = None
     code = 0
     try:
         try:
-            node = factory()
+            node = watchdog.node = factory()
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin()
         except Exception as exc:
             # SIGINT shuts the context down from rclpy's signal thread while this thread may be inside a
             # callback or taking a message: the publish/take then fails (RCLError "context is invalid",
-            # InvalidHandle, or a take's "Unable to convert call argument") before the KeyboardInterrupt is
-            # raised, and possibly before the context reads as shut down. That is a clean stop, not a crash (CI
+            # InvalidHandle, or a take's "Unable to convert call argument") before spin sees the shutdown, and
+            # possibly before the context reads as shut down. That is a clean stop, not a crash (CI
             # saw camera_stitcher exit 1 this way, twice). An error while the context stays up is real.
             if isinstance(exc, ExternalShutdownException) or not _context_goes_down(SHUTDOWN_RACE_S):
                 raise
@@ -196,16 +256,11 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> 
         traceback.print_exc()
         code = 1
     finally:
-        # A second Ctrl-C (or the runner's SIGINT racing rclpy's handler) must not abort the clean-up
-        # half way with a KeyboardInterrupt: the runner escalates to SIGTERM/SIGKILL if this hangs. The
-        # second SIGINT can land while SIG_IGN is being installed (seen: the recorder then never closed its
-        # MCAP), so retry until it is in place.
-        while True:
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                break
-            except KeyboardInterrupt:
-                continue
+        watchdog.main_thread_cleans_up()
+        # A second Ctrl-C must not cut the clean-up short (the runner escalates to SIGTERM/SIGKILL if it hangs).
+        # The watchdog's no-op SIGINT handler already keeps it from raising KeyboardInterrupt (the interpreter's
+        # default did, once rclpy had shut down and restored it: the recorder then never closed its MCAP).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # A clean-up that does not finish is escalated to SIGTERM, then SIGKILL, by whoever runs the node
         # (ProcessGroup, ros2 launch): a SIGTERM now prints where every thread is (rclpy's handler still runs
         # after it), so a hang names its cause instead of ending as a bare exit code -9.

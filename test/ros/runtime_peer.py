@@ -1,7 +1,8 @@
 """A peer process for test_runtime_process.py: a node under `run_node` whose third timer callback either
 finds its context shut down mid-callback (`shutdown`: as rclpy's signal thread does on SIGINT, then it
 publishes), fails just before the context goes down (`late_shutdown`), or fails with a bug of its own
-(`bug`); or (`hang`) whose close() never returns, or (`stuck_teardown`) whose node destruction never does."""
+(`bug`); or (`hang`) whose close() never returns, or (`stuck_teardown`) whose node destruction never does; or
+(`stuck_spin`) whose third callback never returns, so that a stop signal cannot bring spin back."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Peer(Node):
             print("runtime_peer ticking", flush=True)
         if self.ticks < 3 or MODE in ("hang", "stuck_teardown"):
             return
+        if MODE == "stuck_spin":
+            while True:
+                time.sleep(0.1)
         if MODE == "bug":
             raise RuntimeError("runtime_peer: a bug in a callback")
         if MODE == "late_shutdown":  # the error surfaces before the signal thread has finished shutting down
@@ -43,6 +47,7 @@ class Peer(Node):
         raise RuntimeError("runtime_peer: failing after the shutdown")  # where a distro's publish does not
 
     def close(self) -> None:
+        print("runtime_peer closed", flush=True)
         if MODE == "hang":
             while True:
                 time.sleep(0.1)

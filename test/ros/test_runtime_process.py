@@ -2,7 +2,9 @@
 
 CI once saw camera_stitcher exit 1 on SIGINT: rclpy's signal thread shut the context down while the
 node was publishing, and the publish raised InvalidHandle before the KeyboardInterrupt arrived. CI also once
-saw inference killed (-9) with nothing said: a clean-up that hangs now prints its threads at the SIGTERM.
+saw inference killed (-9) with nothing said: a clean-up that hangs now prints its threads at the SIGTERM. And
+CI saw action_executor killed (-9) with nothing said after SIGINT or SIGTERM: a node that a stop signal does not
+bring out of spin is now ended by run_node's stop watchdog, which says where every thread was.
 """
 
 from __future__ import annotations
@@ -70,3 +72,13 @@ def test_a_sigterm_during_the_middleware_teardown_exits_0_at_once_saying_where_i
     assert code == 0, out
     assert "SIGTERM during the middleware's node teardown; exiting without it" in out
     assert " in destroy_node" in out and "within 2 s" not in out, out
+
+
+def test_a_node_stuck_in_spin_is_ended_by_the_watchdog_before_the_runner_escalates_saying_where_it_was():
+    code, out = stop_ticking_peer("stuck_spin", timeout=5.0)  # SIGTERM would come at 5 s; the watchdog acts at 2.5
+    assert code == 0, out
+    assert "not out of spin 2.5 s after the stop signal" in out, out
+    assert " in tick" in out, out  # the dump names the callback that never returned
+    assert "runtime_peer closed" in out, out  # the node's own clean-up still ran
+    assert "SIGTERM" not in out, out
+
