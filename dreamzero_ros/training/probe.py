@@ -6,12 +6,14 @@ the target, only the instruction and the scene say where to go), the action loss
 * with each sample's own instruction and scene;
 * with a sibling instruction, one that differs from its own in exactly one word (the same task naming another
   object: "touch the red cube" vs "touch the green cube");
+* with another task's instruction naming the same object ("push the red cube forward" for "touch the red cube"),
+  where the dataset has one: the verb is all that changes what to do;
 * with another scene (the first frame and CLIP tokens of the next episode start that shows a different one; the
   episodes of one seed in a `--every-colour` dataset share theirs) and the sample's own instruction and actions;
 * with the negative prompt.
 
-A model that follows instructions has a clearly higher loss with the sibling than with its own instruction; one
-that looks where the objects are, with another scene. A ratio of 1.0 means the model ignores that input, however
+A model that follows instructions has a clearly higher loss with the sibling than with its own instruction, and
+with another task's (if its tasks start differently); one that looks where the objects are, with another scene. A ratio of 1.0 means the model ignores that input, however
 low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
 
 On the training set's starts a model can score by memorising them; `dreamzero train --validation` also runs the
@@ -33,13 +35,15 @@ from dreamzero_ros.training.objective import FlowMatchingLoss, ObjectiveConfig, 
 @dataclass(frozen=True)
 class ConditioningProbe:
     """Action velocity MSE of the first chunk on `samples` episode starts, per input given (see the module).
-    sibling: None when no instruction has a sibling; other_scene: None when every episode start shows one scene."""
+    sibling: None when no instruction has a sibling; other_task: None when some start's instruction has no other
+    task naming its object; other_scene: None when every episode start shows one scene."""
 
     own: float
     sibling: float | None
     other_scene: float | None
     negative: float
     samples: int
+    other_task: float | None = None
 
     def ratio(self, value: float | None) -> float | None:
         """value / own: 1.0 = the swapped input is ignored; higher = the model reads it."""
@@ -48,10 +52,13 @@ class ConditioningProbe:
         return value / self.own if self.own > 0 else float("inf")
 
     def as_row(self, prefix: str = "probe_") -> dict[str, float]:
-        """The losses as `losses.json` fields: <prefix>own, <prefix>negative, and sibling / other_scene if measured."""
+        """The losses as `losses.json` fields: <prefix>own, <prefix>negative, and sibling / other_task / other_scene
+        if measured."""
         row = {f"{prefix}own": self.own, f"{prefix}negative": self.negative}
         if self.sibling is not None:
             row[f"{prefix}sibling"] = self.sibling
+        if self.other_task is not None:
+            row[f"{prefix}other_task"] = self.other_task
         if self.other_scene is not None:
             row[f"{prefix}other_scene"] = self.other_scene
         return row
@@ -59,9 +66,14 @@ class ConditioningProbe:
     def summary(self, starts: str = "episode starts") -> str:
         """One line; `starts` says whose starts they were (e.g. "held-out episode starts")."""
         parts = [f"x{self.ratio(v):.3f} with {what}" for v, what in
-                 ((self.sibling, "a sibling instruction"), (self.other_scene, "another episode's scene"),
+                 ((self.sibling, "a sibling instruction"), (self.other_task, "another task's instruction"),
+                  (self.other_scene, "another episode's scene"),
                   (self.negative, "the negative prompt")) if v is not None]  # fmt: skip
         return f"probe on {self.samples} {starts}: action MSE {self.own:.4f}; " + ", ".join(parts)
+
+
+def _one_word_apart(a: list[str], b: list[str]) -> bool:
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
 
 
 def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:
@@ -73,8 +85,26 @@ def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:
     for n, i in enumerate(order):
         for m in range(1, len(order)):
             j = order[(n + m) % len(order)]
-            a, b = words[i], words[j]
-            if len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1:
+            if _one_word_apart(words[i], words[j]):
+                out[i] = j
+                break
+    return out
+
+
+def other_task_instructions(tasks: dict[int, str]) -> dict[int, int]:
+    """{task index: the next task (cyclically, in index order) that names the same object in other words}. A task's
+    object is the word in which it differs from its `sibling_tasks` one ("red" in "touch the red cube"); "push the
+    red cube forward" is then another task's instruction for it. Tasks without a sibling, or without such another
+    task, are left out."""
+    words = {i: text.split() for i, text in tasks.items()}
+    order = sorted(tasks)
+    out = {}
+    for i, sibling in sibling_tasks(tasks).items():
+        obj = next(a for a, b in zip(words[i], words[sibling], strict=True) if a != b)
+        n = order.index(i)
+        for m in range(1, len(order)):
+            j = order[(n + m) % len(order)]
+            if obj in words[j] and not _one_word_apart(words[i], words[j]):
                 out[i] = j
                 break
     return out
@@ -106,6 +136,8 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
         return None
     siblings = sibling_tasks(data.meta.tasks)
     with_siblings = all(s.task in siblings for s in samples)
+    other_tasks = other_task_instructions(data.meta.tasks)
+    with_other_tasks = all(s.task in other_tasks for s in samples)
     partners = scene_partners([s.first for s in samples])
     with_scenes = all(p is not None for p in partners)
     others = []
@@ -127,7 +159,7 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
             batch.text = text.to(device)
         return float(objective(batch)[2]) * len(group)
 
-    totals = {"own": 0.0, "sibling": 0.0, "other_scene": 0.0, "negative": 0.0}
+    totals = {"own": 0.0, "sibling": 0.0, "other_task": 0.0, "other_scene": 0.0, "negative": 0.0}
     try:
         for n in range(0, len(samples), 16):
             group = samples[n : n + 16]
@@ -137,6 +169,8 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
                 totals["other_scene"] += loss(others[n : n + 16], n)
             if with_siblings:
                 totals["sibling"] += loss(group, n, torch.stack([data.texts[siblings[s.task]] for s in group]))
+            if with_other_tasks:
+                totals["other_task"] += loss(group, n, torch.stack([data.texts[other_tasks[s.task]] for s in group]))
     finally:
         objective.train(was_training)
     count = len(samples)
@@ -146,4 +180,5 @@ def conditioning_probe(objective: FlowMatchingLoss, data: Any, objective_config:
         other_scene=totals["other_scene"] / count if with_scenes else None,
         negative=totals["negative"] / count,
         samples=count,
+        other_task=totals["other_task"] / count if with_other_tasks else None,
     )

@@ -27,7 +27,7 @@ from dreamzero_ros.core.embodiment import load_embodiment
 from dreamzero_ros.datasets.lerobot import LeRobotWriter, read_parquet
 from dreamzero_ros.training.data import DatasetMeta, TrainingDataError, TrainingSet, check_held_out, fingerprint
 from dreamzero_ros.training.objective import FlowMatchingLoss
-from dreamzero_ros.training.probe import conditioning_probe, scene_partners, sibling_tasks
+from dreamzero_ros.training.probe import conditioning_probe, other_task_instructions, scene_partners, sibling_tasks
 from dreamzero_ros.training.trainer import (
     STATE_FILE,
     TrainConfig,
@@ -389,6 +389,15 @@ def test_siblings_are_the_instructions_that_differ_in_exactly_one_word():
     assert sibling_tasks({0: "touch the red cube"}) == {}
 
 
+def test_another_tasks_instruction_names_the_same_object_with_other_words():
+    tasks = {0: "touch the red cube", 1: "touch the green cube", 2: "push the red cube forward",
+             3: "push the green cube forward", 4: "lift the blue cube", 5: "push the blue cube forward"}
+    # 4 has no sibling (no other "lift"), so no object to name: left out; 5's object is "blue" (its sibling is 2)
+    assert other_task_instructions(tasks) == {0: 2, 1: 3, 2: 0, 3: 1, 5: 4}
+    # the same verb naming another object is a sibling, not another task
+    assert other_task_instructions({0: "touch the red cube", 1: "touch the green cube"}) == {}
+
+
 def test_each_episode_start_borrows_the_next_different_scene_so_the_colours_of_one_seed_never_swap_among_themselves():
     a, b, c = torch.zeros(2, 1, 3, 4), torch.ones(2, 1, 3, 4), torch.full((2, 1, 3, 4), 2.0)
     # each episode's video is compressed on its own, so one scene comes back a little different each time
@@ -426,16 +435,21 @@ def test_the_conditioning_probe_sees_no_difference_where_an_input_cannot_reach_t
     def encode(text: str) -> torch.Tensor:
         return wide.text_encoder.encode(text).float().cpu()[0]
 
-    view = SimpleNamespace(meta=meta, samples=data.samples, negative_text=encode(wide.config.negative_prompt),
-                           texts={i: encode(EMB.format_prompt(t)) for i, t in meta.tasks.items()})
+    # each task gets another task naming its cube: "touch the red cube" -> "push the red cube forward"
+    tasks = {**meta.tasks, **{100 + i: "push " + t.split(" ", 1)[1] + " forward" for i, t in meta.tasks.items()}}
+    view = SimpleNamespace(meta=SimpleNamespace(tasks=tasks), samples=data.samples,
+                           negative_text=encode(wide.config.negative_prompt),
+                           texts={i: encode(EMB.format_prompt(t)) for i, t in tasks.items()})
     objective = FlowMatchingLoss(wide.transformer, base.objective(), wide.config)
     heard = conditioning_probe(objective, view, base.objective(), cpu)
     assert heard.own != heard.sibling and heard.own != heard.negative
+    assert heard.other_task is not None and heard.other_task not in (heard.own, heard.sibling)
+    assert "probe_other_task" in heard.as_row() and "another task's instruction" in heard.summary()
     assert objective.training  # the probe leaves the module as it found it
     # a DiT whose text projection outputs zeros for any text: the three text variants agree to the bit
     with torch.no_grad():
         wide.transformer.condition_embedder.text_embedder.linear_2.weight.zero_()
         wide.transformer.condition_embedder.text_embedder.linear_2.bias.zero_()
     deaf = conditioning_probe(objective, view, base.objective(), cpu)
-    assert deaf.own == deaf.sibling == deaf.negative and deaf.ratio(deaf.sibling) == 1.0
+    assert deaf.own == deaf.sibling == deaf.other_task == deaf.negative and deaf.ratio(deaf.sibling) == 1.0
     assert "x1.000 with a sibling instruction" in deaf.summary()
