@@ -23,6 +23,14 @@
 # seeds from 9200: only the verb tells the tasks apart; 600 episodes, 22 min beside evaluations):
 #   7. shared scenes  --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps (20 min)
 #   Measured ("Eleventh look"): push_forward 15/30 and reach 15/45, so this does not ship either.
+# and with --joint instead of all of the above, reach and push_forward from the base checkpoint together, each
+# stage on shared scenes (--shared-scenes: only the verb tells the tasks apart), as stages 1-3 are for reach alone
+# (every second task post-trained onto the reach checkpoint cost reach its precision):
+#   j1. red only      generate --tasks reach push_forward --colour red --shared-scenes, 150 seeds from 7200 (300
+#                     episodes, 10 min); --chunks 1 --max-start 0, lr 5e-4, 1,500 steps
+#   j2. every colour  the --forward section's shared set (600 episodes, seeds 9200-9299); --chunks 1 --max-start 0,
+#                     lr 5e-4, 5,400 steps
+#   j3. chunks        the same set; --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
 # --reach CHECKPOINT starts --push or --forward from that reach checkpoint (e.g. the shipped
 # checkpoints/franka_droid_sim_small_reach) instead of training stages 1-4 first.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
@@ -32,8 +40,8 @@
 # (the trainer's --device auto) shortens the training. The reach demonstrations are the scripted expert's
 # (sim/expert.py), so a change to its reach changes what every stage learns.
 #
-# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push | --forward] [--reach CHECKPOINT]
-#                                      [--from CHECKPOINT] [--eval EPISODES]
+# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push | --forward | --joint]
+#                                      [--reach CHECKPOINT] [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
 #   OUT/<stage>/        each stage's run folder (losses.json, loss.png, checkpoint/)
 #   OUT/eval/           with --eval N: N episodes per task trained (seeds from 1,000,000), last checkpoint
@@ -49,6 +57,7 @@ FROM="$ROOT/checkpoints/franka_droid_sim_small"
 EVAL=0
 PUSH=0
 FORWARD=0
+JOINT=0
 REACH=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -56,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --from) FROM="$2"; shift 2 ;;
     --push) PUSH=1; shift ;;
     --forward) FORWARD=1; shift ;;
+    --joint) JOINT=1; shift ;;
     --reach) REACH="$2"; shift 2 ;;
     --eval) EVAL="$2"; shift 2 ;;
     *) echo "reach_curriculum: unknown option $1" >&2; usage ;;
@@ -63,7 +73,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$THROUGH" =~ ^[1-4]$ ]] || { echo "reach_curriculum: --through must be 1, 2, 3 or 4, got '$THROUGH'" >&2; exit 2; }
 [[ -f "$FROM/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --from $FROM is not a checkpoint" >&2; exit 2; }
-[[ "$PUSH" -eq 0 || "$FORWARD" -eq 0 ]] || { echo "reach_curriculum: --push and --forward are alternatives" >&2; exit 2; }
+[[ $((PUSH + FORWARD + JOINT)) -le 1 ]] || { echo "reach_curriculum: --push, --forward and --joint are alternatives" >&2; exit 2; }
+[[ "$JOINT" -eq 0 || -z "$REACH" ]] || { echo "reach_curriculum: --joint starts from --from, not --reach" >&2; exit 2; }
 if [[ -n "$REACH" ]]; then
   [[ "$PUSH" -eq 1 || "$FORWARD" -eq 1 ]] || { echo "reach_curriculum: --reach needs --push or --forward" >&2; exit 2; }
   [[ -f "$REACH/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --reach $REACH is not a checkpoint" >&2; exit 2; }
@@ -93,7 +104,16 @@ stage() {
     "${resume[@]}" "$@"
 }
 
-if [[ -n "$REACH" ]]; then
+SHARED=(--tasks reach push_forward --every-colour --shared-scenes --episodes 100 --seed 9200)
+if [[ "$JOINT" -eq 1 ]]; then
+  dataset joint_red --tasks reach push_forward --colour red --shared-scenes --episodes 150 --seed 7200
+  stage j1_red "$FROM" joint_red --chunks 1 --max-start 0 --lr 5e-4 --steps 1500
+  dataset shared "${SHARED[@]}"
+  stage j2_every_colour "$OUT/j1_red/checkpoint" shared --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
+  stage j3_chunks "$OUT/j2_every_colour/checkpoint" shared --chunks 3 --max-start 0 --lr 3e-4 --decay-steps 1500 \
+    --steps 1500
+  LAST="$OUT/j3_chunks/checkpoint"
+elif [[ -n "$REACH" ]]; then
   LAST="$REACH"
   say "reach stages: skipped, from $LAST"
 else
@@ -116,6 +136,7 @@ else
   fi
 fi
 TASKS=(reach)
+[[ "$JOINT" -eq 0 ]] || TASKS=(reach push_forward)
 if [[ "$PUSH" -eq 1 ]]; then
   dataset reachpush --tasks reach push --every-colour --episodes 100 --seed 9000
   stage 5_push_starts "$LAST" reachpush --chunks 1 --max-start 0 --lr 4e-4 --decay-steps 3000 --steps 3000
@@ -129,7 +150,7 @@ if [[ "$FORWARD" -eq 1 ]]; then
   stage 5_forward_starts "$LAST" reachfwd --chunks 1 --max-start 0 --lr 4e-4 --decay-steps 2000 --steps 2000
   stage 6_forward_chunks "$OUT/5_forward_starts/checkpoint" reachfwd --chunks 3 --max-start 0 --lr 3e-4 \
     --decay-steps 1500 --steps 1500
-  dataset shared --tasks reach push_forward --every-colour --shared-scenes --episodes 100 --seed 9200
+  dataset shared "${SHARED[@]}"
   stage 7_shared_scenes "$OUT/6_forward_chunks/checkpoint" shared --chunks 3 --max-start 0 --lr 3e-4 \
     --decay-steps 1500 --steps 1500
   LAST="$OUT/7_shared_scenes/checkpoint"
