@@ -49,8 +49,10 @@ from dreamzero_ros.core.evaluation import (
     closest_approach,
     format_psnr_table,
     format_table,
+    named_cube_track,
     push_progress,
     summarize_task,
+    track_length,
 )
 from dreamzero_ros.ros.names import (
     CHUNK_TOPIC,
@@ -166,6 +168,7 @@ class Harness:
         self.closest: dict[int, tuple[float, float]] = {}  # seed -> (tool to named object, to the nearest other), m
         self.closest_until: dict[int, float] = {}  # seed -> its time limit (stamp), as success counts it
         self.to_pad: dict[int, tuple[float | None, float | None]] = {}  # seed -> push: cube to pad (start, end), m
+        self.cube_track: dict[int, tuple] = {}  # seed -> the named cube's table position (start, latest), m
         self.chunks: list[tuple[float, float, float]] = []  # (receive time, stamp, inference_latency)
         self.executor_status: tuple[float, Any] | None = None  # (header stamp s, PolicyStatus)
         node = self.op.node
@@ -186,6 +189,7 @@ class Harness:
         if seed in self.closest:
             self.closest[seed] = closest_approach(self.closest[seed], state, self.closest_until[seed])
             self.to_pad[seed] = push_progress(self.to_pad[seed], state, self.closest_until[seed])
+            self.cube_track[seed] = named_cube_track(self.cube_track[seed], state, self.closest_until[seed])
 
     def _on_chunk(self, msg: Any) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -299,6 +303,7 @@ class Harness:
         self.closest_until[seed] = start + max_duration
         self.closest[seed] = (math.inf, math.inf)
         self.to_pad[seed] = (None, None)
+        self.cube_track[seed] = (None, None)
         self._wait(lambda: seed in self.success_stamp or time.time() >= start + max_duration, max_duration + 30.0,
                    f"seed {seed} to finish")
         if self.arm:
@@ -308,6 +313,7 @@ class Harness:
         success_at = self.success_stamp.get(seed)
         closest = [None if math.isinf(d) else round(d, 4) for d in self.closest.pop(seed)]
         to_pad = [None if d is None else round(d, 4) for d in self.to_pad.pop(seed)]
+        moved = track_length(self.cube_track.pop(seed))
         success = success_at is not None and success_at - start <= max_duration
         # Hold-still executes no chunk: the latencies of the idle backend's chunks would describe nothing.
         latencies = [lat for received, _, lat in self.chunks if reset_at <= received <= end] if self.arm else []
@@ -317,7 +323,7 @@ class Harness:
             holds=counters1[0] - counters0[0], chunks_rejected=counters1[1] - counters0[1],
             chunks_dropped=counters1[2] - counters0[2], chunk_latencies=latencies,
             video=None, closest_target=closest[0], closest_other=closest[1], to_pad_start=to_pad[0],
-            to_pad_end=to_pad[1],
+            to_pad_end=to_pad[1], cube_moved=None if moved is None else round(moved, 4),
         ), (start, end)
 
 

@@ -6,7 +6,8 @@ time to success p50/p95 over the successful episodes, executor holds and rejecte
 latency (observation stamp -> chunk ready, as the inference node measures it) p50/p95 over every chunk of the
 episodes, the tool's closest approach to the named cube and to the others (`closest_approach`), and for push the
 named cube's distance to the pad at the start and the end (`cube_to_pad`: a push that fails may still have gone
-the pad's way). `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
+the pad's way), and for every task how far the named cube moved on the table (`named_cube_track`: push_forward's
+progress; a reach should leave it where it was). `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
 of the model's predicted frames vs the real frames of the times they stand for, beside the baseline of repeating
 the chunk's last real frame (`psnr`, `pair_predictions`, `summarize_psnr`).
 
@@ -63,6 +64,23 @@ def push_progress(progress: tuple[float | None, float | None], state: dict[str, 
     if distance is None or float(state["stamp"]) > until:
         return progress
     return (distance if progress[0] is None else progress[0]), distance
+
+
+def named_cube_track(track: tuple[tuple[float, float] | None, tuple[float, float] | None], state: dict[str, Any],
+                     until: float) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """`track` (the named cube's table position (x, y) at the episode's first and latest state; None before any)
+    with one /sim/task state; as `closest_approach`, a state after `until` or without positions leaves it."""
+    if "objects" not in state or float(state["stamp"]) > until:
+        return track
+    x, y = state["objects"][state["target"]][:2]
+    here = (float(x), float(y))
+    return (here if track[0] is None else track[0]), here
+
+
+def track_length(track: tuple[tuple[float, float] | None, tuple[float, float] | None]) -> float | None:
+    """m from the first position of a `named_cube_track` to its latest (None without positions)."""
+    first, last = track
+    return None if first is None or last is None else float(math.hypot(last[0] - first[0], last[1] - first[1]))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -136,6 +154,7 @@ class EpisodeResult:
     closest_other: float | None = None  # m, ... to the nearest of the other objects
     to_pad_start: float | None = None  # m, push: the named cube's distance to the pad when the episode started
     to_pad_end: float | None = None  # m, ... at its end (success, or the time limit)
+    cube_moved: float | None = None  # m the named cube moved on the table from the start to the end
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -150,8 +169,9 @@ class EpisodeResult:
         other = "-" if self.closest_other is None else f"{100 * self.closest_other:.1f}"
         pad = "" if self.to_pad_start is None or self.to_pad_end is None else \
             f"cube to pad {100 * self.to_pad_start:.1f} -> {100 * self.to_pad_end:.1f} cm, "
+        moved = "" if self.cube_moved is None else f"cube moved {100 * self.cube_moved:.1f} cm, "
         return (f"seed {self.seed} '{self.instruction}': {outcome} (closest {near} cm named / {other} cm other, "
-                f"{pad}holds {self.holds}, chunks {len(self.chunk_latencies)})")
+                f"{pad}{moved}holds {self.holds}, chunks {len(self.chunk_latencies)})")
 
 
 def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
@@ -184,6 +204,7 @@ def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
         # push episodes that brought the named cube at least PUSHED_CLOSER nearer the pad: pushes that went its way
         "pushed_closer": sum(1 for e in episodes if e.to_pad_start is not None and e.to_pad_end is not None
                              and e.to_pad_start - e.to_pad_end >= PUSHED_CLOSER),
+        "cube_moved_p50_m": percentile([e.cube_moved for e in episodes if e.cube_moved is not None], 50),
         "seeds": [e.seed for e in episodes],
         "failed_seeds": [e.seed for e in episodes if not e.success],
     } | (summarize_psnr([x for e in episodes for x in e.psnr_predicted],
@@ -195,7 +216,8 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
 
 
 TABLE_HEADER = ("policy", "task", "success", "95% CI", "tts p50/p95 s", "closest p50 cm named/other", "nearer other",
-                "holds", "rejected", "latency p50/p95 ms", "cube to pad p50 cm start/end", "pushed closer")
+                "holds", "rejected", "latency p50/p95 ms", "cube to pad p50 cm start/end", "pushed closer",
+                "cube moved p50 cm")
 
 
 def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -213,6 +235,7 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{_fmt(s['chunk_latency_p50_s'], 1000, 0)}/{_fmt(s['chunk_latency_p95_s'], 1000, 0)}",
             f"{_fmt(s.get('to_pad_start_p50_m'), 100, 1)}/{_fmt(s.get('to_pad_end_p50_m'), 100, 1)}",
             "-" if s.get("to_pad_start_p50_m") is None else str(s.get("pushed_closer", 0)),
+            _fmt(s.get("cube_moved_p50_m"), 100, 1),
         ))
     return rows
 

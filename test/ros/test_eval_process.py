@@ -99,7 +99,8 @@ def test_eval_quotes_the_predicted_videos_psnr_beside_the_last_frame_baseline(tm
 
 def test_eval_measures_how_far_a_push_brought_the_named_cube_to_the_pad(tmp_path):
     """The expert's push: the cube-to-pad distance at the start is the sampled episode's (cube and pad as placed,
-    independent of the harness), at the end inside the push predicate's tolerance, and the table shows both."""
+    independent of the harness), at the end inside the push predicate's tolerance, and the table shows both; how far
+    the cube moved agrees with them."""
     _, summary = eval_cli(tmp_path, "--task", "push", "--episodes", "1", "--policy", "expert", "--no-video")
     [task] = summary["tasks"]
     [episode] = summary["episodes"]
@@ -109,4 +110,7 @@ def test_eval_measures_how_far_a_push_brought_the_named_cube_to_the_pad(tmp_path
     assert episode["to_pad_start"] == pytest.approx(math.hypot(cube[0] - pad[0], cube[1] - pad[1]), abs=0.005)
     assert episode["to_pad_end"] < PUSH_TOLERANCE, episode
     assert task["pushed_closer"] == 1
+    # how far the cube moved, between the two distances by the triangle inequality (start, end and pad)
+    start, end = episode["to_pad_start"], episode["to_pad_end"]
+    assert start - end - 0.005 <= episode["cube_moved"] <= start + end + 0.005, episode
     assert f"{100 * task['to_pad_start_p50_m']:.1f}/{100 * task['to_pad_end_p50_m']:.1f}" in summary["table"]

@@ -19,10 +19,12 @@ from dreamzero_ros.core.evaluation import (
     cube_to_pad,
     format_psnr_table,
     format_table,
+    named_cube_track,
     pair_predictions,
     psnr,
     push_progress,
     summarize_task,
+    track_length,
     wilson_interval,
 )
 
@@ -148,8 +150,25 @@ def test_push_summaries_count_the_cubes_pushed_at_least_5_cm_closer_to_the_pad()
     assert s["to_pad_start_p50_m"] == pytest.approx(0.21) and s["to_pad_end_p50_m"] == pytest.approx(0.16)
     assert s["pushed_closer"] == 2
     row = [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]]
-    assert row[10:] == ["21.0/16.0", "2"]
+    assert row[10:] == ["21.0/16.0", "2", "-"]  # no episode says how far its cube moved
     assert "cube to pad 20.0 -> 14.0 cm, holds" in episodes[0].line()
+
+
+def test_the_named_cube_is_tracked_from_its_first_position_to_its_last_within_the_time_limit():
+    track = (None, None)
+    for cube_xy, stamp in (((0.50, 0.10), 1.0), ((0.53, 0.10), 2.0), ((0.56, 0.18), 3.0), ((0.70, 0.18), 9.5)):
+        track = named_cube_track(track, {**_push_state(cube_xy, (0.0, 0.0), task="push_forward"), "stamp": stamp},
+                                 until=9.0)  # fmt: skip
+    assert track == ((0.50, 0.10), (0.56, 0.18))  # the 9.5 s state is after the limit
+    assert track_length(track) == pytest.approx(0.10)  # 6 cm forward, 8 cm sideways: a 6-8-10 triangle
+    assert track_length((None, None)) is None
+    assert named_cube_track((None, None), {"task": "reach", "seed": 3, "stamp": 1.0}, until=9.0) == (None, None)
+    moved = [dataclasses.replace(_episode(n, False, None), task="push_forward", cube_moved=m)
+             for n, m in ((1, 0.02), (2, 0.05), (3, 0.09))]  # fmt: skip
+    s = summarize_task("policy", "push_forward", moved)
+    assert s["cube_moved_p50_m"] == pytest.approx(0.05)
+    assert [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]][-1] == "5.0"
+    assert "cube moved 2.0 cm, holds" in moved[0].line()
 
 
 def test_a_summary_without_successes_or_chunks_has_no_times():
@@ -169,10 +188,10 @@ def test_the_table_has_one_aligned_row_per_summary():
     expert, hold = (line.split("|")[1:-1] for line in lines[2:])
     # 2/2: lo = 2 / (2 + z^2) = 0.342; tts sorted 1, 2: p50 1.5, p95 1 + 0.95 = 1.95; latency p50 200 ms, p95 290
     assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "-/-", "0", "0", "0",
-                                           "200/290", "-/-", "-"]  # fmt: skip
+                                           "200/290", "-/-", "-", "-"]  # fmt: skip
     # 0/2: hi = z^2 / (2 + z^2) = 0.658
     assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "-/-", "0", "0", "0", "-/-", "-/-",
-                                         "-"]  # fmt: skip
+                                         "-", "-"]  # fmt: skip
 
 
 # --- predicted video vs the real future -------------------------------------------------------------------------
