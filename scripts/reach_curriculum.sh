@@ -29,8 +29,10 @@
 #   j1. red only      generate --tasks reach push_forward --colour red --shared-scenes, 150 seeds from 7200 (300
 #                     episodes, 10 min); --chunks 1 --max-start 0, lr 5e-4, 1,500 steps
 #   j2. every colour  the --forward section's shared set (600 episodes, seeds 9200-9299); --chunks 1 --max-start 0,
-#                     lr 5e-4, 5,400 steps
+#                     lr 5e-4, 7,000 steps (two tasks halve each one's share: the colour binds from ~3,400 steps,
+#                     where reach alone bound it from ~1,800)
 #   j3. chunks        the same set; --chunks 3 --max-start 0, lr 3e-4 cosine to 3e-5 at 1,500, 1,500 steps
+#   Measured ("Twelfth look"; 90 min with the generation): reach 19/45 and push_forward 6/30: not shipped.
 # --reach CHECKPOINT starts --push or --forward from that reach checkpoint (e.g. the shipped
 # checkpoints/franka_droid_sim_small_reach) instead of training stages 1-4 first.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
@@ -109,7 +111,7 @@ if [[ "$JOINT" -eq 1 ]]; then
   dataset joint_red --tasks reach push_forward --colour red --shared-scenes --episodes 150 --seed 7200
   stage j1_red "$FROM" joint_red --chunks 1 --max-start 0 --lr 5e-4 --steps 1500
   dataset shared "${SHARED[@]}"
-  stage j2_every_colour "$OUT/j1_red/checkpoint" shared --chunks 1 --max-start 0 --lr 5e-4 --steps 5400
+  stage j2_every_colour "$OUT/j1_red/checkpoint" shared --chunks 1 --max-start 0 --lr 5e-4 --steps 7000
   stage j3_chunks "$OUT/j2_every_colour/checkpoint" shared --chunks 3 --max-start 0 --lr 3e-4 --decay-steps 1500 \
     --steps 1500
   LAST="$OUT/j3_chunks/checkpoint"
