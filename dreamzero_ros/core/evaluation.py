@@ -7,9 +7,10 @@ latency (observation stamp -> chunk ready, as the inference node measures it) p5
 episodes, the tool's closest approach to the named cube and to the others (`closest_approach`), and for push the
 named cube's distance to the pad at the start and the end (`cube_to_pad`: a push that fails may still have gone
 the pad's way), and for every task how far the named cube moved on the table (`named_cube_track`: push_forward's
-progress; a reach should leave it where it was). `wilson_interval` is also the interval `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR
-of the model's predicted frames vs the real frames of the times they stand for, beside the baseline of repeating
-the chunk's last real frame (`psnr`, `pair_predictions`, `summarize_psnr`).
+progress; a reach should leave it where it was). `wilson_interval` is also the interval
+`benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR of the model's predicted frames vs the real frames
+of the times they stand for, beside the baseline of repeating the chunk's last real frame (`psnr`,
+`pair_predictions`, `summarize_psnr`).
 
 Seeds: evaluation episodes start at `EVAL_FIRST_SEED`; `dreamzero generate` starts at 0, so the two are disjoint
 as long as no dataset holds a million episodes per task (`check_eval_seeds` refuses the overlap).

@@ -13,8 +13,8 @@ the target, only the instruction and the scene say where to go), the action loss
 * with the negative prompt.
 
 A model that follows instructions has a clearly higher loss with the sibling than with its own instruction, and
-with another task's (if its tasks start differently); one that looks where the objects are, with another scene. A ratio of 1.0 means the model ignores that input, however
-low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
+with another task's (if its tasks start differently); one that looks where the objects are, with another scene.
+A ratio of 1.0 means the model ignores that input, however low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
 
 On the training set's starts a model can score by memorising them; `dreamzero train --validation` also runs the
 probe on a held-out set's starts (other seeds), where only what it learnt to read counts. Its own loss there is the
@@ -24,6 +24,7 @@ open-loop error of the first chunk on unseen scenes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,19 +77,19 @@ def _one_word_apart(a: list[str], b: list[str]) -> bool:
     return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
 
 
+def _next_task(order: list[int], i: int, accept: Callable[[int], bool]) -> int | None:
+    """The first task after `i` in `order` (cyclically, `i` itself excluded) that `accept`s, or None."""
+    n = order.index(i)
+    return next((j for j in (order[(n + m) % len(order)] for m in range(1, len(order))) if accept(j)), None)
+
+
 def sibling_tasks(tasks: dict[int, str]) -> dict[int, int]:
     """{task index: the next task (cyclically, in index order) whose text differs from it in exactly one word}.
     Tasks without such a sibling are left out."""
     words = {i: text.split() for i, text in tasks.items()}
     order = sorted(tasks)
-    out = {}
-    for n, i in enumerate(order):
-        for m in range(1, len(order)):
-            j = order[(n + m) % len(order)]
-            if _one_word_apart(words[i], words[j]):
-                out[i] = j
-                break
-    return out
+    found = {i: _next_task(order, i, lambda j, i=i: _one_word_apart(words[i], words[j])) for i in order}
+    return {i: j for i, j in found.items() if j is not None}
 
 
 def other_task_instructions(tasks: dict[int, str]) -> dict[int, int]:
@@ -101,12 +102,9 @@ def other_task_instructions(tasks: dict[int, str]) -> dict[int, int]:
     out = {}
     for i, sibling in sibling_tasks(tasks).items():
         obj = next(a for a, b in zip(words[i], words[sibling], strict=True) if a != b)
-        n = order.index(i)
-        for m in range(1, len(order)):
-            j = order[(n + m) % len(order)]
-            if obj in words[j] and not _one_word_apart(words[i], words[j]):
-                out[i] = j
-                break
+        j = _next_task(order, i, lambda j, i=i, obj=obj: obj in words[j] and not _one_word_apart(words[i], words[j]))
+        if j is not None:
+            out[i] = j
     return out
 
 
