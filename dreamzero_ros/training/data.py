@@ -8,14 +8,19 @@ A sample starts at control step i of an episode (i every `start_stride` steps, d
 coarser grid trades samples for preparation time, which the frozen VAE dominates on a CPU; i <= T - H so at least
 one chunk is real; i <= `max_start` when given, which keeps only samples that begin where the episode does, with
 the robot at rest and the instruction the only clue to where it goes) and holds `chunks` chunks; chunk k
-(1-based) covers steps s_k = i + (k - 1) H .. s_k + H - 1:
+(1-based) starts at s_k = i + (k - 1) E and predicts steps s_k .. s_k + H - 1, where E (`execute_steps`, default
+H) is how many of a chunk's steps run before the next chunk's observation. The release trains with E = H; its
+inference writes the last 4 received frames of a chunk into the KV cache (each twice), i.e. 0.8 s of a 1.6 s
+DROID chunk, and this suite's inference node asks for the next chunk once a chunk has run about that long
+(1.6 s less the latency and a margin), so E = 12 trains on the cadence deployment runs at:
 
 * first frame: the stitched frame at step i: its VAE latent (latent frame 0 of y), its CLIP tokens, and y = the
   latents of [first frame + zero frames] (1 + 2 x context_chunks latent frames), as `WorldActionModel` builds them
   at an episode start;
-* video of chunk k: the frames at s_k + stride (j + 1), j = 0..7, stride = H / 8 (3 at 24 steps: the release's
-  8 frames per 24 actions), i.e. what the robot sees while the chunk runs; the newest is the observation at the
-  start of chunk k + 1. Its latents are made exactly as inference writes real frames into the KV cache:
+* video of chunk k: the frames at s_k + stride (j + 1), j = 0..E / stride - 1, stride = H / 8 (3 at 24 steps:
+  the release's 8 frames per 24 actions), i.e. what the robot sees while the chunk runs (8 frames at E = 24, 4
+  at E = 12, each then repeated twice as inference repeats them); the newest is the observation at the start of
+  chunk k + 1. Its latents are made exactly as inference writes real frames into the KV cache:
   `WorldActionModel.real_clip` (the first frame prepended) encoded from scratch, last 2 latents kept;
 * state of chunk k: the state at s_k, q99-normalised; actions of chunk k: a[s_k .. s_k + H - 1], relative groups
   minus the state at s_k, q99-normalised with the statistics the checkpoint will carry. Both through
@@ -208,8 +213,9 @@ class TrainingSet:
     """
 
     def __init__(self, meta: DatasetMeta, model: Any, *, chunks: int, start_stride: int | None = None,
-                 max_start: int | None = None, cache: Path | None = None, cache_key: str = "",
-                 progress: Callable[[int, int], None] | None = None, space: ActionSpace | None = None) -> None:  # fmt: skip
+                 max_start: int | None = None, execute_steps: int | None = None, cache: Path | None = None,
+                 cache_key: str = "", progress: Callable[[int, int], None] | None = None,
+                 space: ActionSpace | None = None) -> None:  # fmt: skip
         config = model.config
         if not 1 <= chunks <= config.context_chunks:
             raise TrainingDataError(f"chunks per sample: expected 1..{config.context_chunks}, got {chunks}")
@@ -232,6 +238,14 @@ class TrainingSet:
         if max_start is not None and max_start < 0:
             raise TrainingDataError(f"max start: expected >= 0 steps, got {max_start}")
         self.max_start = max_start
+        self.execute_steps = self.horizon if execute_steps is None else execute_steps
+        written = self.execute_steps // self.stride
+        if (not 1 <= self.execute_steps <= self.horizon or self.execute_steps % self.stride or written % 4
+                or config.frames_per_chunk % written):  # fmt: skip
+            raise TrainingDataError(
+                f"execute steps: expected a multiple of {4 * self.stride} steps up to the horizon {self.horizon} "
+                f"(4 or 8 frames at the video stride {self.stride}, as inference writes a chunk's frames), got "
+                f"{execute_steps}")
         self.space = meta.space() if space is None else space
         if cache is not None and cache.is_file():
             blob = torch.load(cache, weights_only=False)
@@ -261,7 +275,7 @@ class TrainingSet:
 
     @torch.no_grad()
     def _episode(self, model: Any, episode: int) -> list[Sample]:
-        meta, H, stride = self.meta, self.horizon, self.stride
+        meta, H, E, stride = self.meta, self.horizon, self.execute_steps, self.stride
         table = read_parquet(meta.root / DATA_PATH.format(episode_chunk=episode // 1000, episode_index=episode))
         for column in ("observation.state", "action", "task_index"):
             if column not in table:
@@ -282,14 +296,14 @@ class TrainingSet:
         for i in starts:
             wanted.add(clamp(i))
             for k in range(self.chunks):
-                wanted.update(clamp(i + k * H + stride * (j + 1)) for j in range(H // stride))
+                wanted.update(clamp(i + k * E + stride * (j + 1)) for j in range(E // stride))
         frames = _stitched(meta, episode, sorted(wanted))
         config = model.config
         per_chunk = config.latent_frames_per_chunk
         # The frozen VAE dominates the preparation on a CPU: encode every clip of the episode in batches.
         firsts = [frames[clamp(i)] for i in starts]
         ys = _encode_batched(model.vae, [_condition_input(model.vae, f, config.condition_frames) for f in firsts])
-        clip_ids = sorted({tuple(clamp(i + k * H + stride * (j + 1)) for j in range(H // stride))
+        clip_ids = sorted({tuple(clamp(i + k * E + stride * (j + 1)) for j in range(E // stride))
                            for i in starts for k in range(self.chunks)})  # fmt: skip
         clips = [model.vae.frames_to_input(model.real_clip(np.stack([frames[f] for f in ids]))) for ids in clip_ids]
         chunk_latents = dict(zip(clip_ids, [z[:, -per_chunk:] for z in _encode_batched(model.vae, clips)],
@@ -301,8 +315,8 @@ class TrainingSet:
             sample = Sample(episode, i, task, y[:, :1].clone(), image, y)
             st, ac = [], []
             for k in range(self.chunks):
-                s = i + k * H
-                ids = tuple(clamp(s + stride * (j + 1)) for j in range(H // stride))
+                s = i + k * E
+                ids = tuple(clamp(s + stride * (j + 1)) for j in range(E // stride))
                 sample.video.append(chunk_latents[ids])
                 state_model = states[clamp(s)]
                 rows = actions[[clamp(s + h) for h in range(H)]]
@@ -333,11 +347,12 @@ def _encode_batched(vae: Any, clips: list[torch.Tensor], batch: int = 16) -> lis
 
 
 def fingerprint(root: Path, preset: str, seed: int, chunks: int, config: dict[str, Any], start_stride: int | None = None,
-                max_start: int | None = None) -> str:  # fmt: skip
+                max_start: int | None = None, execute_steps: int | None = None) -> str:  # fmt: skip
     """Fingerprint of a prepared set: the dataset's metadata files and the encoders' configuration and seed."""
     h = hashlib.sha256()
-    # max_start is appended only when set, so caches prepared before it existed keep their key.
+    # max_start and execute_steps are appended only when set, so caches prepared before they existed keep their key.
     fields = [CACHE_VERSION, preset, seed, chunks, config, start_stride] + ([max_start] if max_start is not None else [])
+    fields += [{"execute_steps": execute_steps}] if execute_steps is not None else []
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for name in ("info.json", "stats.json", "episodes.jsonl", "tasks.jsonl"):
         path = root / "meta" / name

@@ -41,8 +41,8 @@ HELD_OUT_CACHE = "held_out.pt"
 HELD_OUT_PROBE_SAMPLES = 256
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
-RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "lr", "warmup",
-                 "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise",
+RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "execute_steps", "lr",
+                 "warmup", "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise",
                  "text_dropout", "init")  # fmt: skip
 
 
@@ -65,6 +65,7 @@ class TrainConfig:
     chunks: int | None = None  # chunks per sample; None = the preset's context_chunks (4)
     start_stride: int | None = None  # steps between sample starts; None = the video stride (3)
     max_start: int | None = None  # latest sample start in each episode (steps); None = anywhere
+    execute_steps: int | None = None  # steps between a sample's chunks; None = the horizon (the release's recipe)
     action_weight: float = 5.0
     decoupled_video_noise: bool = False
     text_dropout: float = 0.1
@@ -276,16 +277,16 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     t0 = time.perf_counter()
     cache = Path(config.cache) if config.cache else out / "samples.pt"
     key = fingerprint(meta.root, config.preset, config.seed, chunks, model.config.to_dict(), config.start_stride,
-                      config.max_start)
+                      config.max_start, config.execute_steps)
     bar = _bar(len(meta.episodes), "encoding episodes", config.progress and ctx.main)
     if ctx.main:
         data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, max_start=config.max_start,
-                           cache=cache, cache_key=key,
+                           execute_steps=config.execute_steps, cache=cache, cache_key=key,
                            progress=lambda n, total: bar.update(1) if bar else None)  # fmt: skip
     ctx.barrier()
     if not ctx.main:
         data = TrainingSet(meta, model, chunks=chunks, start_stride=config.start_stride, max_start=config.max_start,
-                           cache=cache, cache_key=key)
+                           execute_steps=config.execute_steps, cache=cache, cache_key=key)
     if bar:
         bar.close()
     held_out = None

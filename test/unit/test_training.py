@@ -250,6 +250,32 @@ def test_max_start_keeps_the_samples_that_begin_in_the_first_steps_and_has_its_o
     assert fingerprint(meta.root, "tiny", 0, 2, config, None, None) == fingerprint(meta.root, "tiny", 0, 2, config)
 
 
+def test_execute_steps_start_each_chunk_that_many_steps_after_the_last_and_write_its_four_newest_frames(dataset,
+                                                                                                        prepared):
+    from dreamzero_ros.training.data import _stitched
+
+    meta, model, _ = prepared
+    data = TrainingSet(meta, model, chunks=2, execute_steps=12)
+    assert [(s.episode, s.start) for s in data.samples] == [(e, i) for e in (0, 1) for i in (0, 3, 6)]
+    sample = data.samples[4]  # episode 1, start 3: chunk 2 starts 12 steps later, at 15, not 27
+    for k in range(2):
+        want, want_state = _normalised_by_hand(dataset, dataset, 1, 3 + 12 * k)
+        np.testing.assert_allclose(sample.actions[k].numpy(), want, atol=1e-5)
+        np.testing.assert_allclose(sample.state[k].numpy(), want_state, atol=1e-5)
+    # chunk 1's video: what inference writes after 12 steps, the 4 frames at the video stride (steps 6, 9, 12, 15)
+    # each twice, the first prepended, encoded from scratch, the last 2 latents kept
+    frames = _stitched(meta, 1, [6, 9, 12, 15])
+    clip = np.stack([frames[6]] + [frames[f] for f in (6, 6, 9, 9, 12, 12, 15, 15)])
+    want_video = model.vae.encode_pixels(model.vae.frames_to_input(clip))[0, :, -2:].float()
+    torch.testing.assert_close(sample.video[0], want_video, atol=1e-5, rtol=1e-5)
+    config = model.config.to_dict()
+    assert fingerprint(meta.root, "tiny", 0, 2, config, None, None, 12) != fingerprint(meta.root, "tiny", 0, 2, config)
+    for bad in (9, 6, 0, 36):  # not 4 or 8 frames at the stride of 3, or past the 24-step horizon
+        with pytest.raises(TrainingDataError, match=rf"execute steps: expected a multiple of 12 steps up to the "
+                                                     rf"horizon 24 .*got {bad}"):
+            TrainingSet(meta, model, chunks=2, execute_steps=bad)
+
+
 def test_bad_datasets_are_refused_naming_the_file(dataset, prepared, tmp_path, capsys):
     from dreamzero_ros.apps.cli import main
 
