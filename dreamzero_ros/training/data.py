@@ -11,8 +11,9 @@ the robot at rest and the instruction the only clue to where it goes) and holds 
 (1-based) starts at s_k = i + (k - 1) E and predicts steps s_k .. s_k + H - 1, where E (`execute_steps`, default
 H) is how many of a chunk's steps run before the next chunk's observation. The release trains with E = H; its
 inference writes the last 4 received frames of a chunk into the KV cache (each twice), i.e. 0.8 s of a 1.6 s
-DROID chunk, and this suite's inference node asks for the next chunk once a chunk has run about that long
-(1.6 s less the latency and a margin), so E = 12 trains on the cadence deployment runs at:
+DROID chunk, and this suite's inference node asks for the next chunk when latency and a margin are left of the
+current one, which with a CPU's ~0.45 s latency is after 0.6-0.8 s, so there E = 12 trains on the cadence
+deployment runs at:
 
 * first frame: the stitched frame at step i: its VAE latent (latent frame 0 of y), its CLIP tokens, and y = the
   latents of [first frame + zero frames] (1 + 2 x context_chunks latent frames), as `WorldActionModel` builds them
