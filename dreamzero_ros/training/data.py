@@ -293,19 +293,22 @@ class TrainingSet:
         def clamp(step: int) -> int:
             return min(step, T - 1)
 
+        def written(i: int, k: int) -> tuple[int, ...]:
+            """The frames chunk k (0-based) of the sample starting at i writes: those of its first E steps."""
+            return tuple(clamp(i + k * E + stride * (j + 1)) for j in range(E // stride))
+
         wanted = set()
         for i in starts:
             wanted.add(clamp(i))
             for k in range(self.chunks):
-                wanted.update(clamp(i + k * E + stride * (j + 1)) for j in range(E // stride))
+                wanted.update(written(i, k))
         frames = _stitched(meta, episode, sorted(wanted))
         config = model.config
         per_chunk = config.latent_frames_per_chunk
         # The frozen VAE dominates the preparation on a CPU: encode every clip of the episode in batches.
         firsts = [frames[clamp(i)] for i in starts]
         ys = _encode_batched(model.vae, [_condition_input(model.vae, f, config.condition_frames) for f in firsts])
-        clip_ids = sorted({tuple(clamp(i + k * E + stride * (j + 1)) for j in range(E // stride))
-                           for i in starts for k in range(self.chunks)})  # fmt: skip
+        clip_ids = sorted({written(i, k) for i in starts for k in range(self.chunks)})
         clips = [model.vae.frames_to_input(model.real_clip(np.stack([frames[f] for f in ids]))) for ids in clip_ids]
         chunk_latents = dict(zip(clip_ids, [z[:, -per_chunk:] for z in _encode_batched(model.vae, clips)],
                                  strict=True))  # fmt: skip
@@ -317,8 +320,7 @@ class TrainingSet:
             st, ac = [], []
             for k in range(self.chunks):
                 s = i + k * E
-                ids = tuple(clamp(s + stride * (j + 1)) for j in range(E // stride))
-                sample.video.append(chunk_latents[ids])
+                sample.video.append(chunk_latents[written(i, k)])
                 state_model = states[clamp(s)]
                 rows = actions[[clamp(s + h) for h in range(H)]]
                 st.append(self.space.normalise_state(state_model))

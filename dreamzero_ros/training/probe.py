@@ -14,7 +14,8 @@ the target, only the instruction and the scene say where to go), the action loss
 
 A model that follows instructions has a clearly higher loss with the sibling than with its own instruction, and
 with another task's (if its tasks start differently); one that looks where the objects are, with another scene.
-A ratio of 1.0 means the model ignores that input, however low its training loss. The draws (noise level and noise) are fixed, so the losses differ only by what is swapped.
+A ratio of 1.0 means the model ignores that input, however low its training loss. The draws (noise level and
+noise) are fixed, so the losses differ only by what is swapped.
 
 On the training set's starts a model can score by memorising them; `dreamzero train --validation` also runs the
 probe on a held-out set's starts (other seeds), where only what it learnt to read counts. Its own loss there is the

@@ -41,9 +41,9 @@ HELD_OUT_CACHE = "held_out.pt"
 HELD_OUT_PROBE_SAMPLES = 256
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
-RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "execute_steps", "lr",
-                 "warmup", "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight", "decoupled_video_noise",
-                 "text_dropout", "init")  # fmt: skip
+RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "execute_steps",
+                 "lr", "warmup", "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight",
+                 "decoupled_video_noise", "text_dropout", "init")  # fmt: skip
 
 
 @dataclass
