@@ -16,7 +16,7 @@ from dreamzero_ros.core.embodiment import load_embodiment
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 SHIPPED = sorted(p for p in ROOT.iterdir() if (p / "config.json").is_file())
 EMB = load_embodiment("franka_droid")
-REST = np.array([0.0, -0.6283, 0.0, -2.5133, 0.0, 1.885, 0.7854, 0.0])  # config/franka_droid.yaml home, hand open
+REST = EMB.home_array()  # config/franka_droid.yaml's home pose (SI: the finger at 0.04 m, open)
 
 
 def test_the_checkpoints_folder_ships_the_base_the_reach_and_the_two_task_checkpoints():
