@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="control steps between a sample's chunks (default: the horizon, the release's recipe); "
                             "12 of 24 trains on the cadence inference runs at, where the next chunk is asked for "
                             "after about 0.8 s of a 1.6 s chunk and its 4 newest frames go into the KV cache")
+    train.add_argument("--oversample", action="append", default=[], metavar="TEXT=N",
+                       help="show the samples whose instruction contains TEXT N times per epoch, e.g. touch=2 to "
+                            "weight one task of a mixed dataset (repeatable; the largest N wins)")
     train.add_argument("--validation", metavar="DATASET", default=None,
                        help="a held-out dataset (from other seeds; one sharing a scene with --dataset is refused): "
                             "at each save the conditioning probe also runs on its episode starts "
@@ -229,7 +232,7 @@ def _dataset(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dreamzero_ros.training.data import TrainingDataError
-    from dreamzero_ros.training.trainer import TrainConfig, parse_overrides, train
+    from dreamzero_ros.training.trainer import TrainConfig, parse_overrides, parse_oversample, train
 
     fields = ("dataset", "out", "preset", "steps", "batch", "lr", "warmup", "decay_steps", "min_lr_ratio", "init",
               "seed", "chunks", "start_stride", "max_start", "execute_steps", "validation",
@@ -237,7 +240,8 @@ def _train(args: argparse.Namespace) -> int:
               "cache", "progress")
     try:
         result = train(TrainConfig(**{name: getattr(args, name) for name in fields},
-                                   overrides=parse_overrides(args.override)))
+                                   overrides=parse_overrides(args.override),
+                                   oversample=parse_oversample(args.oversample)))
     except (TrainingDataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

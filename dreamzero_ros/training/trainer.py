@@ -7,8 +7,9 @@ training state (`train_state.pt`: DiT weights, optimizer, step, RNG, loss histor
 released layout (`<out>/checkpoint`, via `model.checkpoint.save_checkpoint`, with the dataset's statistics in
 `experiment_cfg/metadata.json`), which the local backend and `dreamzero serve` load unchanged.
 
-Order and sharding: global position p = step x batch + j (j < batch) is sample perm_e[p mod N] of epoch
-e = p // N, perm_e a permutation seeded by (seed, e); rank r of W takes j in [r b, (r + 1) b) with b = batch / W.
+Order and sharding: global position p = step x batch + j (j < batch) is entry perm_e[p mod N] of the epoch's N
+entries (every sample once; `oversample` repeats those whose instruction contains a given text) in epoch e = p // N,
+perm_e a permutation seeded by (seed, e); rank r of W takes j in [r b, (r + 1) b) with b = batch / W.
 Together with the per-sample draws of `objective.py` and DDP's gradient mean, a step under W ranks computes the
 same update as one process with the whole batch (checked by test/unit/test_training.py).
 """
@@ -42,7 +43,7 @@ HELD_OUT_PROBE_SAMPLES = 256
 STATE_VERSION = 1
 #: fields that must match when resuming (the rest, e.g. steps or save_every, may change)
 RESUME_FIELDS = ("preset", "overrides", "seed", "batch", "chunks", "start_stride", "max_start", "execute_steps",
-                 "lr", "warmup", "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight",
+                 "oversample", "lr", "warmup", "decay_steps", "min_lr_ratio", "weight_decay", "grad_clip", "action_weight",
                  "decoupled_video_noise", "text_dropout", "init")  # fmt: skip
 
 
@@ -66,6 +67,7 @@ class TrainConfig:
     start_stride: int | None = None  # steps between sample starts; None = the video stride (3)
     max_start: int | None = None  # latest sample start in each episode (steps); None = anywhere
     execute_steps: int | None = None  # steps between a sample's chunks; None = the horizon (the release's recipe)
+    oversample: dict[str, int] = field(default_factory=dict)  # instruction text -> times its samples come per epoch
     action_weight: float = 5.0
     decoupled_video_noise: bool = False
     text_dropout: float = 0.1
@@ -92,6 +94,10 @@ class TrainConfig:
                              f"got {self.decay_steps}")  # fmt: skip
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio}")
+        for text, times in self.oversample.items():
+            if not text.strip() or not isinstance(times, int) or isinstance(times, bool) or times < 1:
+                raise ValueError(f"oversample {text!r}={times!r}: expected a non-empty instruction text and a whole "
+                                 "number of times >= 1")
         self.objective().validate()
 
     def objective(self) -> ObjectiveConfig:
@@ -184,6 +190,35 @@ class _Order:
         return int(self._perms[epoch][within])
 
 
+def epoch_entries(data: TrainingSet, oversample: dict[str, int]) -> list[int]:
+    """The sample indices of one epoch: each sample once, or `times` times when its instruction contains `text`
+    (the largest count when several texts match). ValueError naming a text that no instruction of the dataset
+    contains (a typo would otherwise train unweighted without a word)."""
+    tasks = data.meta.tasks
+    for text in oversample:
+        if not any(text in instruction for instruction in tasks.values()):
+            raise ValueError(f"oversample {text!r}: no instruction of {data.meta.root} contains it (they are "
+                             f"{sorted(set(tasks.values()))})")
+    times = {task: max([n for text, n in oversample.items() if text in instruction], default=1)
+             for task, instruction in tasks.items()}  # fmt: skip
+    return [i for i, sample in enumerate(data.samples) for _ in range(times[sample.task])]
+
+
+def parse_oversample(items: list[str]) -> dict[str, int]:
+    """`--oversample TEXT=N` arguments -> {text: N}; ValueError naming a malformed one."""
+    parsed: dict[str, int] = {}
+    for item in items:
+        text, sep, value = item.rpartition("=")
+        try:
+            times = int(value)
+        except ValueError:
+            times = 0
+        if not sep or not text.strip() or times < 1:
+            raise ValueError(f"--oversample {item!r}: expected TEXT=N with N a whole number >= 1, e.g. touch=2")
+        parsed[text] = times
+    return parsed
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`--override FIELD=JSON` arguments -> WamConfig fields over the preset's; ValueError naming a malformed one."""
     overrides: dict[str, Any] = {}
@@ -211,10 +246,10 @@ def build_model(config: TrainConfig, meta: DatasetMeta, device: torch.device) ->
     )  # fmt: skip
 
 
-def _batch_for(data: TrainingSet, order: _Order, config: TrainConfig, model_config: Any, step: int,
-               positions: range, chunks: int) -> Batch:  # fmt: skip
+def _batch_for(data: TrainingSet, entries: list[int], order: _Order, config: TrainConfig, model_config: Any,
+               step: int, positions: range, chunks: int) -> Batch:  # fmt: skip
     k = target_chunk(config.seed, step, chunks)
-    samples = [data.samples[order(step * config.batch + j)] for j in positions]
+    samples = [data.samples[entries[order(step * config.batch + j)]] for j in positions]
     return make_batch(data, samples, list(positions), k=k, seed=config.seed, step=step, config=config.objective(),
                       max_action_dim=model_config.max_action_dim, max_state_dim=model_config.max_state_dim)
 
@@ -318,7 +353,8 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
 
         runner = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
-    order = _Order(len(data), config.seed)
+    entries = epoch_entries(data, config.oversample)
+    order = _Order(len(entries), config.seed)
     local = config.batch // ctx.world
     positions = range(ctx.rank * local, (ctx.rank + 1) * local)
     result = TrainResult(None, start_step, losses, samples=config.batch, prepare_seconds=prepare_seconds)
@@ -328,7 +364,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = _batch_for(data, order, config, model.config, step, positions, chunks).to(device)
+        batch = _batch_for(data, entries, order, config, model.config, step, positions, chunks).to(device)
         loss, video, action = runner(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -422,10 +458,12 @@ def _check_resume(saved: dict[str, Any], config: TrainConfig, chunks: int, path:
     if saved.get("version") != STATE_VERSION:
         raise ValueError(f"{path}: training state version {saved.get('version')}, this trainer reads {STATE_VERSION}")
     mine = asdict(config) | {"chunks": chunks}
+    defaults = asdict(TrainConfig(dataset="", out=""))  # a state saved before a field existed ran at its default
     for name in RESUME_FIELDS:
-        if saved["config"].get(name) != mine[name]:
+        theirs = saved["config"].get(name, defaults.get(name))
+        if theirs != mine[name]:
             raise ValueError(f"{path}: cannot resume with {name}={mine[name]!r}: the run was started with "
-                             f"{name}={saved['config'].get(name)!r}")
+                             f"{name}={theirs!r}")
     if int(saved["step"]) > config.steps:
         raise ValueError(f"{path}: the run is already at step {saved['step']}, past --steps {config.steps}")
 

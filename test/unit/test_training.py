@@ -32,10 +32,12 @@ from dreamzero_ros.training.trainer import (
     STATE_FILE,
     TrainConfig,
     build_model,
+    epoch_entries,
     fixed_loss,
     init_from_checkpoint,
     learning_rate,
     parse_overrides,
+    parse_oversample,
     train,
 )
 
@@ -235,6 +237,35 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(base, tmp_path):
     assert a["step"] == b["step"] == 4
     for name, tensor in a["transformer"].items():
         assert torch.equal(tensor, b["transformer"][name]), name
+
+
+def test_oversample_repeats_the_samples_of_instructions_containing_the_text_and_names_one_that_none_contains(
+        base, prepared, tmp_path):  # fmt: skip
+    _, _, data = prepared
+    # The fixture's 2 episodes of 30 steps each give samples starting at steps 0, 3, 6 (the last start is 30 - 24):
+    # episode 0 says "touch the red cube", episode 1 "touch the blue cube".
+    assert [s.episode for s in data.samples] == [0, 0, 0, 1, 1, 1]
+    assert epoch_entries(data, {}) == [0, 1, 2, 3, 4, 5]
+    assert epoch_entries(data, {"red": 3}) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5]
+    assert epoch_entries(data, {"cube": 2, "blue": 3}) == [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]
+    with pytest.raises(ValueError, match="oversample 'green': no instruction .* contains it .*touch the blue cube"):
+        epoch_entries(data, {"green": 2})
+    assert parse_oversample(["touch=2", "a=b=3"]) == {"touch": 2, "a=b": 3}
+    for bad in ("touch", "touch=0", "=2", "touch=x", " =2"):
+        with pytest.raises(ValueError, match=f"--oversample '{bad}': expected TEXT=N"):
+            parse_oversample([bad])
+    with pytest.raises(ValueError, match="oversample 'red'=0"):
+        replace(base, oversample={"red": 0}).validate()
+    train(replace(base, out=str(tmp_path / "run"), steps=2, oversample={"red": 2}))
+    with pytest.raises(ValueError, match=r"cannot resume with oversample=\{'red': 3\}"):
+        train(replace(base, out=str(tmp_path / "run"), steps=4, resume=True, oversample={"red": 3}))
+    assert train(replace(base, out=str(tmp_path / "run"), steps=3, resume=True, oversample={"red": 2})).steps == 3
+    # A state saved before the field existed ran at its default, none: it resumes without one.
+    train(replace(base, out=str(tmp_path / "old"), steps=2))
+    state = torch.load(tmp_path / "old" / STATE_FILE, weights_only=False)
+    del state["config"]["oversample"]
+    torch.save(state, tmp_path / "old" / STATE_FILE)
+    assert train(replace(base, out=str(tmp_path / "old"), steps=3, resume=True)).steps == 3
 
 
 def test_max_start_keeps_the_samples_that_begin_in_the_first_steps_and_has_its_own_cache_key(prepared):
