@@ -87,6 +87,9 @@ class PolicyBackend(abc.ABC):
     #: whether the inference node should hand it the simulator's episode (`set_sim_task`): only the scripted
     #: expert, which acts on privileged object positions where a model has only the images
     uses_sim_task: bool = False
+    #: control steps between the observations of consecutive chunks the policy was trained at (its checkpoint's
+    #: `execute_steps`); the inference node keeps that cadence where latency allows. None: not known
+    execute_steps: int | None = None
 
     @abc.abstractmethod
     def reset(self) -> None:

@@ -121,6 +121,7 @@ class LocalBackend(PolicyBackend):
         info = getattr(model, "checkpoint_info", None)
         if info is not None:
             check_checkpoint(embodiment, info, str(checkpoint or "the loaded checkpoint"))
+            self.execute_steps = info.execute_steps
         self.space = ActionSpace.from_metadata(embodiment, getattr(model, "metadata", None), key=metadata_key)
         self.seed = seed
         self.decode_video = decode_video

@@ -4,7 +4,8 @@ Owns what decides whether and when to ask the policy for the next chunk: the rea
 observed since the last request (the model writes them into its KV cache in place of its own
 predictions), the latest joint state assembled by name, the instruction, input staleness, the
 request schedule (early enough that the next chunk lands before the current one runs out,
-from measured latency plus a margin), latency statistics, the achieved chunk rate and the count
+from measured latency plus a margin; with `execute_steps`, no later than that many control steps after the
+last chunk's observation either: the cadence the checkpoint was trained at), latency statistics, the achieved chunk rate and the count
 of observations skipped because an input was stale or missing.
 """
 
@@ -49,6 +50,9 @@ class InferenceSettings:
     latency_margin: float = 0.25  # s: request this much before (chunk end - expected latency)
     latency_window: int = 50  # chunks kept for latency statistics
     rate_window: float = 10.0  # s of recent chunks the achieved chunk rate is measured over
+    #: control steps between the observations of consecutive chunks where latency allows (the checkpoint's
+    #: training cadence); None: as late as the latency and margin allow
+    execute_steps: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_frame_age", "max_state_age"):
@@ -60,6 +64,8 @@ class InferenceSettings:
             raise ValueError(f"latency_window: expected >= 1, got {self.latency_window!r}")
         if not self.rate_window > 0:
             raise ValueError(f"rate_window: expected a positive number of seconds, got {self.rate_window!r}")
+        if self.execute_steps is not None and (not isinstance(self.execute_steps, int) or self.execute_steps < 1):
+            raise ValueError(f"execute_steps: expected None or whole control steps >= 1, got {self.execute_steps!r}")
 
 
 @dataclass(slots=True)
@@ -76,6 +82,10 @@ class InferenceLoop:
     def __init__(self, embodiment: EmbodimentConfig, settings: InferenceSettings | None = None) -> None:
         self.embodiment = embodiment
         self.settings = settings or InferenceSettings()
+        horizon = embodiment.control.horizon
+        if self.settings.execute_steps is not None and self.settings.execute_steps > horizon:
+            raise ValueError(f"execute_steps: expected at most {embodiment.name}'s horizon of {horizon} control "
+                             f"steps (a chunk holds no more), got {self.settings.execute_steps}")
         self.state_joints = embodiment.state_joints
         self._index = {name: i for i, name in enumerate(self.state_joints)}
         # The release's framing (frame_window): the episode's first request sends the newest frame,
@@ -90,6 +100,7 @@ class InferenceLoop:
         self.state_problem = "no joint state received"
         self.instruction = ""
         self._chunk_end = -math.inf  # time the last published chunk runs out
+        self._chunk_stamp = -math.inf  # observation time of the last published chunk
         self.latencies: collections.deque[float] = collections.deque(maxlen=self.settings.latency_window)
         self._ready_times: collections.deque[float] = collections.deque(maxlen=self.settings.latency_window)
         self.chunks_produced = 0
@@ -158,6 +169,7 @@ class InferenceLoop:
             self._frames.push("stitched", self._newest_frame[1], self._newest_frame[0])
         self._first_request = True
         self._chunk_end = -math.inf
+        self._chunk_stamp = -math.inf
         self.episode += 1
 
     # -- decisions ---------------------------------------------------------------------------
@@ -197,7 +209,16 @@ class InferenceLoop:
         return self._chunk_end - self.expected_latency - self.settings.latency_margin
 
     def due(self, now: float) -> bool:
-        return now >= self.next_request_time()
+        """Whether to request now: the latency deadline has come, or (with `execute_steps`) a frame observed that
+        many control steps after the last chunk's observation has arrived, so the frames the model writes into
+        its cache span the steps it was trained to see between chunks."""
+        if now >= self.next_request_time():
+            return True
+        steps = self.settings.execute_steps
+        if steps is None or self._newest_frame is None:
+            return False
+        dt = 1.0 / self.embodiment.control.rate_hz
+        return self._newest_frame[0] >= self._chunk_stamp + (steps - 0.5) * dt  # half a step: stamp jitter
 
     def take_request(self, now: float, blocked_by: str = "") -> Request | None:
         """The observation to send now, or None if inputs are not ready (or `blocked_by` an outside reason).
@@ -227,6 +248,7 @@ class InferenceLoop:
         self.latencies.append(latency)
         self._ready_times.append(ready_time)
         self.chunks_produced += 1
+        self._chunk_stamp = stamp
         self._chunk_end = stamp + self.embodiment.control.chunk_duration
         return latency
 

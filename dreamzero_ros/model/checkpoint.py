@@ -296,9 +296,19 @@ def read_config(
             frames_per_chunk=config.frames_per_chunk, control_rate_hz=section.get("control_rate_hz"),
             video_fps=section.get("video_fps"), action_dim=section["action_dim"], state_dim=section["state_dim"],
             sources={"horizon": f"config.json: {CONFIG_SECTION}.wam_config.horizon"},
+            execute_steps=_execute_steps(section.get("execute_steps"), config.horizon, path),
         )  # fmt: skip
         return config, info, raw
     return infer_config(tensors, raw, source=str(path), conf=conf, metadata=metadata, tag=tag)
+
+
+def _execute_steps(value: Any, horizon: int, path: Path) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= horizon:
+        raise CheckpointError(f"{path}: {CONFIG_SECTION}.execute_steps: expected whole control steps in 1..{horizon} "
+                              f"(the horizon), got {value!r}")
+    return value
 
 
 def infer_config(
@@ -517,9 +527,11 @@ def released_state_dict(model: Any) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    model: Any, folder: str | Path, *, max_shard_bytes: int | None = None, metadata: dict | None = None
+    model: Any, folder: str | Path, *, max_shard_bytes: int | None = None, metadata: dict | None = None,
+    execute_steps: int | None = None,
 ) -> Path:
-    """Write `model` in the released layout; sharded with an index when `max_shard_bytes` is given."""
+    """Write `model` in the released layout; sharded with an index when `max_shard_bytes` is given.
+    execute_steps: the training cadence (`CheckpointInfo.execute_steps`), recorded when given."""
     folder = Path(folder)
     (folder / "experiment_cfg").mkdir(parents=True, exist_ok=True)
     tensors = released_state_dict(model)
@@ -527,6 +539,8 @@ def save_checkpoint(
     tensors = {k: v.clone() for k, v in tensors.items()}
     config = {CONFIG_SECTION: {"wam_config": model.config.to_dict(), "action_dim": model.action_dim,
                                "state_dim": model.state_dim}}  # fmt: skip
+    if execute_steps is not None:
+        config[CONFIG_SECTION]["execute_steps"] = execute_steps
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "experiment_cfg" / "metadata.json").write_text(json.dumps(metadata or model.metadata or {}, indent=2))
     if max_shard_bytes is None:

@@ -48,6 +48,8 @@ class CheckpointInfo:
     horizon: action steps per chunk. frames_per_chunk: video frames per chunk (latent frames x 4).
     control_rate_hz / video_fps: None when the checkpoint does not say (our own saves).
     sampler: sampler defaults of the checkpoint (released: fixed 8-of-16 DiT step cache, noise seed 1140).
+    execute_steps: control steps between the observations of consecutive chunks in training (`dreamzero train
+        --execute-steps`), the cadence the inference node keeps where latency allows; None when not recorded.
     """
 
     released: bool
@@ -61,6 +63,7 @@ class CheckpointInfo:
     state_dim: int
     sampler: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    execute_steps: int | None = None
 
     @property
     def chunk_duration(self) -> float | None:

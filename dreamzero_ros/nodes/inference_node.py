@@ -77,6 +77,9 @@ PARAMS = (
     Param("max_frame_age", 1.0, "s: a stitched frame older than this is stale", minimum=0.01),
     Param("max_state_age", 0.5, "s: a joint state older than this is stale", minimum=0.01),
     Param("latency_margin", 0.25, "s: request the next chunk this long before it is needed", minimum=0.0),
+    Param("execute_steps", 0, "control steps between the observations of consecutive chunks where latency allows: "
+          "0 = the checkpoint's training cadence (none recorded: as late as latency allows); the horizon = as late "
+          "as latency allows", minimum=0),
     Param("status_rate", 2.0, "Hz of PolicyStatus and diagnostics", minimum=0.1, maximum=100.0),
 )
 
@@ -92,11 +95,6 @@ class InferenceNode(Node):
                 raise ParameterError(f"node {self.get_name()}: parameter 'instruction': {exc}") from exc
         self.profile = load_robot(p["robot"], p["embodiment"])
         self.embodiment = self.profile.embodiment
-        self.loop = InferenceLoop(
-            self.embodiment,
-            InferenceSettings(max_frame_age=p["max_frame_age"], max_state_age=p["max_state_age"],
-                              latency_margin=p["latency_margin"]),
-        )
         self.backend_kind = p["backend"]
         self.publish_video = p["publish_predicted_video"]
         if self.backend_kind == "local":
@@ -104,6 +102,16 @@ class InferenceNode(Node):
 
             torch.set_num_threads(p["torch_threads"])
         self.backend = self._make_backend(p)
+        self.execute_steps = p["execute_steps"] or self.backend.execute_steps
+        try:
+            self.loop = InferenceLoop(
+                self.embodiment,
+                InferenceSettings(max_frame_age=p["max_frame_age"], max_state_age=p["max_state_age"],
+                                  latency_margin=p["latency_margin"], execute_steps=self.execute_steps),
+            )
+        except ValueError as exc:
+            source = "parameter 'execute_steps'" if p["execute_steps"] else "the checkpoint's execute_steps"
+            raise ParameterError(f"node {self.get_name()}: {source}: {exc}") from exc
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -144,7 +152,8 @@ class InferenceNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"inference ready embodiment={self.embodiment.name} robot={self.profile.name} backend={self.backend_kind} "
-            f"horizon={self.embodiment.control.horizon} rate={self.embodiment.control.rate_hz:g}Hz"
+            f"horizon={self.embodiment.control.horizon} rate={self.embodiment.control.rate_hz:g}Hz "
+            f"execute_steps={self.execute_steps or 'latency'}"
         )
 
     def _make_backend(self, p: dict):

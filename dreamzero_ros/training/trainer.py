@@ -403,7 +403,8 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> TrainResult
     result.steps = config.steps
     if ctx.main:
         transformer.eval()
-        result.checkpoint = save_checkpoint(model, out / "checkpoint", metadata=meta.metadata)
+        result.checkpoint = save_checkpoint(model, out / "checkpoint", metadata=meta.metadata,
+                                            execute_steps=config.execute_steps)
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     ctx.barrier()
     return result

@@ -239,6 +239,37 @@ def test_the_remote_backend_gets_valid_chunks_from_a_policy_server_in_another_pr
     assert server.running
 
 
+def test_with_execute_steps_each_observation_comes_that_many_steps_after_the_last(launcher, probe):
+    """6 steps at 15 Hz = 0.4 s, two of the 5 Hz frames; the scripted server answers in well under that. As late
+    as latency allows (margin 0.25 s) would be 1.6 - latency - 0.25 s, about 1 s."""
+    port = free_port()
+    start_server(launcher, port)
+    node = launcher.start("inference", MODULE, {
+        "backend": "remote", "server": f"ws://127.0.0.1:{port}", "embodiment": DROID.name, "execute_steps": 6,
+        "latency_margin": 0.25,
+    })
+    chunks = probe.collect(ActionChunk, CHUNK_TOPIC, qos.COMMANDS)
+    streamer = InputStreamer(probe, DROID, cameras=True)
+    streamer.state = STATE_A
+    streamer.wait_for_subscribers(30)
+    set_instruction(probe, INSTRUCTION)
+    with streamer:
+        got = wait_chunks(chunks, 8, 30, node, "cadence")
+    assert "execute_steps=6" in node.output()
+    stamps = np.array([c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in got])
+    spacing = np.diff(stamps)
+    latency = np.array([c.inference_latency for c in got])
+    assert 1.6 - latency.max() - 0.25 > 0.8, "the latency deadline alone would space them as closely"
+    # Never closer than 6 steps (the frame 0.4 s on), and 0.4 s apart whenever the chunk was back in time.
+    assert spacing.min() >= 0.4 - 0.01, spacing
+    assert np.median(spacing) == pytest.approx(0.4, abs=0.01), spacing
+    launcher.stop_all()
+    bad = launcher.start("inference", MODULE, {
+        "backend": "remote", "server": f"ws://127.0.0.1:{port}", "embodiment": DROID.name, "execute_steps": 25})
+    assert bad.wait(60) == 2, bad.output()
+    assert "parameter 'execute_steps': execute_steps: expected at most franka_droid's horizon of 24" in bad.output()
+
+
 def test_an_instruction_change_resets_the_episode_and_the_new_one_starts_from_the_current_state(launcher, probe):
     port = free_port()
     start_server(launcher, port)

@@ -101,6 +101,39 @@ def test_the_next_request_lands_before_the_current_chunk_runs_out():
     assert not loop.due(11.0) and loop.due(11.1)
 
 
+def test_with_execute_steps_the_request_comes_when_a_frame_that_many_steps_newer_arrives_or_at_the_deadline():
+    loop = InferenceLoop(DROID, InferenceSettings(latency_margin=0.2, execute_steps=12))
+    loop.set_instruction("pick up the cup")
+    loop.on_frame(10.0, frame(1))
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.0)
+    loop.record_chunk(loop.take_request(10.0).stamp, ready_time=10.1)  # a GPU's 0.1 s
+    # Deadline 11.6 - 0.1 - 0.2 = 11.3; 12 steps at 15 Hz after the observation at 10.0 is 10.8. Frames come at 5 Hz:
+    # the one stamped 10.6 is 9 steps on (not due, even once the clock passes 10.8), the one stamped 10.8 is 12.
+    loop.on_frame(10.6, frame(2))
+    assert loop.next_request_time() == pytest.approx(11.3)
+    assert not loop.due(10.65) and not loop.due(10.9)
+    loop.on_frame(10.8, frame(3))
+    loop.on_joint_state(list(DROID.state_joints), np.zeros(8), 10.8)
+    assert loop.due(10.85)
+    request = loop.take_request(10.85)
+    assert request.stamp == 10.8
+    # Slow chunks (0.7 s, twice, so the p95 estimate is 0.7): the deadline 10.8 + 1.6 - 0.7 - 0.2 = 11.5 comes
+    # before the frame 12 steps on (11.6).
+    slow = InferenceLoop(DROID, InferenceSettings(latency_margin=0.2, execute_steps=12))
+    slow.record_chunk(10.0, ready_time=10.7)
+    slow.record_chunk(10.8, ready_time=11.5)
+    slow.on_frame(11.4, frame(4))
+    assert slow.next_request_time() == pytest.approx(11.5)
+    assert not slow.due(11.45) and slow.due(11.51)
+    # A new episode forgets the last chunk's observation: the first request is due at once.
+    loop.reset()
+    assert loop.due(11.5)
+    with pytest.raises(ValueError, match="execute_steps: expected at most franka_droid's horizon of 24"):
+        InferenceLoop(DROID, InferenceSettings(execute_steps=25))
+    with pytest.raises(ValueError, match="execute_steps: expected None or whole control steps >= 1, got 0"):
+        InferenceSettings(execute_steps=0)
+
+
 def test_a_chunk_ready_after_the_previous_ran_out_counts_as_late():
     loop = ready_loop(now=10.0)
     loop.record_chunk(10.0, 10.3)

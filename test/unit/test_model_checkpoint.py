@@ -621,6 +621,17 @@ def test_the_local_backend_loads_a_checkpoint_of_our_own_save_path_and_refuses_a
     info = backend.model.checkpoint_info
     assert (info.released, info.tag, info.embodiment, info.horizon) == (False, "oxe_droid", "franka_droid", 24)
     assert info.control_rate_hz is None and not backend.space.identity
+    assert info.execute_steps is None and backend.execute_steps is None  # the release's recipe: not recorded
+    # A checkpoint trained at a cadence (`dreamzero train --execute-steps 12`) carries it to the backend.
+    cadenced = save_checkpoint(writer, tmp_path / "cadenced", metadata=metadata, execute_steps=12)
+    assert json.loads((cadenced / "config.json").read_text())["dreamzero_ros"]["execute_steps"] == 12
+    assert LocalBackend(load_embodiment("franka_droid"), checkpoint=cadenced).execute_steps == 12
+    raw = json.loads((cadenced / "config.json").read_text())
+    raw["dreamzero_ros"]["execute_steps"] = 30
+    (cadenced / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"dreamzero_ros\.execute_steps: expected whole control steps in "
+                                              r"1\.\.24 \(the horizon\), got 30"):
+        WorldActionModel.from_checkpoint(cadenced)
     # YAM: the same 24-step horizon, but 14 state values where the checkpoint's model has 8
     with pytest.raises(ConfigError, match=r"yam\.yaml: action: 14 values in the config but 8 in the checkpoint"):
         LocalBackend(load_embodiment("yam"), model=backend.model)

@@ -26,6 +26,14 @@ def test_the_checkpoints_folder_ships_the_base_the_reach_and_the_two_task_checkp
         assert (folder / "model.safetensors").stat().st_size < 10_000_000, folder  # the repo carries them
 
 
+def test_the_checkpoints_trained_at_a_cadence_carry_it_to_the_inference_node():
+    # checkpoints/README.md: the two-task checkpoint's stage ran with --execute-steps 12, the others at the
+    # release's spacing (the whole horizon), which records nothing.
+    cadence = {p.name: LocalBackend(EMB, checkpoint=p).execute_steps for p in SHIPPED}
+    assert cadence == {"franka_droid_sim_small": None, "franka_droid_sim_small_reach": None,
+                       "franka_droid_sim_small_reach_push_forward": 12}
+
+
 @pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_a_shipped_checkpoint_loads_whole_and_its_chunks_stay_within_its_statistics(folder):
     stats = json.loads((folder / "experiment_cfg/metadata.json").read_text())["oxe_droid"]["statistics"]["action"]
