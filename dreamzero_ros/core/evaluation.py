@@ -7,7 +7,8 @@ latency (observation stamp -> chunk ready, as the inference node measures it) p5
 episodes, the tool's closest approach to the named cube and to the others (`closest_approach`), and for push the
 named cube's distance to the pad at the start and the end (`cube_to_pad`: a push that fails may still have gone
 the pad's way), and for every task how far the named cube moved on the table (`named_cube_track`: push_forward's
-progress; a reach should leave it where it was). `wilson_interval` is also the interval
+progress; a reach should leave it where it was; a failed reach or lift that moved it `KNOCKED` or more counts as
+knocked: the hand hit the cube instead of touching or grasping it). `wilson_interval` is also the interval
 `benchmarks/bench_expert.py` quotes. With --predicted-video: PSNR of the model's predicted frames vs the real frames
 of the times they stand for, beside the baseline of repeating the chunk's last real frame (`psnr`,
 `pair_predictions`, `summarize_psnr`).
@@ -31,6 +32,10 @@ EVAL_FIRST_SEED = 1_000_000
 Z95 = 1.959963984540054
 #: m the named cube must end nearer the pad than it started for a push episode to count as pushed closer
 PUSHED_CLOSER = 0.05
+#: m the named cube must have slid on the table for a failed episode to count as knocked (tasks that do not move it)
+KNOCKED = 0.02
+#: tasks whose goal is to slide the named cube: a moved cube is progress there, not a knock
+SLIDING_TASKS = ("push", "push_forward")
 
 
 def closest_approach(best: tuple[float, float], state: dict[str, Any], until: float) -> tuple[float, float]:
@@ -206,6 +211,9 @@ def summarize_task(policy: str, task: str, episodes: Sequence[EpisodeResult],
         "pushed_closer": sum(1 for e in episodes if e.to_pad_start is not None and e.to_pad_end is not None
                              and e.to_pad_start - e.to_pad_end >= PUSHED_CLOSER),
         "cube_moved_p50_m": percentile([e.cube_moved for e in episodes if e.cube_moved is not None], 50),
+        # failed episodes that slid the named cube where the task should not: the hand arrived off and hit it
+        "knocked": None if task in SLIDING_TASKS else sum(
+            1 for e in episodes if not e.success and e.cube_moved is not None and e.cube_moved >= KNOCKED),
         "seeds": [e.seed for e in episodes],
         "failed_seeds": [e.seed for e in episodes if not e.success],
     } | (summarize_psnr([x for e in episodes for x in e.psnr_predicted],
@@ -218,7 +226,7 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
 
 TABLE_HEADER = ("policy", "task", "success", "95% CI", "tts p50/p95 s", "closest p50 cm named/other", "nearer other",
                 "holds", "rejected", "latency p50/p95 ms", "cube to pad p50 cm start/end", "pushed closer",
-                "cube moved p50 cm")
+                "cube moved p50 cm", "knocked")
 
 
 def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -237,6 +245,7 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{_fmt(s.get('to_pad_start_p50_m'), 100, 1)}/{_fmt(s.get('to_pad_end_p50_m'), 100, 1)}",
             "-" if s.get("to_pad_start_p50_m") is None else str(s.get("pushed_closer", 0)),
             _fmt(s.get("cube_moved_p50_m"), 100, 1),
+            "-" if s.get("knocked") is None else str(s["knocked"]),
         ))
     return rows
 

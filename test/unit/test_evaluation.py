@@ -150,7 +150,7 @@ def test_push_summaries_count_the_cubes_pushed_at_least_5_cm_closer_to_the_pad()
     assert s["to_pad_start_p50_m"] == pytest.approx(0.21) and s["to_pad_end_p50_m"] == pytest.approx(0.16)
     assert s["pushed_closer"] == 2
     row = [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]]
-    assert row[10:] == ["21.0/16.0", "2", "-"]  # no episode says how far its cube moved
+    assert row[10:] == ["21.0/16.0", "2", "-", "-"]  # no episode says how far its cube moved; a push knocks none
     assert "cube to pad 20.0 -> 14.0 cm, holds" in episodes[0].line()
 
 
@@ -167,8 +167,14 @@ def test_the_named_cube_is_tracked_from_its_first_position_to_its_last_within_th
              for n, m in ((1, 0.02), (2, 0.05), (3, 0.09))]  # fmt: skip
     s = summarize_task("policy", "push_forward", moved)
     assert s["cube_moved_p50_m"] == pytest.approx(0.05)
-    assert [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]][-1] == "5.0"
+    assert [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]][-2:] == ["5.0", "-"]
     assert "cube moved 2.0 cm, holds" in moved[0].line()
+    # A reach that slid the cube 2 cm or more and failed was knocked; a success that nudged it, or 1.9 cm, was not.
+    reach = [dataclasses.replace(_episode(n, ok, 1.0 if ok else None), cube_moved=m)
+             for n, ok, m in ((1, False, 0.02), (2, False, 0.019), (3, True, 0.05), (4, False, 0.06), (5, False, None))]
+    s = summarize_task("policy", "reach", reach)
+    assert s["knocked"] == 2  # seeds 1 and 4
+    assert [c.strip() for c in format_table([s]).splitlines()[2].split("|")[1:-1]][-1] == "2"
 
 
 def test_a_summary_without_successes_or_chunks_has_no_times():
@@ -188,10 +194,10 @@ def test_the_table_has_one_aligned_row_per_summary():
     expert, hold = (line.split("|")[1:-1] for line in lines[2:])
     # 2/2: lo = 2 / (2 + z^2) = 0.342; tts sorted 1, 2: p50 1.5, p95 1 + 0.95 = 1.95; latency p50 200 ms, p95 290
     assert [c.strip() for c in expert] == ["expert", "reach", "2/2", "34-100%", "1.50/1.95", "-/-", "0", "0", "0",
-                                           "200/290", "-/-", "-", "-"]  # fmt: skip
+                                           "200/290", "-/-", "-", "-", "0"]  # fmt: skip
     # 0/2: hi = z^2 / (2 + z^2) = 0.658
     assert [c.strip() for c in hold] == ["hold", "reach", "0/2", "0-66%", "-/-", "-/-", "0", "0", "0", "-/-", "-/-",
-                                         "-", "-"]  # fmt: skip
+                                         "-", "-", "0"]  # fmt: skip
 
 
 # --- predicted video vs the real future -------------------------------------------------------------------------
