@@ -179,13 +179,14 @@ def server_config(embodiment: EmbodimentConfig) -> dict[str, Any]:
     }
 
 
-def server_metadata(embodiment: EmbodimentConfig) -> dict[str, Any]:
+def server_metadata(embodiment: EmbodimentConfig, execute_steps: int | None = None) -> dict[str, Any]:
     """The reply to {"endpoint": "metadata"}: what our client checks beyond the six handshake fields.
 
     protocol_version, embodiment (name), cameras [{name, wire_key, image_resolution}], state_keys
     {request key: dim}, state_joints, action_groups {group: dim} (joint groups then extras),
     action_joints, action_horizon, action_dim, control_rate_hz, video_fps,
-    frames_per_request [first call, later calls].
+    frames_per_request [first call, later calls], and execute_steps (the served checkpoint's training
+    cadence, `CheckpointInfo.execute_steps`) when it records one.
     """
     e = embodiment
     groups = {g.name: len(g.joints) for g in e.action}
@@ -205,7 +206,7 @@ def server_metadata(embodiment: EmbodimentConfig) -> dict[str, Any]:
         "control_rate_hz": e.control.rate_hz,
         "video_fps": e.video.fps,
         "frames_per_request": [FIRST_CALL_FRAMES, LATER_CALL_FRAMES],
-    }
+    } | ({} if execute_steps is None else {"execute_steps": execute_steps})
 
 
 def validate_server_config(config: Any, embodiment: EmbodimentConfig, *, where: str = "server") -> dict[str, Any]:
@@ -267,6 +268,11 @@ def validate_server_metadata(metadata: Any, embodiment: EmbodimentConfig, *, whe
                        ("action_joints", list(e.action_joints))):
         if metadata.get(key) != value:
             raise ProtocolError(f"{where}: metadata: {key}: expected {value}, got {metadata.get(key)!r}")
+    steps = metadata.get("execute_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
+                              or not 1 <= steps <= e.control.horizon):  # fmt: skip
+        raise ProtocolError(f"{where}: metadata: execute_steps: expected whole control steps in "
+                            f"1..{e.control.horizon} (the horizon), got {steps!r}")
     return dict(metadata)
 
 

@@ -139,6 +139,12 @@ class RemoteBackend(PolicyBackend):
     # -- connection --------------------------------------------------------------------------
 
     @property
+    def execute_steps(self) -> int | None:  # type: ignore[override]
+        """The served checkpoint's training cadence from our server's metadata (None before it, or from the
+        reference server, which does not say)."""
+        return (self.server_metadata or {}).get("execute_steps")
+
+    @property
     def connected(self) -> bool:
         ws = self._ws
         return ws is not None and ws.state is State.OPEN

@@ -177,6 +177,7 @@ class PolicyServer:
             self._stitch = stitch_views
         if self.backend is None:
             self.backend = self._make_backend()
+        self.metadata = protocol.server_metadata(self.embodiment, self.backend.execute_steps)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dz-serve-infer")
         ready = threading.Event()
         failure: list[BaseException] = []

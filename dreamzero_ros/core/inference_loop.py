@@ -12,6 +12,7 @@ of observations skipped because an input was stale or missing.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -82,10 +83,7 @@ class InferenceLoop:
     def __init__(self, embodiment: EmbodimentConfig, settings: InferenceSettings | None = None) -> None:
         self.embodiment = embodiment
         self.settings = settings or InferenceSettings()
-        horizon = embodiment.control.horizon
-        if self.settings.execute_steps is not None and self.settings.execute_steps > horizon:
-            raise ValueError(f"execute_steps: expected at most {embodiment.name}'s horizon of {horizon} control "
-                             f"steps (a chunk holds no more), got {self.settings.execute_steps}")
+        self.set_execute_steps(self.settings.execute_steps)
         self.state_joints = embodiment.state_joints
         self._index = {name: i for i, name in enumerate(self.state_joints)}
         # The release's framing (frame_window): the episode's first request sends the newest frame,
@@ -108,6 +106,15 @@ class InferenceLoop:
         self.stale_inputs = 0  # observations (newest frames) skipped because an input was stale or missing
         self._skipped: tuple[float | None] | None = None  # the observation last counted in stale_inputs
         self.episode = 0
+
+    def set_execute_steps(self, steps: int | None) -> None:
+        """Keep a cadence of `steps` control steps between observations from now on (None: latency only);
+        ValueError when it is not 1..horizon."""
+        horizon = self.embodiment.control.horizon
+        if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= horizon):
+            raise ValueError(f"execute_steps: expected None or whole control steps in 1..{self.embodiment.name}'s "
+                             f"horizon of {horizon} (a chunk holds no more), got {steps!r}")
+        self.settings = dataclasses.replace(self.settings, execute_steps=steps)
 
     # -- inputs ------------------------------------------------------------------------------
 

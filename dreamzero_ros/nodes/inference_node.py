@@ -102,15 +102,17 @@ class InferenceNode(Node):
 
             torch.set_num_threads(p["torch_threads"])
         self.backend = self._make_backend(p)
-        self.execute_steps = p["execute_steps"] or self.backend.execute_steps
+        # 0: follow the backend's cadence (a local checkpoint's, or a remote server's once connected)
+        self.follow_backend_cadence = not p["execute_steps"]
         try:
             self.loop = InferenceLoop(
                 self.embodiment,
                 InferenceSettings(max_frame_age=p["max_frame_age"], max_state_age=p["max_state_age"],
-                                  latency_margin=p["latency_margin"], execute_steps=self.execute_steps),
+                                  latency_margin=p["latency_margin"],
+                                  execute_steps=p["execute_steps"] or self.backend.execute_steps),
             )
         except ValueError as exc:
-            source = "parameter 'execute_steps'" if p["execute_steps"] else "the checkpoint's execute_steps"
+            source = "the checkpoint's execute_steps" if self.follow_backend_cadence else "parameter 'execute_steps'"
             raise ParameterError(f"node {self.get_name()}: {source}: {exc}") from exc
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -153,7 +155,7 @@ class InferenceNode(Node):
         self.get_logger().info(
             f"inference ready embodiment={self.embodiment.name} robot={self.profile.name} backend={self.backend_kind} "
             f"horizon={self.embodiment.control.horizon} rate={self.embodiment.control.rate_hz:g}Hz "
-            f"execute_steps={self.execute_steps or 'latency'}"
+            f"execute_steps={self.loop.settings.execute_steps or 'latency'}"
         )
 
     def _make_backend(self, p: dict):
@@ -244,10 +246,23 @@ class InferenceNode(Node):
 
     # -- the worker: the only place that calls the backend --------------------------------------
 
+    def _follow_backend_cadence(self) -> None:
+        """A remote server says its checkpoint's cadence only once connected: adopt it (under the lock)."""
+        steps = self.backend.execute_steps
+        if self.follow_backend_cadence and steps != self.loop.settings.execute_steps:
+            try:
+                self.loop.set_execute_steps(steps)
+            except ValueError as exc:
+                self.get_logger().error(f"backend's execute_steps refused, keeping the schedule as it was: {exc}",
+                                        throttle_duration_sec=30.0)
+                return
+            self.get_logger().info(f"execute_steps={steps or 'latency'} (the {self.backend_kind} backend's)")
+
     def _work(self) -> None:
         while not self._stop.is_set():
             now = self._now()
             with self._lock:
+                self._follow_backend_cadence()
                 reset = self._reset_pending
                 self._reset_pending = False
                 instruction = self.loop.instruction

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -267,7 +268,28 @@ def test_with_execute_steps_each_observation_comes_that_many_steps_after_the_las
     bad = launcher.start("inference", MODULE, {
         "backend": "remote", "server": f"ws://127.0.0.1:{port}", "embodiment": DROID.name, "execute_steps": 25})
     assert bad.wait(60) == 2, bad.output()
-    assert "parameter 'execute_steps': execute_steps: expected at most franka_droid's horizon of 24" in bad.output()
+    assert "parameter 'execute_steps': execute_steps: expected None or whole control steps in 1..franka_droid's " \
+           "horizon of 24" in bad.output()
+
+
+def test_the_node_keeps_the_cadence_a_policy_server_says_its_checkpoint_was_trained_at(launcher, probe):
+    """The two-task checkpoint records execute_steps 12 (checkpoints/README.md); served by `dreamzero serve`, the
+    node (execute_steps left at 0) adopts it once connected."""
+    port = free_port()
+    # The node first: it starts without the server (latency schedule) and adopts the cadence when it connects.
+    node, chunks, _, streamer = start_remote(launcher, probe, port, np.asarray(DROID.home_array()))
+    assert node.wait_for_line(lambda s: "inference ready" in s, 30), node.output()
+    assert "execute_steps=latency" in node.output()
+    checkpoint = Path(__file__).resolve().parents[2] / "checkpoints" / "franka_droid_sim_small_reach_push_forward"
+    server = launcher.start("server", "dreamzero_ros.backends.server", extra_args=[
+        "--backend", "local", "--checkpoint", str(checkpoint), "--port", str(port), "--embodiment", DROID.name,
+        "--torch-threads", "1"])
+    assert server.wait_for_line(lambda s: "listening on" in s, 60), server.output()
+    set_instruction(probe, "touch the red cube")
+    with streamer:
+        got = wait_chunks(chunks, 3, 60, node, "served checkpoint")
+    assert_valid_chunks(got, streamer, node.output())
+    assert "execute_steps=12 (the remote backend's)" in node.output(), node.output()
 
 
 def test_an_instruction_change_resets_the_episode_and_the_new_one_starts_from_the_current_state(launcher, probe):

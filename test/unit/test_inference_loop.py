@@ -128,8 +128,11 @@ def test_with_execute_steps_the_request_comes_when_a_frame_that_many_steps_newer
     # A new episode forgets the last chunk's observation: the first request is due at once.
     loop.reset()
     assert loop.due(11.5)
-    with pytest.raises(ValueError, match="execute_steps: expected at most franka_droid's horizon of 24"):
+    with pytest.raises(ValueError, match="execute_steps: expected None or whole control steps in 1..franka_droid's "
+                                         "horizon of 24 .*, got 25"):
         InferenceLoop(DROID, InferenceSettings(execute_steps=25))
+    loop.set_execute_steps(None)  # a backend that stops reporting one: latency only again
+    assert loop.settings.execute_steps is None and loop.settings.latency_margin == 0.2
     with pytest.raises(ValueError, match="execute_steps: expected None or whole control steps >= 1, got 0"):
         InferenceSettings(execute_steps=0)
 

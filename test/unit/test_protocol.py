@@ -150,6 +150,9 @@ def test_droid_metadata_describes_the_embodiment_beyond_the_handshake():
     assert all(c["image_resolution"] == [180, 320] for c in meta["cameras"])
     assert len(meta["action_joints"]) == 8 and len(meta["state_joints"]) == 8
     protocol.validate_server_metadata(meta, DROID)
+    assert "execute_steps" not in meta  # a checkpoint that records no cadence: the key is absent
+    cadenced = protocol.validate_server_metadata(protocol.server_metadata(DROID, execute_steps=12), DROID)
+    assert cadenced["execute_steps"] == 12
 
 
 def test_the_released_droid_handshake_validates_for_franka_but_not_for_agibot():
@@ -182,6 +185,8 @@ def test_handshake_mismatches_are_named(change, match):
         ({"protocol_version": 1}, "protocol_version: expected 2, got 1"),
         ({"state_keys": {"observation/joint_position": 7}}, "state_keys: expected"),
         ({"cameras": []}, r"cameras: expected \(wire_key, \[H, W\]\)"),
+        ({"execute_steps": 30}, r"execute_steps: expected whole control steps in 1\.\.24 \(the horizon\), got 30"),
+        ({"execute_steps": True}, r"execute_steps: expected whole control steps in 1\.\.24 \(the horizon\), got True"),
     ],
 )
 def test_metadata_mismatches_are_named(change, match):
