@@ -4,9 +4,10 @@ Owns what decides whether and when to ask the policy for the next chunk: the rea
 observed since the last request (the model writes them into its KV cache in place of its own
 predictions), the latest joint state assembled by name, the instruction, input staleness, the
 request schedule (early enough that the next chunk lands before the current one runs out,
-from measured latency plus a margin; with `execute_steps`, no later than that many control steps after the
-last chunk's observation either: the cadence the checkpoint was trained at), latency statistics, the achieved chunk rate and the count
-of observations skipped because an input was stale or missing.
+from measured latency plus a margin; with `execute_steps`, also once a frame that many control steps
+after the last chunk's observation is in: the cadence the checkpoint was trained at), latency
+statistics, the achieved chunk rate and the count of observations skipped because an input was
+stale or missing.
 """
 
 from __future__ import annotations
