@@ -268,6 +268,15 @@ def test_oversample_repeats_the_samples_of_instructions_containing_the_text_and_
     assert train(replace(base, out=str(tmp_path / "old"), steps=3, resume=True)).steps == 3
 
 
+def test_a_run_at_a_cadence_records_it_in_the_checkpoint_and_one_at_the_releases_spacing_records_none(base, tmp_path):
+    cadenced = train(replace(base, out=str(tmp_path / "e12"), steps=1, execute_steps=12,
+                             cache=str(tmp_path / "e12.pt")))  # fmt: skip
+    section = json.loads((cadenced.checkpoint / "config.json").read_text())["dreamzero_ros"]
+    assert section["execute_steps"] == 12
+    plain = train(replace(base, out=str(tmp_path / "plain"), steps=1))
+    assert "execute_steps" not in json.loads((plain.checkpoint / "config.json").read_text())["dreamzero_ros"]
+
+
 def test_max_start_keeps_the_samples_that_begin_in_the_first_steps_and_has_its_own_cache_key(prepared):
     meta, model, data = prepared
     early = TrainingSet(meta, model, chunks=2, max_start=4)
