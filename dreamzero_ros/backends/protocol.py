@@ -39,6 +39,7 @@ import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
 from dreamzero_ros.core.frame_window import FIRST_CALL_FRAMES, LATER_CALL_FRAMES
+from dreamzero_ros.core.inference_loop import valid_execute_steps
 
 PROTOCOL_VERSION = 2
 #: websocket subprotocol our client offers and our server selects; it unlocks the metadata endpoint
@@ -269,8 +270,7 @@ def validate_server_metadata(metadata: Any, embodiment: EmbodimentConfig, *, whe
         if metadata.get(key) != value:
             raise ProtocolError(f"{where}: metadata: {key}: expected {value}, got {metadata.get(key)!r}")
     steps = metadata.get("execute_steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
-                              or not 1 <= steps <= e.control.horizon):  # fmt: skip
+    if steps is not None and not valid_execute_steps(steps, e.control.horizon):
         raise ProtocolError(f"{where}: metadata: execute_steps: expected whole control steps in "
                             f"1..{e.control.horizon} (the horizon), got {steps!r}")
     return dict(metadata)

@@ -45,6 +45,12 @@ def validate_instruction(text: object) -> str:
     return clean
 
 
+def valid_execute_steps(value: object, horizon: float = math.inf) -> bool:
+    """Whether `value` is a cadence a chunk of `horizon` steps can keep: whole control steps in 1..horizon (a bool
+    is not a count). One rule for the checkpoint, the server's metadata and the node's schedule."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= horizon
+
+
 @dataclass(frozen=True, slots=True)
 class InferenceSettings:
     max_frame_age: float = 1.0  # s: newest stitched frame older than this -> stale, no request
@@ -66,7 +72,7 @@ class InferenceSettings:
             raise ValueError(f"latency_window: expected >= 1, got {self.latency_window!r}")
         if not self.rate_window > 0:
             raise ValueError(f"rate_window: expected a positive number of seconds, got {self.rate_window!r}")
-        if self.execute_steps is not None and (not isinstance(self.execute_steps, int) or self.execute_steps < 1):
+        if self.execute_steps is not None and not valid_execute_steps(self.execute_steps):
             raise ValueError(f"execute_steps: expected None or whole control steps >= 1, got {self.execute_steps!r}")
 
 
@@ -112,7 +118,7 @@ class InferenceLoop:
         """Keep a cadence of `steps` control steps between observations from now on (None: latency only);
         ValueError when it is not 1..horizon."""
         horizon = self.embodiment.control.horizon
-        if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= horizon):
+        if steps is not None and not valid_execute_steps(steps, horizon):
             raise ValueError(f"execute_steps: expected None or whole control steps in 1..{self.embodiment.name}'s "
                              f"horizon of {horizon} (a chunk holds no more), got {steps!r}")
         self.settings = dataclasses.replace(self.settings, execute_steps=steps)

@@ -29,6 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dreamzero_ros.core.inference_loop import valid_execute_steps
 from dreamzero_ros.model import native_names
 from dreamzero_ros.model.config import WamConfig, preset_config
 from dreamzero_ros.model.release import (
@@ -305,7 +306,7 @@ def read_config(
 def _execute_steps(value: Any, horizon: int, path: Path) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= horizon:
+    if not valid_execute_steps(value, horizon):
         raise CheckpointError(f"{path}: {CONFIG_SECTION}.execute_steps: expected whole control steps in 1..{horizon} "
                               f"(the horizon), got {value!r}")
     return value

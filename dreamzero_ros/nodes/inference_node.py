@@ -103,7 +103,7 @@ class InferenceNode(Node):
             torch.set_num_threads(p["torch_threads"])
         self.backend = self._make_backend(p)
         # 0: follow the backend's cadence (a local checkpoint's, or a remote server's once connected)
-        self.follow_backend_cadence = not p["execute_steps"]
+        self.cadence_from_backend = not p["execute_steps"]
         try:
             self.loop = InferenceLoop(
                 self.embodiment,
@@ -112,7 +112,7 @@ class InferenceNode(Node):
                                   execute_steps=p["execute_steps"] or self.backend.execute_steps),
             )
         except ValueError as exc:
-            source = "the checkpoint's execute_steps" if self.follow_backend_cadence else "parameter 'execute_steps'"
+            source = "the checkpoint's execute_steps" if self.cadence_from_backend else "parameter 'execute_steps'"
             raise ParameterError(f"node {self.get_name()}: {source}: {exc}") from exc
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -246,10 +246,10 @@ class InferenceNode(Node):
 
     # -- the worker: the only place that calls the backend --------------------------------------
 
-    def _follow_backend_cadence(self) -> None:
+    def _adopt_backend_cadence(self) -> None:
         """A remote server says its checkpoint's cadence only once connected: adopt it (under the lock)."""
         steps = self.backend.execute_steps
-        if self.follow_backend_cadence and steps != self.loop.settings.execute_steps:
+        if self.cadence_from_backend and steps != self.loop.settings.execute_steps:
             try:
                 self.loop.set_execute_steps(steps)
             except ValueError as exc:
@@ -262,7 +262,7 @@ class InferenceNode(Node):
         while not self._stop.is_set():
             now = self._now()
             with self._lock:
-                self._follow_backend_cadence()
+                self._adopt_backend_cadence()
                 reset = self._reset_pending
                 self._reset_pending = False
                 instruction = self.loop.instruction
