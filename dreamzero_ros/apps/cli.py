@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--noise", type=float, default=0.0,
                           help="rad of Gaussian noise on the executed arm targets (perturbed demonstrations; "
                                "the recorded actions stay the expert's) (default: %(default)s)")
+    generate.add_argument("--drift", type=float, default=0.0,
+                          help="m: std of a slowly varying (0.4 s) horizontal offset of the expert's executed hand "
+                               "path, full at the approach height and none at the cubes' top: demonstrations of "
+                               "taking an off-target hand back over the cube; the recorded actions stay the "
+                               "expert's (default: %(default)s)")
     named = generate.add_mutually_exclusive_group()
     named.add_argument("--every-colour", action="store_true",
                        help="per seed, one episode naming each cube colour in turn: the same scene and start "
@@ -205,7 +210,7 @@ def _dataset(args: argparse.Namespace) -> int:
             from dreamzero_ros.sim.tasks import COLOURS
 
             report = generate(args.out, emb, args.tasks, args.episodes, first_seed=args.seed,
-                              action_noise=args.noise, colours=list(COLOURS) if args.every_colour else args.colour,
+                              action_noise=args.noise, drift=args.drift, colours=list(COLOURS) if args.every_colour else args.colour,
                               shared_scenes=args.shared_scenes,
                               overwrite=args.overwrite, workers=args.workers,
                               progress=lambda line: print(line, flush=True))

@@ -46,6 +46,7 @@ class _Job:
     colour: str | None
     action_noise: float
     scene_tasks: tuple[str, ...] | None = None
+    drift: float = 0.0
 
 
 @dataclass
@@ -75,8 +76,9 @@ def _demonstrate(job: _Job) -> _Demonstration:
     episode = reset_episode(robot, job.task, job.seed, job.colour, job.scene_tasks)
     # a colour's noise does not depend on which others the set has
     noise_seed = job.seed if job.colour is None else job.seed * len(COLOURS) + list(COLOURS).index(job.colour)
-    result = rollout(robot, episode, ScriptedExpert(robot, episode), cameras=emb.camera_names,
-                     action_noise=job.action_noise, noise_seed=noise_seed)
+    expert = ScriptedExpert(robot, episode, drift=job.drift, drift_seed=noise_seed)
+    result = rollout(robot, episode, expert, cameras=emb.camera_names, action_noise=job.action_noise,
+                     noise_seed=noise_seed, executed=expert.executed_action if job.drift else None)
     demo = _Demonstration(job, episode.instruction, episode.colour, result.success)
     if result.success:
         demo.states, demo.actions, demo.frames = result.states, result.actions, result.frames
@@ -124,6 +126,7 @@ def generate(
     *,
     first_seed: int = 0,
     action_noise: float = 0.0,
+    drift: float = 0.0,
     colours: Sequence[str] | None = None,
     shared_scenes: bool = False,
     overwrite: bool = False,
@@ -134,6 +137,8 @@ def generate(
 
     action_noise: std (rad) of noise on the executed arm targets, the recorded actions staying the expert's
     (see `sim.expert.rollout`); episodes it makes fail are skipped like any failure.
+    drift: std (m) of the horizontal drift of the expert's executed hand path, fading as the hand comes down to
+    the cubes (see `sim.expert.ScriptedExpert`); the recorded actions stay the expert's.
     colours: per seed, one episode naming each of these cube colours in turn (`sim.tasks.sample_episode`'s
     colour); None: the seed's own draw.
     shared_scenes: per seed, every task's episodes in one scene and start pose (`sample_episode`'s scene_tasks),
@@ -148,12 +153,14 @@ def generate(
         raise ValueError(f"episodes per task must be >= 1, got {episodes}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if not action_noise >= 0 or not drift >= 0:
+        raise ValueError(f"action_noise and drift must be >= 0, got {action_noise} and {drift}")
     unknown = sorted(set(colours or ()) - set(COLOURS))
     if unknown or (colours is not None and not colours):
         raise ValueError(f"colours: expected some of {list(COLOURS)}, got {list(colours)}")
     named = list(colours) if colours else [None]
     scene_tasks = tuple(tasks) if shared_scenes else None
-    jobs = [_Job(embodiment, task, seed, colour, action_noise, scene_tasks)
+    jobs = [_Job(embodiment, task, seed, colour, action_noise, scene_tasks, drift)
             for task in tasks for seed in range(first_seed, first_seed + episodes) for colour in named]
     report = GenerateReport(written={task: 0 for task in tasks}, failed={task: [] for task in tasks})
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ YAW_RATE = 1.5  # rad/s of hand turn
 HOVER = 0.12  # m above a cube's top for the approach
 IK_DAMPING = 0.05
 IK_ITERATIONS = 4
+DRIFT_TIME = 0.4  # s: correlation time of the executed path's drift (see ScriptedExpert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,19 @@ def plan(episode: Episode, table_top: float) -> list[Waypoint]:
 
 
 class ScriptedExpert:
-    """Jacobian-IK expert for one episode; call it once per control step with the robot."""
+    """Jacobian-IK expert for one episode; call it once per control step with the robot.
 
-    def __init__(self, robot: SimRobot, episode: Episode) -> None:
+    drift (m): DART-style perturbed demonstrations in Cartesian space. The path the robot EXECUTES
+    (`executed_action`) is the expert's tool-centre-point path plus a horizontal offset, each component a
+    Gauss-Markov process from zero (std `drift`, correlation time `DRIFT_TIME`) scaled by how high the expert's
+    point is above the cubes' top face (full at `HOVER`, none at the top face and below). The action the expert
+    RETURNS stays its clean target, so the data shows a hand that is off over the cube being taken back to it
+    before it comes down, and never a hand dragged sideways through a cube. 0: no drift.
+    """
+
+    def __init__(self, robot: SimRobot, episode: Episode, *, drift: float = 0.0, drift_seed: int = 0) -> None:
+        if not drift >= 0.0:
+            raise ValueError(f"drift must be a non-negative distance in m, got {drift!r}")
         emb = robot.embodiment
         self.rig = rig_for(emb)
         self.model = robot.model
@@ -110,6 +121,11 @@ class ScriptedExpert:
         self.gripper_open = True
         self.grip: float | None = None
         self.yaw = 0.0  # rad about world z, relative to the hand's home orientation
+        self.drift = drift
+        self.cube_top = robot.layout.table_top + 2 * CUBE_HALF
+        self._drift_rng = np.random.default_rng(drift_seed)
+        self._offset = np.zeros(2)  # m, the drift before the height scaling
+        self.q_executed = self.q_cmd.copy()
 
     def _fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = self.scratch
@@ -118,8 +134,8 @@ class ScriptedExpert:
         R = d.xmat[self.hand].reshape(3, 3).copy()
         return d.xpos[self.hand] + R[:, 2] * self.rig.tcp_offset, R
 
-    def _ik(self, target: np.ndarray) -> np.ndarray:
-        q = self.q_cmd.copy()
+    def _ik(self, target: np.ndarray, start: np.ndarray) -> np.ndarray:
+        q = start.copy()
         jacp = np.zeros((3, self.model.nv))
         jacr = np.zeros((3, self.model.nv))
         for _ in range(IK_ITERATIONS):
@@ -163,12 +179,26 @@ class ScriptedExpert:
                     self.index += 1
                     if not self.done:
                         self.dwell_left = self.waypoints[self.index].dwell
-            self.q_cmd = self._ik(self.point)
+            self.q_cmd = self._ik(self.point, self.q_cmd)
+        self.q_executed = self._drifted() if self.drift > 0 else self.q_cmd
+        return self._targets(self.q_cmd)
+
+    def executed_action(self) -> np.ndarray:
+        """The targets to execute for the step the last call returned: its action plus the drift (see class)."""
+        return self._targets(self.q_executed)
+
+    def _drifted(self) -> np.ndarray:
+        keep = np.exp(-self.dt / DRIFT_TIME)
+        self._offset = keep * self._offset + np.sqrt(1 - keep**2) * self.drift * self._drift_rng.normal(size=2)
+        height = float(np.clip((self.point[2] - self.cube_top) / HOVER, 0.0, 1.0))
+        return self._ik(self.point + np.array([*(height * self._offset), 0.0]), self.q_executed)
+
+    def _targets(self, q: np.ndarray) -> np.ndarray:
         if self.grip is not None:
             grip = self.grip
         else:
             grip = self.rig.gripper_open if self.gripper_open else self.rig.gripper_closed
-        targets = dict(zip(self.rig.arm_joints, self.q_cmd.tolist(), strict=True))
+        targets = dict(zip(self.rig.arm_joints, q.tolist(), strict=True))
         targets[self.rig.gripper_joint] = grip
         return np.array([targets[j] for j in self.action_joints])
 
@@ -207,6 +237,7 @@ def rollout(
     stop_on_success: bool = True,
     action_noise: float = 0.0,
     noise_seed: int = 0,
+    executed: Callable[[], np.ndarray] | None = None,
 ) -> Rollout:
     """Run `policy` on `robot` (already reset to `episode`) for up to episode.max_duration s.
 
@@ -215,6 +246,8 @@ def rollout(
     `stop_on_success`. action_noise: std (rad | m) of Gaussian noise added to the EXECUTED targets of every
     non-effector joint, while Rollout.actions keeps the policy's clean targets (DART-style perturbed
     demonstrations: states off the nominal path, labelled with the targets that lead back to it).
+    executed: called after the policy each step, the targets to apply instead of the recorded action (e.g. a
+    drifting `ScriptedExpert.executed_action`; action_noise goes on top).
     """
     emb = robot.embodiment
     dt = emb.control.dt
@@ -234,6 +267,8 @@ def rollout(
                 frames[c].append(images[c])
         action = np.asarray(policy(robot), dtype=np.float64)
         actions.append(action)
+        if executed is not None:
+            action = np.asarray(executed(), dtype=np.float64)
         if action_noise > 0:
             action = action + rng.normal(0.0, action_noise, size=action.shape) * noisy
         robot.set_targets(emb.action_joints, action)

@@ -315,7 +315,7 @@ def test_two_worker_processes_write_the_same_dataset_as_one(tmp_path) -> None:
     runs = {}
     for workers in (1, 2):
         report = generate(tmp_path / str(workers), EMB, ["reach"], 1, first_seed=7, colours=["red", "blue"],
-                          action_noise=0.015, workers=workers)
+                          action_noise=0.015, drift=0.03, workers=workers)
         assert report.written == {"reach": 2}
         runs[workers] = tmp_path / str(workers)
     # episodes in job order (seed, then colour), whichever worker finished first
@@ -332,6 +332,8 @@ def test_two_worker_processes_write_the_same_dataset_as_one(tmp_path) -> None:
     assert (runs[1] / "meta/stats.json").read_text() == (runs[2] / "meta/stats.json").read_text()
     with pytest.raises(ValueError, match="workers"):
         generate(tmp_path / "none", EMB, ["reach"], 1, workers=0)
+    with pytest.raises(ValueError, match="drift"):
+        generate(tmp_path / "none", EMB, ["reach"], 1, drift=-0.03)
 
 
 def test_one_colour_names_that_cube_in_every_seed_and_an_unknown_colour_is_refused_by_name(tmp_path) -> None:

@@ -30,6 +30,7 @@ from dreamzero_ros.sim.tasks import (
     reset_episode,
     sample_episode,
     task_layout,
+    tcp_position,
 )
 
 EMB = load_embodiment("franka_droid")
@@ -226,3 +227,34 @@ def test_perturbed_demonstrations_leave_the_nominal_path_yet_record_the_experts_
     np.testing.assert_array_equal(noisy.actions, np.array(labels))  # recorded: what the expert asked for
     deviation = np.abs(noisy.states[:, :7] - clean.states[:, :7]).max()
     assert deviation > 0.005, f"noise on the executed targets moved the arm off the clean path ({deviation:.4f} rad)"
+
+
+def test_drifting_demonstrations_are_off_over_the_cube_and_back_on_it_before_coming_down(robot) -> None:
+    def tracked(expert: ScriptedExpert, path: list[np.ndarray]):
+        def policy(sim: SimRobot) -> np.ndarray:
+            path.append(tcp_position(sim))
+            return expert(sim)
+
+        return policy
+
+    episode = reset_episode(robot, "reach", 3)
+    clean_path: list[np.ndarray] = []
+    clean = rollout(robot, episode, tracked(ScriptedExpert(robot, episode), clean_path), stop_on_success=False)
+    episode = reset_episode(robot, "reach", 3)
+    expert = ScriptedExpert(robot, episode, drift=0.03, drift_seed=1)
+    path: list[np.ndarray] = []
+    drifted = rollout(robot, episode, tracked(expert, path), stop_on_success=False, executed=expert.executed_action)
+    assert drifted.success
+    np.testing.assert_array_equal(drifted.actions, clean.actions)  # recorded: the expert's clean targets
+    clean_path_, path_ = np.array(clean_path), np.array(path)
+    off = np.linalg.norm(path_[:, :2] - clean_path_[:, :2], axis=1)
+    cube_top = robot.layout.table_top + 2 * CUBE_HALF
+    high = clean_path_[:, 2] > cube_top + 0.08
+    at_cube = clean_path_[:, 2] < cube_top
+    assert high.any() and at_cube.any()
+    assert off[high].max() > 0.02, f"the hand stayed within {off[high].max():.3f} m of the clean path while high"
+    # the servos lag the targets, so the last centimetre of drift is still fading as the fingers pass the top
+    assert off[at_cube].max() < 0.015, f"the hand came down {off[at_cube].max():.3f} m off the clean path"
+    assert off[-10:].max() < 0.005, "the drifted hand did not end where the clean one did"
+    with pytest.raises(ValueError, match="drift"):
+        ScriptedExpert(robot, episode, drift=-0.01)
