@@ -1,1 +1,2 @@
-"""The `dreamzero` command line: subcommands (demo, bringup, serve, operator commands) and their drivers."""
+"""The `dreamzero` command line: subcommands (demo, bringup, serve, generate, export, train, eval, aim, operator
+commands) and their drivers."""

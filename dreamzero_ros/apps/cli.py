@@ -1,4 +1,4 @@
-"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), train, eval and the
+"""The `dreamzero` command: demo, bringup, serve, the dataset commands (generate, export), train, eval, aim and the
 operator commands.
 
 Subcommands import what they need lazily, so `dreamzero status` does not load torch.
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate_app.add_arguments(evaluate)
 
+    aim = sub.add_parser("aim", help="open loop, no ROS: where a policy's first chunk aims the hand on seeded "
+                                     "episodes, against the scripted expert (bias, lag, gain)")
+    from dreamzero_ros.apps import aim as aim_app
+
+    aim_app.add_arguments(aim)
+
     # Every operator command addresses one bringup: the one in --namespace (as given to bringup/launch).
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--namespace", "-n", default="",
@@ -283,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dataset(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "aim":
+        from dreamzero_ros.apps import aim as aim_app
+
+        return aim_app.main(args)
     if args.command == "eval":
         from dreamzero_ros.apps import evaluate
 

@@ -252,10 +252,11 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 def format_table(summaries: Sequence[dict[str, Any]]) -> str:
     """The evaluation table as aligned plain text (also valid as the body of a Markdown table: '|'-separated)."""
-    return _aligned(TABLE_HEADER, table_rows(summaries))
+    return aligned_table(TABLE_HEADER, table_rows(summaries))
 
 
-def _aligned(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+def aligned_table(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+    """`header` and `body` as aligned '|'-separated plain text (also the body of a Markdown table)."""
     rows = [header, *body]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + " |" for r in rows]
@@ -366,4 +367,4 @@ def format_psnr_table(summaries: Sequence[dict[str, Any]]) -> str:
              f"{_fmt(s['psnr_predicted_mean_db'], digits=1)}/{_fmt(s['psnr_predicted_median_db'], digits=1)}",
              f"{_fmt(s['psnr_baseline_mean_db'], digits=1)}/{_fmt(s['psnr_baseline_median_db'], digits=1)}")
             for s in summaries if "psnr_pairs" in s]
-    return _aligned(PSNR_HEADER, rows)
+    return aligned_table(PSNR_HEADER, rows)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import mujoco
 import numpy as np
 
 from dreamzero_ros.core.embodiment import EmbodimentConfig
@@ -135,8 +136,30 @@ def tcp_position(robot: SimRobot) -> np.ndarray:
     """World (x, y, z) of the tool centre point, between the fingertips."""
     rig = rig_for(robot.embodiment)
     with robot.lock:
-        hand = robot.data.body(rig.hand_body)
-        return hand.xpos + hand.xmat.reshape(3, 3)[:, 2] * rig.tcp_offset
+        return _tcp(robot.data, rig)
+
+
+def tcp_at(robot: SimRobot, joints: Mapping[str, float]) -> np.ndarray:
+    """World (x, y, z) of the tool centre point with the named joints at `joints` (joint -> position, the others as
+    they are now), by kinematics alone on a copy: the simulation is untouched. ValueError for an unknown joint."""
+    rig = rig_for(robot.embodiment)
+    model = robot.model
+    scratch = mujoco.MjData(model)
+    with robot.lock:
+        scratch.qpos[:] = robot.data.qpos
+    for name, value in joints.items():
+        try:
+            joint = model.joint(name)
+        except KeyError:
+            raise ValueError(f"tcp_at: the simulated robot has no joint {name!r}") from None
+        scratch.qpos[model.jnt_qposadr[joint.id]] = value
+    mujoco.mj_kinematics(model, scratch)
+    return _tcp(scratch, rig)
+
+
+def _tcp(data: mujoco.MjData, rig: TaskRig) -> np.ndarray:
+    hand = data.body(rig.hand_body)
+    return hand.xpos + hand.xmat.reshape(3, 3)[:, 2] * rig.tcp_offset
 
 
 def _table_top(robot: SimRobot) -> float:

@@ -30,6 +30,7 @@ from dreamzero_ros.sim.tasks import (
     reset_episode,
     sample_episode,
     task_layout,
+    tcp_at,
     tcp_position,
 )
 
@@ -133,6 +134,22 @@ def test_reset_puts_the_arm_at_the_episode_start_and_the_cubes_and_pad_where_the
     for name, (x, y) in episode.objects.items():
         assert robot.body_position(name) == pytest.approx([x, y, CUBE_HALF + 1e-4], abs=1e-6)
     assert robot.body_position(PAD_NAME)[:2] == pytest.approx(episode.pad, abs=1e-9)
+
+
+def test_tcp_at_is_forward_kinematics_on_a_copy_turning_the_base_joint_turns_the_point_about_its_axis(robot) -> None:
+    reset_episode(robot, "reach", 3)
+    q0, here, tips = robot.joint_positions(), tcp_position(robot), _fingertips(robot)
+    assert tcp_at(robot, {}) == pytest.approx(here, abs=1e-12)
+    axis = robot.data.joint("panda_joint1").xanchor[:2].copy()  # a vertical axis through the base
+    turn = 0.4
+    turned = tcp_at(robot, {"panda_joint1": q0["panda_joint1"] + turn})
+    before, after = here[:2] - axis, turned[:2] - axis
+    assert np.linalg.norm(after) == pytest.approx(np.linalg.norm(before), abs=1e-3)
+    assert np.arctan2(after[1], after[0]) - np.arctan2(before[1], before[0]) == pytest.approx(turn, abs=1e-3)
+    assert turned[2] == pytest.approx(here[2], abs=1e-3)
+    assert robot.joint_positions() == q0 and _fingertips(robot) == pytest.approx(tips, abs=1e-12)  # untouched
+    with pytest.raises(ValueError, match="no joint 'elbow'"):
+        tcp_at(robot, {"elbow": 0.0})
 
 
 def test_reach_succeeds_with_the_cube_just_under_the_fingertips_and_fails_with_it_elsewhere(robot) -> None:
