@@ -35,13 +35,19 @@
 #   Measured ("Twelfth look"; 90 min with the generation): reach 19/45 and push_forward 6/30: not shipped.
 # and with --cadence instead, after the reach stages (--through 3 as for the shipped reach checkpoint, or --reach
 # CHECKPOINT), one stage on that shared set at the cadence inference runs at (--reach with the shipped reach
-# checkpoint made checkpoints/franka_droid_sim_small_reach_push_forward):
+# checkpoint, then --scenes, made checkpoints/franka_droid_sim_small_reach_push_forward):
 #   5. cadence        the --forward section's shared set (600 episodes, seeds 9200-9299, 15 min); --chunks 4
 #                     --max-start 0 --execute-steps 12 (each chunk starts 12 steps after the one before and writes the
 #                     4 frames seen in them, as inference writes a chunk's 4 newest frames after ~0.8 s of it), lr
 #                     3e-4 cosine to 3e-5 at 1,800, 1,800 steps (21 min with preparing)
-#   Measured ("Thirteenth look"): push_forward 43/75, reach 35/75: shipped beside the reach checkpoint, whose
-#   reach is better, so the demo keeps that.
+#   Measured ("Thirteenth look"): push_forward 43/75, reach 35/75 (shipped until session 17).
+# and with --scenes (after --cadence), 200 more shared scenes and two stages on them, from the cadence stage:
+#   generate --tasks reach push_forward --every-colour --shared-scenes, 200 seeds from 9300 (1,200 episodes, 21 min)
+#   6. more scenes    --chunks 4 --max-start 0 --execute-steps 12 --oversample touch=2 (reach's samples twice per
+#                     epoch), lr 2e-4 cosine to 2e-5 at 1,800, 1,800 steps (19 min with preparing)
+#   7. longer         the same samples, lr 2e-4 cosine to 2e-5 at 3,000, 3,000 steps (~35 min)
+#   Measured ("Sixteenth look"): reach 87/135, push_forward 97/135: shipped as
+#   checkpoints/franka_droid_sim_small_reach_push_forward, which the demo runs.
 # --reach CHECKPOINT starts --push, --forward or --cadence from that reach checkpoint (e.g. the shipped
 # checkpoints/franka_droid_sim_small_reach) instead of training stages 1-4 first.
 # All with batch 16 and action weight 10; every dataset with --noise 0.015. Resumable: a dataset whose meta is
@@ -51,7 +57,7 @@
 # (the trainer's --device auto) shortens the training. The reach demonstrations are the scripted expert's
 # (sim/expert.py), so a change to its reach changes what every stage learns.
 #
-# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push | --forward | --joint | --cadence]
+# Usage: scripts/reach_curriculum.sh OUT [--through 1|2|3|4] [--push | --forward | --joint | --cadence [--scenes]]
 #                                      [--reach CHECKPOINT] [--from CHECKPOINT] [--eval EPISODES]
 #   OUT/data/<set>      the generated datasets
 #   OUT/<stage>/        each stage's run folder (losses.json, loss.png, checkpoint/)
@@ -70,6 +76,7 @@ PUSH=0
 FORWARD=0
 JOINT=0
 CADENCE=0
+SCENES=0
 REACH=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -79,6 +86,7 @@ while [[ $# -gt 0 ]]; do
     --forward) FORWARD=1; shift ;;
     --joint) JOINT=1; shift ;;
     --cadence) CADENCE=1; shift ;;
+    --scenes) SCENES=1; shift ;;
     --reach) REACH="$2"; shift 2 ;;
     --eval) EVAL="$2"; shift 2 ;;
     *) echo "reach_curriculum: unknown option $1" >&2; usage ;;
@@ -88,6 +96,7 @@ done
 [[ -f "$FROM/experiment_cfg/metadata.json" ]] || { echo "reach_curriculum: --from $FROM is not a checkpoint" >&2; exit 2; }
 [[ $((PUSH + FORWARD + JOINT + CADENCE)) -le 1 ]] || {
   echo "reach_curriculum: --push, --forward, --joint and --cadence are alternatives" >&2; exit 2; }
+[[ "$SCENES" -eq 0 || "$CADENCE" -eq 1 ]] || { echo "reach_curriculum: --scenes continues --cadence" >&2; exit 2; }
 [[ "$JOINT" -eq 0 || -z "$REACH" ]] || { echo "reach_curriculum: --joint starts from --from, not --reach" >&2; exit 2; }
 if [[ -n "$REACH" ]]; then
   [[ "$PUSH" -eq 1 || "$FORWARD" -eq 1 || "$CADENCE" -eq 1 ]] || {
@@ -176,6 +185,16 @@ if [[ "$CADENCE" -eq 1 ]]; then
   stage 5_cadence "$LAST" shared --chunks 4 --max-start 0 --execute-steps 12 --lr 3e-4 --decay-steps 1800 --steps 1800
   LAST="$OUT/5_cadence/checkpoint"
   TASKS=(reach push_forward)
+  if [[ "$SCENES" -eq 1 ]]; then
+    dataset shared2 --tasks reach push_forward --every-colour --shared-scenes --episodes 200 --seed 9300
+    stage 6_more_scenes "$LAST" shared2 --chunks 4 --max-start 0 --execute-steps 12 --oversample touch=2 --lr 2e-4 \
+      --decay-steps 1800 --steps 1800 --save-every 600
+    # the same samples: the stage 6 run's prepared file
+    stage 7_longer "$OUT/6_more_scenes/checkpoint" shared2 --chunks 4 --max-start 0 --execute-steps 12 \
+      --oversample touch=2 --lr 2e-4 --decay-steps 3000 --steps 3000 --save-every 1000 \
+      --cache "$OUT/6_more_scenes/samples.pt"
+    LAST="$OUT/7_longer/checkpoint"
+  fi
 fi
 say "last checkpoint: $LAST"
 if [[ "$EVAL" -gt 0 ]]; then

@@ -23,7 +23,7 @@ from dreamzero_ros.runs.recording import topic_counts, topic_types
 # The demo runs in the root namespace: the recording holds the fully qualified names.
 CHUNK_TOPIC, STITCHED_TOPIC = "/dreamzero/action_chunk", "/dreamzero/stitched_image"
 PREDICTED_TOPIC = "/dreamzero/predicted_video"
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "franka_droid_sim_small_reach"
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "franka_droid_sim_small_reach_push_forward"
 
 pytestmark = pytest.mark.slow
 

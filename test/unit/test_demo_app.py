@@ -11,7 +11,7 @@ import yaml
 from dreamzero_ros.apps.demo import resolve_demo_defaults, run_demo
 from dreamzero_ros.core.embodiment import ConfigError, config_dir
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "franka_droid_sim_small_reach"
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "franka_droid_sim_small_reach_push_forward"
 
 
 def _args(embodiment: str = "franka_droid", **given) -> argparse.Namespace:

@@ -194,9 +194,9 @@ def test_a_checkpoint_with_other_chunk_timing_is_refused_naming_both_values():
 
 def test_the_demo_section_names_a_task_and_a_checkpoint_that_ships_and_defaults_to_the_free_loop():
     franka = load_embodiment("franka_droid").demo
-    assert (franka.task, franka.checkpoint) == ("reach", "franka_droid_sim_small_reach")
+    assert (franka.task, franka.checkpoint) == ("reach", "franka_droid_sim_small_reach_push_forward")
     shipped = resolve_checkpoint(franka.checkpoint)
-    assert shipped == config_dir().parent / "checkpoints" / "franka_droid_sim_small_reach"
+    assert shipped == config_dir().parent / "checkpoints" / "franka_droid_sim_small_reach_push_forward"
     assert (shipped / "experiment_cfg" / "metadata.json").is_file()
     for name in ("agibot_g1", "yam"):  # no `demo:` section
         assert (load_embodiment(name).demo.task, load_embodiment(name).demo.checkpoint) == ("none", None)
