@@ -83,6 +83,11 @@ def run_aim(embodiment: EmbodimentConfig, tasks: Sequence[str], episodes: int, f
     steps = sorted({source.execute_steps or horizon // 2, horizon})
     arm = [embodiment.action_joints.index(j) for j in rig.arm_joints]
     robot = SimRobot(embodiment, layout=task_layout(embodiment))
+
+    def point(row: np.ndarray) -> tuple[float, float, float]:
+        """The tool centre point with the arm at `row`'s targets (action_joints order)."""
+        return tuple(float(v) for v in tcp_at(robot, {rig.arm_joints[i]: float(row[j]) for i, j in enumerate(arm)}))
+
     summaries, everything = [], []
     try:
         for task in tasks:
@@ -95,12 +100,7 @@ def run_aim(embodiment: EmbodimentConfig, tasks: Sequence[str], episodes: int, f
                                            np.array([q[j] for j in embodiment.state_joints]),
                                            np.array([held[j] for j in embodiment.action_joints]))
                 expert = ScriptedExpert(robot, episode)
-                plan = np.stack([expert(robot) for _ in range(horizon)])
-
-                def point(row: np.ndarray) -> tuple[float, float, float]:
-                    joints = {rig.arm_joints[i]: float(row[j]) for i, j in enumerate(arm)}
-                    return tuple(float(v) for v in tcp_at(robot, joints))
-
+                plan = np.stack([expert(robot) for _ in range(horizon)])  # its targets alone: no physics
                 objects = {name: tuple(float(v) for v in robot.body_position(name)) for name in episode.objects}
                 results.append(AimEpisode(
                     seed=seed, instruction=episode.instruction,
@@ -141,8 +141,11 @@ def main(args: argparse.Namespace) -> int:
                                       checkpoint=args.checkpoint or None, policy=args.policy or "checkpoint",
                                       progress=lambda line: print(line, flush=True))
     except (KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a checkpoint that does not load, a backend that refuses it
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     table = format_aim_table(summaries)
     print()
     print(table)

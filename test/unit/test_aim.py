@@ -106,9 +106,13 @@ def test_the_shipped_two_task_checkpoint_heads_for_the_named_cube_at_its_cadence
     assert float(rows[1][7]) > 0.5 and float(rows[1][4]) < 10.0
 
 
-def test_aim_refuses_training_seeds_and_a_missing_policy_by_name(capsys) -> None:
+def test_aim_refuses_training_seeds_a_missing_policy_an_unknown_task_and_a_missing_checkpoint_by_name(capsys) -> None:
     assert cli_main(["aim", "--policy", "hold", "--first-seed", "5", "--episodes", "2"]) == 2
     assert "seeds 5..6 may be training episodes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["aim", "--task", "reach"])
     assert "one of the arguments --checkpoint --policy is required" in capsys.readouterr().err
+    assert cli_main(["aim", "--policy", "hold", "--task", "fly", "--episodes", "1"]) == 2
+    assert "unknown task 'fly'" in capsys.readouterr().err
+    assert cli_main(["aim", "--checkpoint", "/no/such/checkpoint", "--episodes", "1"]) == 1
+    assert "/no/such/checkpoint: checkpoint folder not found" in capsys.readouterr().err
