@@ -51,7 +51,6 @@ class _Backend:
     def __init__(self, embodiment: EmbodimentConfig, checkpoint: str | None) -> None:
         from dreamzero_ros.backends.local import LocalBackend
 
-        self.embodiment = embodiment
         self.backend = LocalBackend(embodiment, checkpoint=checkpoint)
         self.execute_steps = getattr(self.backend, "execute_steps", None)
 

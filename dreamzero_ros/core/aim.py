@@ -19,7 +19,7 @@ centre points (world x, y, z in m), so it is pure numpy:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -65,10 +65,9 @@ class AimSummary:
     gain: tuple[float, float] | None  # (x, y)
     bias: tuple[float, float] | None  # (x, y) m
     nearer_other: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        return asdict(self)
 
 
 def _fit(expert_travel: np.ndarray, policy_travel: np.ndarray) -> tuple[float, float] | None:
